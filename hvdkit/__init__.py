@@ -1,0 +1,14 @@
+"""hvdkit: train one model on PyTorch or TensorFlow, on one process or many, through Horovod.
+
+    from hvdkit import Trainer, load_recipe
+    summary = Trainer(load_recipe("recipes/digits_mlp.yaml"), framework="torch").fit()
+
+Importing hvdkit imports no framework; the adapter you pick does.
+"""
+
+from hvdkit.errors import UserError
+from hvdkit.recipe import Recipe, load_recipe, recipe_from_dict
+from hvdkit.trainer import Trainer
+
+__all__ = ["Recipe", "Trainer", "UserError", "load_recipe", "recipe_from_dict"]
+__version__ = "0.1.0"

@@ -1,0 +1,6 @@
+"""The TensorFlow / Keras 3 adapter: tensorflow, keras and horovod.tensorflow live only here."""
+
+from hvdkit.adapters.tensorflow.adapter import TensorFlowAdapter as Adapter
+from hvdkit.adapters.tensorflow.models import MODELS
+
+__all__ = ["MODELS", "Adapter"]

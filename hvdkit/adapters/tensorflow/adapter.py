@@ -1,0 +1,127 @@
+"""TensorFlow mechanics: a `tf.function` step, Horovod allreduce of the tape's gradients.
+
+Keras 3 variables are not `tf.Variable`s; Horovod's broadcasts get the underlying ones
+(`v.value`). Gradients of the micro-batches are summed, then reduced in one
+`hvd.grouped_allreduce` — the call `hvd.DistributedGradientTape` makes — so that gradient
+accumulation never holds more than one micro-batch of activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.recipe import OptimizerConfig, Recipe
+from hvdkit.world import World, default_threads
+
+
+def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
+    # Keras applies weight decay decoupled from the gradient (AdamW-style), unlike torch's L2.
+    decay = config.weight_decay or None
+    if config.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum,
+                                    weight_decay=decay)
+    return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
+
+
+class TensorFlowAdapter:
+    framework = "tensorflow"
+
+    def __init__(self) -> None:
+        import horovod.tensorflow as hvd
+
+        self.hvd = hvd
+        self.threads = 0
+
+    def init(self, threads: int = 0) -> World:
+        self.hvd.init()
+        world = World.from_horovod(self.hvd)
+        self.threads = threads or default_threads(world.local_size)
+        # Must run before TensorFlow's runtime starts, i.e. before the first op.
+        tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+        return world
+
+    def build(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
+              model: Any = None) -> None:
+        keras.utils.set_random_seed(recipe.train.seed)
+        if model is None:
+            model = MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
+        elif not isinstance(model, keras.Model):
+            model = model(input_shape, num_classes)
+        self.model = model
+        self.optimizer = make_optimizer(recipe.optimizer)
+        self.optimizer.build(model.trainable_variables)
+        self.accumulation = recipe.parallel.accumulation
+        self.reduce_op = {"average": self.hvd.Average, "sum": self.hvd.Sum,
+                          "adasum": self.hvd.Adasum}[recipe.parallel.reduction]
+        self.compression = (self.hvd.Compression.fp16 if recipe.parallel.compression == "fp16"
+                            else self.hvd.Compression.none)
+        spec = [tf.TensorSpec((None, *input_shape), tf.float32), tf.TensorSpec((None,), tf.int64)]
+        # The steps are plain Python with static loops: AutoGraph's rewrite is not needed.
+        self._train = tf.function(self._train_step, autograph=False,
+                                  input_signature=[*spec, tf.TensorSpec((), tf.float32)])
+        self._eval = tf.function(self._eval_step, autograph=False, input_signature=spec)
+
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        self.optimizer.learning_rate.assign(lr)
+        variables = self.model.trainable_variables
+        k = self.accumulation
+        n = tf.shape(x)[0]
+        grads = [tf.zeros_like(v) for v in variables]
+        loss_sum = tf.constant(0.0)
+        correct = tf.constant(0, tf.int64)
+        for i in range(k):
+            start, end = n * i // k, n * (i + 1) // k
+            xb, yb = x[start:end], y[start:end]
+            with tf.GradientTape() as tape:
+                logits = self.model(xb, training=True)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+                scaled = loss / k  # inside the tape, or the tape cannot see it
+            step_grads = tape.gradient(scaled, variables)
+            grads = [g + s for g, s in zip(grads, step_grads, strict=True)]
+            loss_sum += loss
+            correct += tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == yb, tf.int64))
+        grads = self.hvd.grouped_allreduce(grads, op=self.reduce_op, compression=self.compression)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss_sum / k, correct
+
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits = self.model(x, training=False)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.int64))
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:
+        loss, correct = self._train(x, y, np.float32(lr))
+        return {"loss": float(loss), "accuracy": int(correct) / len(y)}
+
+    def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        loss, correct = self._eval(x, y)
+        return {"loss_sum": float(loss), "correct": int(correct), "count": len(y)}
+
+    def _variables(self) -> list[Any]:
+        return [*self.model.variables, *self.optimizer.variables]
+
+    def broadcast_state(self, root_rank: int = 0) -> None:
+        self.hvd.broadcast_variables([v.value for v in self._variables()], root_rank=root_rank)
+
+    def allreduce(self, values: np.ndarray, op: str = "average") -> np.ndarray:
+        reduce_op = self.hvd.Average if op == "average" else self.hvd.Sum
+        return self.hvd.allreduce(tf.constant(values), op=reduce_op).numpy()
+
+    def state(self) -> dict[str, Any]:
+        return {"model": [v.numpy() for v in self.model.variables],
+                "optimizer": [v.numpy() for v in self.optimizer.variables]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for variable, value in zip(self._variables(), [*state["model"], *state["optimizer"]],
+                                   strict=True):
+            variable.assign(value)
+
+    def parameters_as_numpy(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.model.trainable_variables]

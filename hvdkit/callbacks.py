@@ -1,0 +1,105 @@
+"""Callbacks: the loop's hooks. Metrics reach them already averaged across ranks.
+
+Rank-0 side effects (printing, files) live here, so the loop itself stays free of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+Logs = dict[str, Any]
+
+
+class Callback:
+    """Override the hooks you need; each gets the step or epoch and a logs dict."""
+
+    def on_train_begin(self, logs: Logs) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None: ...
+    def on_step_end(self, step: int, logs: Logs) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None: ...
+    def on_train_end(self, logs: Logs) -> None: ...
+
+
+class MetricsWriter(Callback):
+    """Appends one JSON line per logged step and per epoch to `metrics.jsonl`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self._file = self.path.open("a")
+
+    def _write(self, record: Logs) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(record) + "\n")
+
+    def on_step_end(self, step: int, logs: Logs) -> None:
+        self._write({"kind": "step", "step": step, **logs})
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        self._write({"kind": "epoch", "epoch": epoch, **logs})
+        assert self._file is not None
+        self._file.flush()
+
+    def on_train_end(self, logs: Logs) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class ProgressBar(Callback):
+    """Progress with loss and throughput: a live bar on a terminal, else one line per log."""
+
+    def __init__(self, stream: TextIO | None = None, min_interval_s: float = 2.0) -> None:
+        self.stream = stream or sys.stderr
+        self.min_interval_s = min_interval_s
+        self._bar: Any = None
+        self._last_line = 0.0
+        self._started = 0.0
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self.total = logs["total_steps"]
+        self.epochs = logs["epochs"]
+        self._started = time.perf_counter()
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, step: int, logs: Logs) -> None:
+        done = step + 1
+        text = f"loss {logs['loss']:.4f} acc {logs['accuracy']:.3f} " \
+               f"{logs['samples_per_sec']:.0f} samples/s"
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            self._bar.set_postfix_str(f"epoch {logs['epoch'] + 1}/{self.epochs} {text}")
+            return
+        now = time.perf_counter()
+        if now - self._last_line < self.min_interval_s and done < self.total:
+            return
+        self._last_line = now
+        elapsed = now - self._started
+        eta = elapsed / done * (self.total - done)
+        print(f"[hvdkit] epoch {logs['epoch'] + 1}/{self.epochs} step {done}/{self.total} "
+              f"({100 * done / self.total:.0f}%) {text} eta {eta:.0f}s",
+              file=self.stream, flush=True)
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        parts = [f"epoch {epoch + 1}/{self.epochs}", f"train loss {logs['train_loss']:.4f}"]
+        if "test_accuracy" in logs:
+            parts.append(f"test loss {logs['test_loss']:.4f} "
+                         f"test accuracy {logs['test_accuracy']:.4f}")
+        parts.append(f"{logs['samples_per_sec']:.0f} samples/s")
+        message = "[hvdkit] " + " | ".join(parts)
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def on_train_end(self, logs: Logs) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,139 @@
+"""The `hvdkit` command: argument parsing only; the work lives in the modules it calls.
+
+    hvdkit train recipes/digits_mlp.yaml --framework torch -np 2
+    hvdkit train recipes/digits_mlp.yaml --framework tensorflow -np 2 --controller gloo
+    hvdkit info
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from hvdkit.adapters.base import FRAMEWORKS
+from hvdkit.errors import UserError
+from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
+from hvdkit.recipe import Recipe, load_recipe
+from hvdkit.world import in_horovod_job
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a recipe (launches horovodrun when not in a job)")
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    p.add_argument("--framework", "-f", default="torch", help="torch or tensorflow")
+    p.add_argument("-np", "--np", dest="np", type=int, default=1, help="number of ranks")
+    p.add_argument("--controller", default="mpi", help="mpi (default) or gloo")
+    p.add_argument("--hosts", "-H", help="host list for horovodrun, e.g. h1:2,h2:2")
+    p.add_argument("--hostfile", help="hostfile with `host slots=N` lines")
+    p.add_argument("--network-interface", help="network interface(s) for Horovod traffic")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set optimizer.lr=0.1 (repeatable)")
+    p.add_argument("--threads", type=int, help="intra-op threads per rank (train.threads)")
+    p.add_argument("--run-dir", help="where the run's files go (default runs/<name>-...)")
+    p.add_argument("--no-yield-when-idle", dest="yield_when_idle", action="store_false",
+                   help="keep OpenMPI's busy-polling (hvdkit turns on mpi_yield_when_idle)")
+    p.add_argument("--mpi-args", default="", help="extra arguments for mpirun")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress output")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hvdkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    sub.add_parser("info", help="versions, Horovod's build, ranks, threads and launch defaults")
+    return parser.parse_args(argv)
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    overrides = list(args.overrides)
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
+    return load_recipe(args.recipe, overrides)
+
+
+def train(args: argparse.Namespace) -> int:
+    if args.framework not in FRAMEWORKS:
+        raise UserError(f"unknown framework {args.framework!r}; valid: {', '.join(FRAMEWORKS)}")
+    recipe = _recipe(args)  # every recipe error surfaces here, before any worker starts
+    if in_horovod_job():
+        return train_worker(args, recipe)
+    options = LaunchOptions(
+        np=args.np, controller=args.controller, hosts=args.hosts, hostfile=args.hostfile,
+        network_interface=args.network_interface, yield_when_idle=args.yield_when_idle,
+        mpi_args=args.mpi_args.split(),
+    )
+    options.validate()
+    check_horovod(args.framework, options.controller)
+    warn_oversubscription(options)
+    from hvdkit.trainer import default_run_dir
+
+    run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
+    worker = ["train", args.recipe, "--framework", args.framework, "--run-dir", run_dir]
+    for item in args.overrides:
+        worker += ["--set", item]
+    if args.threads is not None:
+        worker += ["--threads", str(args.threads)]
+    if not args.progress:
+        worker.append("--no-progress")
+    return run_job(options, worker)
+
+
+def _rank_from_env() -> int:
+    for name in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def train_worker(args: argparse.Namespace, recipe: Recipe) -> int:
+    """Train inside a Horovod job; any failure names this rank and ends the job non-zero."""
+    from hvdkit.trainer import Trainer, default_run_dir
+
+    launch = json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")) or {"launched_by": "external"}
+    rank = _rank_from_env()
+    try:
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(recipe, args.framework, 0)
+        trainer = Trainer(recipe, args.framework, run_dir=run_dir, progress=args.progress,
+                          launch_info=launch)
+        summary = trainer.fit()
+    except UserError as exc:
+        print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
+        return 2
+    except BaseException:
+        print(f"hvdkit: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr,
+              flush=True)
+        return 1
+    if rank == 0:
+        accuracy = summary.get("test_accuracy")
+        shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
+        print(f"[hvdkit] done: {args.framework} np={summary['np']} {shown}, "
+              f"{summary['samples_per_sec']:.0f} samples/s, run files in {run_dir}", flush=True)
+    return 0
+
+
+def info(_: argparse.Namespace) -> int:
+    from hvdkit.info import describe
+
+    print(describe())
+    return 0
+
+
+COMMANDS = {"train": train, "info": info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"hvdkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

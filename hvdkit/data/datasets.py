@@ -1,0 +1,62 @@
+"""Registered data sets. Each builder returns numpy arrays: images channels last, int64 labels.
+
+Add one with `@DATASETS.register("name")` on a function `(config, seed) -> Dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hvdkit.recipe import DataConfig
+from hvdkit.registry import Registry
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+DATASETS: Registry = Registry("data set")
+
+
+def build_dataset(config: DataConfig, seed: int) -> Dataset:
+    return DATASETS.get(config.name)(config, seed)
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+@DATASETS.register("digits")
+def digits(config: DataConfig, seed: int) -> Dataset:
+    """scikit-learn's 1,797 handwritten digits, 8x8 grey levels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = (raw.images / 16.0).astype(np.float32)[..., None]
+    y = raw.target.astype(np.int64)
+    # The split is fixed by the data, not the run's seed, so every run tests on the same set.
+    return Dataset(*_split(x, y, config.test_fraction, seed=1234), num_classes=10)
+
+
+@DATASETS.register("synthetic")
+def synthetic(config: DataConfig, seed: int) -> Dataset:
+    """Gaussian inputs labelled by a random linear teacher: learnable, any shape, any size."""
+    rng = np.random.default_rng(seed + 7919)
+    x = rng.standard_normal((config.samples, *config.shape), dtype=np.float32)
+    teacher = rng.standard_normal((int(np.prod(config.shape)), config.classes))
+    y = np.argmax(x.reshape(len(x), -1) @ teacher, axis=1).astype(np.int64)
+    return Dataset(*_split(x, y, config.test_fraction, seed=seed), num_classes=config.classes)

@@ -1,0 +1,63 @@
+"""`hvdkit info`: versions, Horovod's build, this host's cores and threads, launch defaults."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import subprocess
+from dataclasses import fields
+
+from hvdkit.launcher import HOROVOD_EXTENSIONS, LaunchOptions
+from hvdkit.world import cores, default_threads
+
+_PACKAGES = ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except Exception:
+            versions[name] = "not installed"
+    versions["mpi"] = mpi_version()
+    return versions
+
+
+def mpi_version() -> str:
+    if shutil.which("mpirun") is None:
+        return "not installed"
+    out = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def horovod_build() -> dict[str, str]:
+    """What Horovod was built with, per framework, from its public *_built() functions."""
+    built = {}
+    for framework, extension in HOROVOD_EXTENSIONS.items():
+        try:
+            importlib.import_module(extension)
+            hvd = importlib.import_module(f"horovod.{framework}")
+        except Exception:
+            built[framework] = "not built"
+            continue
+        parts = [name for name in ("mpi", "gloo", "nccl") if getattr(hvd, f"{name}_built")()]
+        built[framework] = "yes (" + ", ".join(parts) + ")"
+    return built
+
+
+def describe() -> str:
+    lines = ["hvdkit info", "", "versions:"]
+    lines += [f"  {k:<11} {v}" for k, v in package_versions().items()]
+    lines += ["", "horovod built with:"]
+    lines += [f"  {k:<11} {v}" for k, v in horovod_build().items()]
+    lines += ["", f"host: {cores()} cores; intra-op threads per rank by default:"]
+    lines += [f"  -np {n}: {default_threads(n)}" for n in (1, 2, 4)]
+    lines += ["", "launch defaults (override with hvdkit train flags):"]
+    defaults = LaunchOptions()
+    for f in fields(defaults):
+        doc = " ".join((f.metadata.get("doc") or "").split())
+        lines.append(f"  {f.name:<18} {getattr(defaults, f.name)!r} {doc}".rstrip())
+    lines.append(f"  {'mpirun args':<18} {' '.join(defaults.effective_mpi_args())}")
+    return "\n".join(lines)

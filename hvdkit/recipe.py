@@ -1,0 +1,245 @@
+"""Recipes: one YAML file names a model, data, optimizer and parallel layout for both frameworks.
+
+Loading is strict: an unknown key, a wrong type or a missing field raises `UserError` naming the
+file and the field. `--set key=value` overrides are applied before validation, so they get the
+same checks. `Recipe.to_dict()` is what every run saves as its resolved recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hvdkit.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    """Registered model builder: `mlp` or `cnn` (see `hvdkit info`)."""
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    """Widths of the fully connected hidden layers."""
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    """Output channels of each 3x3 convolution (cnn only)."""
+
+
+@dataclass
+class DataConfig:
+    name: str
+    """Registered data set: `digits` (scikit-learn's 8x8 digits) or `synthetic`."""
+    test_fraction: float = 0.2
+    """Share of the samples held out as the test set."""
+    samples: int = 4096
+    """Number of samples (synthetic only)."""
+    shape: list[int] = field(default_factory=lambda: [8, 8, 1])
+    """Shape of one sample, channels last (synthetic only)."""
+    classes: int = 10
+    """Number of classes (synthetic only)."""
+    drop_last: bool = True
+    """Drop the last global batch of an epoch when it is incomplete (training only)."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["sgd", "adam"]
+    """Optimizer."""
+    lr: float = 0.01
+    """Base learning rate, for one worker."""
+    momentum: float = 0.0
+    """SGD momentum."""
+    weight_decay: float = 0.0
+    """L2 weight decay."""
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    step_every_epochs: int = 10
+    """Epochs between decays (schedule: step)."""
+    step_gamma: float = 0.1
+    """Decay factor (schedule: step)."""
+    scale_by_world: bool = False
+    """Multiply lr by the number of data-parallel workers (the linear scaling rule)."""
+    warmup_epochs: float = 0.0
+    """Epochs over which lr ramps linearly up to its (scaled) value."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    """Samples per rank per backward pass (one micro-batch when accumulating)."""
+    epochs: int = 1
+    """Passes over the training set."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: no limit)."""
+    seed: int = 0
+    """Seed of the initial weights and of the data order, the same on every rank."""
+    eval_every_epochs: int = 1
+    """Evaluate on the test set every this many epochs (and always at the end)."""
+    log_every_steps: int = 10
+    """Average metrics across ranks and log them every this many steps."""
+    threads: int = 0
+    """Intra-op threads per rank (0: the cores divided by the ranks on the host)."""
+
+
+@dataclass
+class ParallelConfig:
+    reduction: Literal["average", "sum", "adasum"] = "average"
+    """How Horovod combines the ranks' gradients."""
+    compression: Literal["none", "fp16"] = "none"
+    """Gradient compression on the wire."""
+    accumulation: int = 1
+    """Backward passes per optimizer step (gradient accumulation)."""
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig
+    optimizer: OptimizerConfig
+    name: str = "run"
+    """Name of the recipe; the default run folder starts with it."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A short hash of the resolved recipe, to tell checkpoints of other recipes apart."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply `key=value` overrides, validate, and return it typed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    return recipe_from_dict(data or {}, source=str(path), overrides=overrides)
+
+
+def recipe_from_dict(
+    data: dict[str, Any], source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()
+) -> Recipe:
+    """Build a validated `Recipe` from plain data (a parsed YAML file, or a test's dict)."""
+    data = json.loads(json.dumps(data))  # a deep copy that the overrides may change
+    for item in overrides:
+        _apply_override(data, item, source)
+    recipe = _build(Recipe, data, source, "")
+    _check(recipe, source)
+    return recipe
+
+
+def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. optimizer.lr=0.1")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {item!r}: {part} is not a section of {source}")
+    node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+
+
+def _build(cls: type, data: Any, source: str, where: str) -> Any:
+    label = where or "the recipe"
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: {label} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise UserError(
+            f"{source}: unknown key {key!r}; valid keys here: {', '.join(fields)}"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{source}: missing required field {key!r}")
+            continue
+        values[name] = _coerce(hints[name], data[name], source, key)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, key)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise UserError(
+                f"{source}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, source, key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise UserError(f"{source}: {key} must be a list, got {value!r}")
+        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    raise UserError(f"{source}: {key} must be {names.get(hint, hint)}, got {value!r}")
+
+
+def _check(recipe: Recipe, source: str) -> None:
+    """Cross-field and range checks; each message names the field to fix."""
+    positive = {
+        "train.batch_size": recipe.train.batch_size,
+        "train.epochs": recipe.train.epochs,
+        "train.eval_every_epochs": recipe.train.eval_every_epochs,
+        "train.log_every_steps": recipe.train.log_every_steps,
+        "parallel.accumulation": recipe.parallel.accumulation,
+        "optimizer.step_every_epochs": recipe.optimizer.step_every_epochs,
+        "data.samples": recipe.data.samples,
+        "data.classes": recipe.data.classes,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{source}: {key} must be at least 1, got {value}")
+    non_negative = {
+        "train.max_steps": recipe.train.max_steps,
+        "train.threads": recipe.train.threads,
+        "optimizer.momentum": recipe.optimizer.momentum,
+        "optimizer.weight_decay": recipe.optimizer.weight_decay,
+        "optimizer.warmup_epochs": recipe.optimizer.warmup_epochs,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"{source}: {key} must not be negative, got {value}")
+    if recipe.optimizer.lr <= 0:
+        raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
+    if not 0 < recipe.data.test_fraction < 1:
+        raise UserError(f"{source}: data.test_fraction must lie between 0 and 1")
+    from hvdkit.data.datasets import DATASETS  # here: the data sets import this module
+    from hvdkit.models import MODEL_NAMES
+
+    if recipe.model.name not in MODEL_NAMES:
+        raise UserError(f"{source}: unknown model {recipe.model.name!r}; "
+                        f"valid: {', '.join(MODEL_NAMES)}")
+    if recipe.data.name not in DATASETS:
+        raise UserError(f"{source}: unknown data set {recipe.data.name!r}; "
+                        f"valid: {', '.join(DATASETS.names())}")
+    if any(w < 1 for w in recipe.model.hidden + recipe.model.channels):
+        raise UserError(f"{source}: model.hidden and model.channels must be positive widths")
