@@ -11,14 +11,12 @@ import argparse
 import json
 import os
 import sys
-import traceback
-from pathlib import Path
 
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
 from hvdkit.recipe import Recipe, load_recipe
-from hvdkit.world import in_horovod_job
+from hvdkit.worker import in_horovod_job, run_worker
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +59,7 @@ def train(args: argparse.Namespace) -> int:
         raise UserError(f"unknown framework {args.framework!r}; valid: {', '.join(FRAMEWORKS)}")
     recipe = _recipe(args)  # every recipe error surfaces here, before any worker starts
     if in_horovod_job():
-        return train_worker(args, recipe)
+        return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
     options = LaunchOptions(
         np=args.np, controller=args.controller, hosts=args.hosts, hostfile=args.hostfile,
         network_interface=args.network_interface, yield_when_idle=args.yield_when_idle,
@@ -73,7 +71,12 @@ def train(args: argparse.Namespace) -> int:
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
-    worker = ["train", args.recipe, "--framework", args.framework, "--run-dir", run_dir]
+    if options.np == 1 and not options.multi_host:
+        # One rank needs no launcher: Horovod starts as an MPI singleton in this process.
+        args.run_dir = run_dir
+        return train_worker(args, recipe, {"launched_by": "in-process", "np": 1})
+    worker = [sys.executable, "-m", "hvdkit", "train", args.recipe, "--framework",
+              args.framework, "--run-dir", run_dir]
     for item in args.overrides:
         worker += ["--set", item]
     if args.threads is not None:
@@ -83,37 +86,25 @@ def train(args: argparse.Namespace) -> int:
     return run_job(options, worker)
 
 
-def _rank_from_env() -> int:
-    for name in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
+def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
+    """Train in this process (one rank of a job); failures name the rank, exit non-zero."""
+    from hvdkit.trainer import Trainer
 
-
-def train_worker(args: argparse.Namespace, recipe: Recipe) -> int:
-    """Train inside a Horovod job; any failure names this rank and ends the job non-zero."""
-    from hvdkit.trainer import Trainer, default_run_dir
-
-    launch = json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")) or {"launched_by": "external"}
-    rank = _rank_from_env()
-    try:
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(recipe, args.framework, 0)
-        trainer = Trainer(recipe, args.framework, run_dir=run_dir, progress=args.progress,
-                          launch_info=launch)
+    def train_here() -> int:
+        # Started by mpirun or srun directly: rank 0 picks the run folder if none was given.
+        trainer = Trainer(recipe, args.framework, run_dir=args.run_dir or "auto",
+                          progress=args.progress,
+                          launch_info=launch or {"launched_by": "external"})
         summary = trainer.fit()
-    except UserError as exc:
-        print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
-        return 2
-    except BaseException:
-        print(f"hvdkit: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr,
-              flush=True)
-        return 1
-    if rank == 0:
-        accuracy = summary.get("test_accuracy")
-        shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
-        print(f"[hvdkit] done: {args.framework} np={summary['np']} {shown}, "
-              f"{summary['samples_per_sec']:.0f} samples/s, run files in {run_dir}", flush=True)
-    return 0
+        if trainer.world is not None and trainer.world.is_root:
+            accuracy = summary.get("test_accuracy")
+            shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
+            print(f"[hvdkit] done: {args.framework} np={summary['np']} {shown}, "
+                  f"{summary['samples_per_sec']:.0f} samples/s, run files in "
+                  f"{summary.get('run_dir')}", flush=True)
+        return 0
+
+    return run_worker(train_here)
 
 
 def info(_: argparse.Namespace) -> int:

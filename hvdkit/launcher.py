@@ -21,7 +21,10 @@ from hvdkit.errors import UserError
 from hvdkit.world import cores
 
 # Extension modules that exist only when Horovod was built with that framework.
-HOROVOD_EXTENSIONS = {"torch": "horovod.torch.mpi_lib_v2", "tensorflow": "horovod.tensorflow.mpi_lib"}
+HOROVOD_EXTENSIONS = {
+    "torch": "horovod.torch.mpi_lib_v2",
+    "tensorflow": "horovod.tensorflow.mpi_lib",
+}
 CONTROLLERS = ("mpi", "gloo")
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
 
@@ -78,8 +81,8 @@ def check_horovod(framework: str, controller: str) -> None:
                         "or use --controller gloo")
 
 
-def horovodrun_command(options: LaunchOptions, worker_args: list[str]) -> list[str]:
-    """The horovodrun command line that starts `python -m hvdkit <worker_args>` on every rank."""
+def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
+    """The horovodrun command line that runs `program` (an argv) on every rank."""
     horovodrun = Path(sys.executable).with_name("horovodrun")
     command = [str(horovodrun) if horovodrun.exists() else "horovodrun",
                "-np", str(options.np), f"--{options.controller}"]
@@ -92,7 +95,7 @@ def horovodrun_command(options: LaunchOptions, worker_args: list[str]) -> list[s
     mpi_args = options.effective_mpi_args()
     if options.controller == "mpi" and mpi_args:
         command += ["--mpi-args", shlex.join(mpi_args)]
-    return [*command, sys.executable, "-m", "hvdkit", *worker_args]
+    return [*command, *program]
 
 
 def warn_oversubscription(options: LaunchOptions) -> None:
@@ -101,9 +104,9 @@ def warn_oversubscription(options: LaunchOptions) -> None:
               "ranks will share cores and run slower", file=sys.stderr)
 
 
-def run_job(options: LaunchOptions, worker_args: list[str]) -> int:
-    """Run the job, streaming its output; on failure, name the rank(s) that failed."""
-    command = horovodrun_command(options, worker_args)
+def run_job(options: LaunchOptions, program: list[str]) -> int:
+    """Run `program` on every rank, streaming the output; on failure, name the failed rank(s)."""
+    command = horovodrun_command(options, program)
     print("[hvdkit] launching:", shlex.join(command), file=sys.stderr, flush=True)
     # TensorFlow's C++ info lines (oneDNN, CPU features) repeat on every rank; keep warnings.
     env = {"TF_CPP_MIN_LOG_LEVEL": "1", **os.environ,

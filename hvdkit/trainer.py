@@ -41,7 +41,8 @@ class Trainer:
 
     `model` may be the user's own model (an `nn.Module` or a `keras.Model`) or a callable
     `(input_shape, num_classes) -> model`, called after Horovod starts; the recipe's model
-    section is then ignored. `run_dir=None` writes no files (rank 0 writes them otherwise).
+    section is then ignored. Rank 0 writes the run's files to `run_dir`: a folder, "auto"
+    for runs/<recipe>-<framework>-np<N>-<time>, or None for no files.
     """
 
     def __init__(
@@ -61,7 +62,8 @@ class Trainer:
         self.adapter = adapter or get_adapter(framework)
         self.model = model
         self.user_callbacks = list(callbacks)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = None if run_dir in (None, "auto") else Path(run_dir)
+        self._auto_run_dir = run_dir == "auto"
         self.progress = progress
         self.launch_info = launch_info or {}
         self.world: World | None = None
@@ -71,11 +73,13 @@ class Trainer:
     def _setup(self) -> None:
         recipe = self.recipe
         self.world = world = self.adapter.init(recipe.train.threads)
+        if self._auto_run_dir:
+            self.run_dir = default_run_dir(recipe, self.framework, world.size)
         self.data = build_dataset(recipe.data, recipe.train.seed)
         per_step = recipe.train.batch_size * recipe.parallel.accumulation
         self.loader = ShardedLoader(
-            self.data.x_train, self.data.y_train, batch_size=per_step, rank=world.rank,
-            size=world.size, seed=recipe.train.seed, drop_last=recipe.data.drop_last,
+            self.data.x_train, self.data.y_train, batch_size=per_step,
+            rank=world.data_rank, size=world.data_size, seed=recipe.train.seed, drop_last=recipe.data.drop_last,
         )
         if self.loader.steps_per_epoch == 0:
             raise UserError(
@@ -137,7 +141,7 @@ class Trainer:
             losses: list[float] = []
             for x, y in loader.batches(epoch):
                 lr = learning_rate(recipe.optimizer, step, loader.steps_per_epoch,
-                                   self.total_steps, world.size)
+                                   self.total_steps, world.data_size)
                 t0 = time.perf_counter()
                 metrics = self.adapter.train_step(x, y, lr)
                 pending.append([metrics["loss"], metrics["accuracy"], time.perf_counter() - t0])
@@ -182,7 +186,7 @@ class Trainer:
         """Test loss and accuracy over the whole test set, each rank taking a share."""
         assert self.world is not None
         x, y = self.data.x_test, self.data.y_test
-        mine = eval_shard(len(x), self.world.rank, self.world.size)
+        mine = eval_shard(len(x), self.world.data_rank, self.world.data_size)
         sums = np.zeros(3)
         for start in range(0, len(mine), EVAL_BATCH):
             idx = mine[start : start + EVAL_BATCH]

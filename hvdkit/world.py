@@ -6,16 +6,25 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-# Variables that the launchers hvdkit supports set in every worker they start.
-_JOB_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-
 
 @dataclass(frozen=True)
 class World:
+    """The job's layout. `data_rank`/`data_size` say which shard of the data this rank reads:
+    the rank itself in pure data parallelism; the replica's index when a model is split into
+    pipeline stages (all stages of one replica read the same batches)."""
+
     rank: int = 0
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    data_rank: int = -1
+    data_size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.data_rank < 0:
+            object.__setattr__(self, "data_rank", self.rank)
+        if self.data_size < 0:
+            object.__setattr__(self, "data_size", self.size)
 
     @property
     def is_root(self) -> bool:
@@ -25,11 +34,6 @@ class World:
     def from_horovod(cls, hvd: Any) -> World:
         """Read the layout from an initialised `horovod.torch` or `horovod.tensorflow` module."""
         return cls(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
-
-
-def in_horovod_job() -> bool:
-    """True inside a process started by horovodrun, mpirun or srun with PMI."""
-    return any(name in os.environ for name in _JOB_VARIABLES)
 
 
 def cores() -> int:

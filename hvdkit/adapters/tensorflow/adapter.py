@@ -93,7 +93,8 @@ class TensorFlowAdapter:
 
     def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         logits = self.model(x, training=False)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        loss = tf.reduce_sum(losses)
         return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.int64))
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:

@@ -1,0 +1,31 @@
+# hvdkit — every target sets up what it needs first (launch/setup.sh is quick once done).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test test-unit test-integration bench lint
+
+setup:
+	@bash launch/setup.sh
+
+# The main job: a real 2-rank data-parallel run of the digits recipe, PyTorch then TensorFlow.
+demo: setup
+	$(BIN)/hvdkit train recipes/digits_mlp.yaml --framework torch -np 2
+	$(BIN)/hvdkit train recipes/digits_mlp.yaml --framework tensorflow -np 2
+
+test: setup
+	$(BIN)/ruff check hvdkit tests benchmarks
+	$(BIN)/python -m pytest -q tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+lint: setup
+	$(BIN)/ruff check hvdkit tests benchmarks

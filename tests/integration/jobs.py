@@ -1,0 +1,45 @@
+"""Launching real Horovod jobs from tests, through hvdkit's own launcher command builder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvdkit.launcher import LaunchOptions, horovodrun_command
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = Path(__file__).resolve().parent / "workers"
+
+
+@dataclass
+class JobResult:
+    returncode: int
+    output: str
+    seconds: float
+
+
+def run_job(program: list[str], np: int = 2, controller: str = "mpi", timeout: float = 300,
+            env: dict[str, str] | None = None, check: bool = True,
+            options: LaunchOptions | None = None) -> JobResult:
+    """Run `program` (an argv) on `np` ranks under horovodrun; fail the test on error."""
+    options = options or LaunchOptions(np=np, controller=controller)
+    command = horovodrun_command(options, program) if options.np > 1 or options.multi_host \
+        else program
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    result = JobResult(proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - started)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"job failed ({proc.returncode}): {' '.join(command)}\n"
+                             f"{result.output[-6000:]}")
+    return result
+
+
+def worker(name: str, *args: str) -> list[str]:
+    """The argv that runs tests/integration/workers/<name>.py with this Python."""
+    return [sys.executable, str(WORKERS / f"{name}.py"), *args]
