@@ -79,7 +79,8 @@ class Trainer:
         per_step = recipe.train.batch_size * recipe.parallel.accumulation
         self.loader = ShardedLoader(
             self.data.x_train, self.data.y_train, batch_size=per_step,
-            rank=world.data_rank, size=world.data_size, seed=recipe.train.seed, drop_last=recipe.data.drop_last,
+            rank=world.data_rank, size=world.data_size, seed=recipe.train.seed,
+            drop_last=recipe.data.drop_last,
         )
         if self.loader.steps_per_epoch == 0:
             raise UserError(
