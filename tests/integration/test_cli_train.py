@@ -1,0 +1,64 @@
+"""`hvdkit train` end to end: a real 2-rank job from the command line, its files and output,
+and a crashing worker that ends the job non-zero, naming its rank, without a hang."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.jobs import ROOT, worker
+
+pytestmark = pytest.mark.integration
+
+
+def hvdkit_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hvdkit", "train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("framework, controller", [("torch", "mpi"), ("tensorflow", "gloo")])
+def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str) -> None:
+    run_dir = tmp_path / "run"
+    result = hvdkit_train("recipes/digits_mlp.yaml", "-f", framework, "-np", "2",
+                          "--controller", controller, "--set", "train.epochs=3",
+                          "--run-dir", str(run_dir))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "[hvdkit] launching:" in output and f"--{controller}" in output
+    assert "[hvdkit] epoch 3/3 | train loss" in output
+    assert f"[hvdkit] done: {framework} np=2 test accuracy" in output
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["recipe"]["train"]["epochs"] == 3 and config["world"]["size"] == 2
+    assert config["threads_per_rank"] >= 1
+    if controller == "mpi":
+        assert config["launch"]["resolved_mpi_args"] == ["--mca", "mpi_yield_when_idle", "1"]
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(epochs) == 3 and summary["steps"] == len(steps) == 3 * (1438 // 64)
+    assert {"loss", "accuracy", "samples_per_sec", "step_time", "lr"} <= set(steps[0])
+    assert epochs[-1]["test_accuracy"] == summary["test_accuracy"] > 0.8
+    assert summary["np"] == 2 and summary["global_batch"] == 64
+
+
+def test_crashing_rank_ends_the_job_and_is_named() -> None:
+    code = ("import sys; from hvdkit.launcher import LaunchOptions, run_job; "
+            f"sys.exit(run_job(LaunchOptions(np=2), {worker('crash')!r}))")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "RuntimeError: injected failure at step 3" in output  # the rank's traceback
+    assert "hvdkit: the job failed (exit code" in output and "rank 1 failed" in output
+    assert elapsed < 60, f"took {elapsed:.0f}s to end"
