@@ -1,0 +1,74 @@
+"""PyTorch DDP (gloo backend) on hvdkit's synthetic CNN recipe: the peer hvdkit is measured against.
+Spawns 2 processes on this host, 1 intra-op thread each; rank 0 prints one JSON line with
+samples/s (global) over the steps after warm-up.
+
+    python benchmarks/workers/ddp.py [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from hvdkit import load_recipe
+from hvdkit.adapters.torch.models import MODELS
+from hvdkit.data import ShardedLoader, build_dataset
+
+RECIPE = "recipes/synthetic_cnn.yaml"
+WARMUP = 10
+
+
+def run(rank: int, world: int, port: int, steps: int) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    recipe = load_recipe(RECIPE)
+    data = build_dataset(recipe.data, 0)
+    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+                           rank=rank, size=world)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(
+        MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes))
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    done, start = 0, 0.0
+    while done < steps:
+        for x, y in loader.batches(done):
+            opt.zero_grad()
+            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
+            loss.backward()
+            opt.step()
+            loss.item()
+            done += 1
+            if done == WARMUP:
+                dist.barrier()
+                start = time.perf_counter()
+            if done == steps:
+                break
+    dist.barrier()
+    elapsed = time.perf_counter() - start
+    if rank == 0:
+        rate = (steps - WARMUP) * recipe.train.batch_size * world / elapsed
+        print(json.dumps({"ddp_samples_per_sec": rate}), flush=True)
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(run, args=(2, port, args.steps), nprocs=2)
+
+
+if __name__ == "__main__":
+    main()

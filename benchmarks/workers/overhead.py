@@ -1,0 +1,149 @@
+"""Runs inside a 2-rank Horovod job: hvdkit's Trainer against a hand-written Horovod loop on the
+same model, data, batch and threads, alternating so both see the same machine load.
+Rank 0 prints one JSON line with the steps/s of each round of each.
+
+    horovodrun -np 2 python benchmarks/workers/overhead.py --framework torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from hvdkit import Trainer, load_recipe
+from hvdkit.callbacks import Callback
+from hvdkit.data import ShardedLoader, build_dataset
+from hvdkit.worker import rank_from_env, run_worker
+
+RECIPE = "recipes/synthetic_cnn.yaml"
+
+
+class StepTimer(Callback):
+    """Wall time from the end of step `warmup` to the end of the last step (evaluation left out).
+
+    Callbacks see steps when the trainer flushes metrics (every log_every_steps), so `warmup`
+    and the step count are multiples of it: the clock reads right after those steps end.
+    """
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total, self.start, self.end = warmup, total, 0.0, 0.0
+
+    def on_step_end(self, step, logs):
+        if step + 1 == self.warmup:
+            self.start = time.perf_counter()
+        if step + 1 == self.total:
+            self.end = time.perf_counter()
+
+    def rate(self) -> float:
+        return (self.total - self.warmup) / (self.end - self.start)
+
+
+def hvdkit_rate(framework: str, recipe, warmup: int) -> float:
+    timer = StepTimer(warmup, recipe.train.max_steps)
+    Trainer(recipe, framework, callbacks=[timer], progress=False).fit()
+    return timer.rate()
+
+
+def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
+    import horovod.torch as hvd
+    import torch
+
+    from hvdkit.adapters.torch.models import MODELS
+
+    hvd.init()
+    torch.set_num_threads(recipe.train.threads)
+    data = build_dataset(recipe.data, 0)
+    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+                           rank=hvd.rank(), size=hvd.size())
+    model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
+    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    done, start = 0, 0.0
+    while done < steps:
+        for x, y in loader.batches(done):
+            opt.zero_grad()
+            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
+            loss.backward()
+            opt.step()
+            loss.item()
+            done += 1
+            if done == warmup:
+                start = time.perf_counter()
+            if done == steps:
+                break
+    return (steps - warmup) / (time.perf_counter() - start)
+
+
+def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    from hvdkit.adapters.tensorflow.models import MODELS
+
+    hvd.init()
+    data = build_dataset(recipe.data, 0)
+    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+                           rank=hvd.rank(), size=hvd.size())
+    model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
+    import keras
+
+    opt = keras.optimizers.SGD(learning_rate=recipe.optimizer.lr, momentum=0.9)
+    opt.build(model.trainable_variables)
+    hvd.broadcast_variables([v.value for v in model.variables], root_rank=0)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=model(x, training=True)))
+        tape = hvd.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    done, start = 0, 0.0
+    while done < steps:
+        for x, y in loader.batches(done):
+            float(step(x, y))
+            done += 1
+            if done == warmup:
+                start = time.perf_counter()
+            if done == steps:
+                break
+    return (steps - warmup) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--framework", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    warmup = 10
+    recipe = load_recipe(RECIPE, ["train.threads=1", "train.epochs=100",
+                                  f"train.max_steps={args.steps}"])
+    if args.framework == "torch":
+        import torch
+        torch.set_num_threads(1)
+    else:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    raw = raw_torch_rate if args.framework == "torch" else raw_tensorflow_rate
+    rates: dict[str, list[float]] = {"raw": [], "hvdkit": []}
+    for _ in range(args.rounds):
+        rates["raw"].append(raw(recipe, args.steps, warmup))
+        rates["hvdkit"].append(hvdkit_rate(args.framework, recipe, warmup))
+    if rank_from_env() == 0:
+        print(json.dumps({"framework": args.framework, "batch_per_rank": recipe.train.batch_size,
+                          "raw_steps_per_sec": rates["raw"],
+                          "hvdkit_steps_per_sec": rates["hvdkit"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(main))
