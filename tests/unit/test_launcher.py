@@ -39,3 +39,26 @@ def test_hosts_and_interface_are_passed() -> None:
 def test_bad_options(options: LaunchOptions, message: str) -> None:
     with pytest.raises(UserError, match=message):
         options.validate()
+
+
+def test_horovod_built_without_framework_points_at_setup(monkeypatch) -> None:
+    import hvdkit.launcher as launcher
+
+    real = launcher.find_spec
+    monkeypatch.setattr(launcher, "find_spec",
+                        lambda name: None if name == "horovod.torch.mpi_lib_v2" else real(name))
+    with pytest.raises(UserError, match=r"built without torch; run `make setup`"):
+        launcher.check_horovod("torch", "mpi")
+    monkeypatch.setattr(launcher, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"Horovod is not installed.*make setup"):
+        launcher.check_horovod("tensorflow", "gloo")
+
+
+def test_more_ranks_than_cores_warns(capsys) -> None:
+    from hvdkit.launcher import warn_oversubscription
+    from hvdkit.world import cores
+
+    warn_oversubscription(LaunchOptions(np=cores() + 1))
+    assert "more than the" in capsys.readouterr().err
+    warn_oversubscription(LaunchOptions(np=1))
+    assert capsys.readouterr().err == ""
