@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 from dataclasses import fields
+from importlib.util import find_spec
 
 from hvdkit.launcher import HOROVOD_EXTENSIONS, LaunchOptions
 from hvdkit.world import cores, default_threads
@@ -37,9 +38,11 @@ def horovod_build() -> dict[str, str]:
     built = {}
     for framework, extension in HOROVOD_EXTENSIONS.items():
         try:
-            importlib.import_module(extension)
+            # TF's extension is an op library that horovod.tensorflow loads, not a module.
+            if find_spec(extension) is None:
+                raise ImportError(extension)
             hvd = importlib.import_module(f"horovod.{framework}")
-        except Exception:
+        except Exception:  # a missing or broken build is what we report
             built[framework] = "not built"
             continue
         parts = [name for name in ("mpi", "gloo", "nccl") if getattr(hvd, f"{name}_built")()]
