@@ -63,4 +63,9 @@ def describe() -> str:
         doc = " ".join((f.metadata.get("doc") or "").split())
         lines.append(f"  {f.name:<18} {getattr(defaults, f.name)!r} {doc}".rstrip())
     lines.append(f"  {'mpirun args':<18} {' '.join(defaults.effective_mpi_args())}")
+    from hvdkit.defaults import defaults_path, load_defaults
+
+    saved = load_defaults()
+    lines += ["", f"this machine's tuned defaults ({defaults_path()}, from `hvdkit tune`):"]
+    lines += [f"  {k:<18} {v!r}" for k, v in saved.items()] or ["  none saved"]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from hvdkit.errors import UserError
+from hvdkit.hosts import gloo_timeout_env, host_names, mpi_keepalive_args, report_lost_hosts
 from hvdkit.world import cores
 
 # Extension modules that exist only when Horovod was built with that framework.
@@ -27,6 +28,10 @@ HOROVOD_EXTENSIONS = {
 }
 CONTROLLERS = ("mpi", "gloo")
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
+# A rank killed by a signal prints nothing itself; its launcher names it.
+_RANK_STOPPED = re.compile(r"hvdkit: rank (\d+) stopped")  # only because another failed
+_RANK_LOST = re.compile(r"failure of Process (\d+)\.|"  # horovodrun --gloo
+                        r"process rank (\d+) with PID \d+ on node \S+ exited on signal")  # mpirun
 
 
 @dataclass
@@ -46,16 +51,57 @@ class LaunchOptions:
     Measured here, 2 ranks, 1 thread each: scaling efficiency 0.63 → 0.95 (torch)."""
     mpi_args: list[str] = field(default_factory=list)
     """Extra arguments for mpirun."""
+    elastic: bool = False
+    """Horovod elastic: workers come from `host_discovery_script`; Gloo is the controller."""
+    min_np: int | None = None
+    """Elastic: fewest workers to keep training with."""
+    max_np: int | None = None
+    """Elastic: most workers to take in."""
+    host_discovery_script: str | None = None
+    """Elastic: an executable that prints the available `host:slots`, one per line."""
+    stall_check: bool = True
+    """Horovod's stall inspector: report ranks that have not joined a collective."""
+    stall_warning_seconds: int | None = None
+    """Seconds a collective may wait before the stall warning names the missing ranks
+    (Horovod's default: 60)."""
+    stall_shutdown_seconds: int | None = None
+    """Seconds after which a stalled job is shut down (Horovod's default 0: never)."""
+    machine_defaults: dict | None = None
+    """What `hvdkit tune`'s saved defaults filled in (hvdkit.defaults), recorded in config.yaml."""
+    peer_timeout: int = 30
+    """Multi-host: seconds ranks wait for a silent host before the job fails (Gloo's timeout;
+    mpirun's keepalive to each host's daemon). See hvdkit.hosts."""
 
     def validate(self) -> None:
         if self.np < 1:
             raise UserError(f"-np must be at least 1, got {self.np}")
+        if self.peer_timeout < 2:
+            raise UserError(f"--peer-timeout must be at least 2 seconds, got {self.peer_timeout}")
         if self.controller not in CONTROLLERS:
             raise UserError(f"unknown controller {self.controller!r}; valid: mpi, gloo")
         if self.hosts and self.hostfile:
             raise UserError("give --hosts or --hostfile, not both")
         if self.hostfile and not Path(self.hostfile).is_file():
             raise UserError(f"hostfile {self.hostfile} does not exist")
+        if self.elastic:
+            script = self.host_discovery_script
+            if not script:
+                raise UserError("--elastic needs --host-discovery-script")
+            if not (Path(script).is_file() and os.access(script, os.X_OK)):
+                raise UserError(f"host discovery script {script} is not an executable file")
+            if self.hosts or self.hostfile:
+                raise UserError("--elastic takes its hosts from --host-discovery-script, "
+                                "not --hosts or --hostfile")
+            low, high = self.min_np or 1, self.max_np or self.np
+            if not 1 <= low <= self.np <= high:
+                raise UserError(f"elastic sizes must satisfy 1 <= --min-np ({low}) <= -np "
+                                f"({self.np}) <= --max-np ({high})")
+        elif self.host_discovery_script or self.min_np or self.max_np:
+            raise UserError("--host-discovery-script, --min-np and --max-np need --elastic")
+        warn, stop = self.stall_warning_seconds, self.stall_shutdown_seconds
+        if stop and warn and stop <= warn:
+            raise UserError("--stall-shutdown-seconds must be larger than "
+                            "--stall-warning-seconds")
 
     @property
     def multi_host(self) -> bool:
@@ -63,6 +109,8 @@ class LaunchOptions:
 
     def effective_mpi_args(self) -> list[str]:
         args = ["--mca", "mpi_yield_when_idle", "1"] if self.yield_when_idle else []
+        if self.multi_host:  # a host cut off mid-run ends the job instead of hanging it
+            args += mpi_keepalive_args(self.peer_timeout)
         return args + self.mpi_args
 
     def describe(self) -> dict:
@@ -84,8 +132,14 @@ def check_horovod(framework: str, controller: str) -> None:
 def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The horovodrun command line that runs `program` (an argv) on every rank."""
     horovodrun = Path(sys.executable).with_name("horovodrun")
+    controller = "gloo" if options.elastic else options.controller  # elastic runs on Gloo
     command = [str(horovodrun) if horovodrun.exists() else "horovodrun",
-               "-np", str(options.np), f"--{options.controller}"]
+               "-np", str(options.np), f"--{controller}"]
+    if options.elastic:
+        command += ["--min-np", str(options.min_np or 1), "--max-np",
+                    str(options.max_np or options.np), "--host-discovery-script",
+                    str(Path(str(options.host_discovery_script)).resolve())]
+    command += stall_arguments(options)
     if options.hosts:
         command += ["-H", options.hosts]
     if options.hostfile:
@@ -93,9 +147,21 @@ def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     if options.network_interface:
         command += ["--network-interface", options.network_interface]
     mpi_args = options.effective_mpi_args()
-    if options.controller == "mpi" and mpi_args:
+    if controller == "mpi" and mpi_args:
         command += ["--mpi-args", shlex.join(mpi_args)]
     return [*command, *program]
+
+
+def stall_arguments(options: LaunchOptions) -> list[str]:
+    """horovodrun's stall-inspector flags for the options that differ from Horovod's defaults."""
+    if not options.stall_check:
+        return ["--no-stall-check"]
+    args = []
+    if options.stall_warning_seconds is not None:
+        args += ["--stall-check-warning-time-seconds", str(options.stall_warning_seconds)]
+    if options.stall_shutdown_seconds is not None:
+        args += ["--stall-check-shutdown-time-seconds", str(options.stall_shutdown_seconds)]
+    return args
 
 
 def warn_oversubscription(options: LaunchOptions) -> None:
@@ -109,21 +175,29 @@ def run_job(options: LaunchOptions, program: list[str]) -> int:
     command = horovodrun_command(options, program)
     print("[hvdkit] launching:", shlex.join(command), file=sys.stderr, flush=True)
     # TensorFlow's C++ info lines (oneDNN, CPU features) repeat on every rank; keep warnings.
-    env = {"TF_CPP_MIN_LOG_LEVEL": "1", **os.environ,
+    peer_env = gloo_timeout_env(options.peer_timeout) if options.multi_host else {}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "1", **peer_env, **os.environ,
            "HVDKIT_LAUNCH": json.dumps(options.describe())}
     failed: set[int] = set()
+    followers: set[int] = set()  # ranks that stopped because another rank failed
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                           text=True, bufsize=1) as job:
         assert job.stdout is not None
         for line in job.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
-            match = _RANK_FAILED.search(line)
+            match = _RANK_FAILED.search(line) or _RANK_LOST.search(line)
             if match:
-                failed.add(int(match.group(1)))
+                failed.add(int(next(g for g in match.groups() if g is not None)))
+            stopped = _RANK_STOPPED.search(line)
+            if stopped:
+                followers.add(int(stopped.group(1)))
         code = job.wait()
+    failed = (failed - followers) or failed
     if code != 0:
         who = f"rank {', '.join(map(str, sorted(failed)))}" if failed else "a worker"
         print(f"hvdkit: the job failed (exit code {code}): {who} failed; "
               "its traceback is above", file=sys.stderr)
+        if options.multi_host:
+            report_lost_hosts(host_names(options.hosts, options.hostfile), options.peer_timeout)
     return code

@@ -85,6 +85,16 @@ class TrainConfig:
     """Average metrics across ranks and log them every this many steps."""
     threads: int = 0
     """Intra-op threads per rank (0: the cores divided by the ranks on the host)."""
+    timing_warmup_steps: int = 2
+    """Steps before the barrier-timed throughput window opens (tracing, allocations)."""
+    checkpoint_every_steps: int = 0
+    """Write a checkpoint every this many optimizer steps (0: only at the end of training).
+    Checkpoints go to <run dir>/checkpoints; a run without a run folder writes none."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
+    commit_every_steps: int = 10
+    """Elastic runs: commit the state in memory every this many steps (a lost worker costs at
+    most this many steps of repeated work)."""
 
 
 @dataclass
@@ -95,6 +105,21 @@ class ParallelConfig:
     """Gradient compression on the wire."""
     accumulation: int = 1
     """Backward passes per optimizer step (gradient accumulation)."""
+    sync: Literal["allreduce", "ps"] = "allreduce"
+    """Gradient exchange: Horovod's ring-allreduce, or a parameter server on rank 0 (mpi4py)."""
+    stages: int = 1
+    """Pipeline stages, one rank each; world size = stages x data-parallel degree."""
+    microbatches: int = 1
+    """Micro-batches per batch in a pipeline (train.batch_size must divide by it)."""
+    schedule: Literal["gpipe", "1f1b"] = "1f1b"
+    """Pipeline schedule: all forwards then all backwards, or one-forward-one-backward."""
+    split: Literal["params", "time"] = "params"
+    """Balanced cut of the layers into stages: by parameter count or by measured time."""
+    boundaries: list[int] = field(default_factory=list)
+    """Explicit cut instead: the first layer (0-based, layers with parameters) of each stage
+    after the first, e.g. [2] for 2 stages."""
+    placement: list[str] = field(default_factory=list)
+    """A device per model part (cpu, cuda:i / /CPU:0, /GPU:i); see hvdkit.parallel.placement."""
 
 
 @dataclass
@@ -210,6 +235,8 @@ def _check(recipe: Recipe, source: str) -> None:
         "train.epochs": recipe.train.epochs,
         "train.eval_every_epochs": recipe.train.eval_every_epochs,
         "train.log_every_steps": recipe.train.log_every_steps,
+        "train.keep_checkpoints": recipe.train.keep_checkpoints,
+        "train.commit_every_steps": recipe.train.commit_every_steps,
         "parallel.accumulation": recipe.parallel.accumulation,
         "optimizer.step_every_epochs": recipe.optimizer.step_every_epochs,
         "data.samples": recipe.data.samples,
@@ -221,6 +248,8 @@ def _check(recipe: Recipe, source: str) -> None:
     non_negative = {
         "train.max_steps": recipe.train.max_steps,
         "train.threads": recipe.train.threads,
+        "train.timing_warmup_steps": recipe.train.timing_warmup_steps,
+        "train.checkpoint_every_steps": recipe.train.checkpoint_every_steps,
         "optimizer.momentum": recipe.optimizer.momentum,
         "optimizer.weight_decay": recipe.optimizer.weight_decay,
         "optimizer.warmup_epochs": recipe.optimizer.warmup_epochs,
@@ -228,6 +257,11 @@ def _check(recipe: Recipe, source: str) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"{source}: {key} must not be negative, got {value}")
+    if recipe.parallel.sync == "ps" and recipe.parallel.reduction == "adasum":
+        raise UserError(f"{source}: parallel.reduction adasum needs parallel.sync allreduce")
+    from hvdkit.parallel.checks import check_pipeline_recipe
+
+    check_pipeline_recipe(recipe, source)
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
     if not 0 < recipe.data.test_fraction < 1:

@@ -10,8 +10,9 @@ passes between them is numpy.
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
+from hvdkit.checkpoint import Checkpointer, Position
 from hvdkit.data import ShardedLoader, build_dataset, eval_shard
 from hvdkit.errors import UserError
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
+from hvdkit.timing import ThroughputWindow
 from hvdkit.world import World
 
 EVAL_BATCH = 512
@@ -43,6 +46,10 @@ class Trainer:
     `(input_shape, num_classes) -> model`, called after Horovod starts; the recipe's model
     section is then ignored. Rank 0 writes the run's files to `run_dir`: a folder, "auto"
     for runs/<recipe>-<framework>-np<N>-<time>, or None for no files.
+
+    `resume` restores a checkpoint before training: "latest" (the newest good one of
+    `run_dir`), a run folder, a checkpoint folder or a file. `elastic` runs the loop under
+    Horovod elastic (`hvdkit.parallel.elastic`), inside `horovodrun --host-discovery-script`.
     """
 
     def __init__(
@@ -56,10 +63,12 @@ class Trainer:
         progress: bool = True,
         launch_info: dict[str, Any] | None = None,
         adapter: Adapter | None = None,
+        resume: str | Path | None = None,
+        elastic: bool = False,
     ) -> None:
         self.recipe = recipe
         self.framework = framework
-        self.adapter = adapter or get_adapter(framework)
+        self.adapter = adapter or get_adapter(framework, recipe.parallel)
         self.model = model
         self.user_callbacks = list(callbacks)
         self.run_dir = None if run_dir in (None, "auto") else Path(run_dir)
@@ -67,6 +76,8 @@ class Trainer:
         self.progress = progress
         self.launch_info = launch_info or {}
         self.world: World | None = None
+        self.resume = resume
+        self.elastic = elastic
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -87,13 +98,30 @@ class Trainer:
                 f"train.batch_size x parallel.accumulation x ranks = {self.loader.global_batch} "
                 f"is larger than the {len(self.data.x_train)} training samples"
             )
-        per_epoch = self.loader.steps_per_epoch
-        self.total_steps = per_epoch * recipe.train.epochs
-        if recipe.train.max_steps:
-            self.total_steps = min(self.total_steps, recipe.train.max_steps)
         self.adapter.build(recipe, self.data.input_shape, self.data.num_classes, model=self.model)
         self.adapter.broadcast_state(root_rank=0)
+        checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        self.checkpointer = Checkpointer(self.adapter, recipe, checkpoints, world.is_root,
+                                         self.framework)
+        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step]
+        self.position = Position()
+        if self.resume is not None:
+            self.position, path = self.checkpointer.restore(self._resume_source())
+            if world.is_root:
+                print(f"[hvdkit] resumed from {path}: epoch {self.position.epoch + 1}, "
+                      f"step {self.position.step}", file=sys.stderr, flush=True)
+        self.total_steps = self.plan_steps()
+        self.history: list[Logs] = []
+        self.samples_trained = 0
+        self.elastic_resets = 0
         self.callbacks = self._make_callbacks()
+
+    def _resume_source(self) -> Path:
+        if self.resume != "latest":
+            return Path(str(self.resume))
+        if self.run_dir is None:
+            raise UserError("--resume without a path needs --run-dir: the run to resume")
+        return self.run_dir
 
     def _make_callbacks(self) -> list[Callback]:
         callbacks: list[Callback] = []
@@ -125,63 +153,128 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         self._setup()
-        recipe, world, loader = self.recipe, self.world, self.loader
+        recipe, world = self.recipe, self.world
         assert world is not None
-        samples_per_step = loader.global_batch
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
         started = time.perf_counter()
-        step, history = 0, []
-        for epoch in range(recipe.train.epochs):
-            if step >= self.total_steps:
-                break
-            self._emit("on_epoch_begin", epoch, {})
-            epoch_started = time.perf_counter()
-            pending: list[list[float]] = []
-            pending_lr: list[float] = []
-            losses: list[float] = []
-            for x, y in loader.batches(epoch):
-                lr = learning_rate(recipe.optimizer, step, loader.steps_per_epoch,
-                                   self.total_steps, world.data_size)
-                t0 = time.perf_counter()
-                metrics = self.adapter.train_step(x, y, lr)
-                pending.append([metrics["loss"], metrics["accuracy"], time.perf_counter() - t0])
-                pending_lr.append(lr)
-                step += 1
-                last = step >= self.total_steps or step % loader.steps_per_epoch == 0
-                if len(pending) >= recipe.train.log_every_steps or last:
-                    losses += self._flush(pending, pending_lr, step, epoch, samples_per_step)
-                    pending, pending_lr = [], []
-                if step >= self.total_steps:
-                    break
-            train_time = time.perf_counter() - epoch_started
-            logs: Logs = {
-                "train_loss": float(np.mean(losses)),
-                "epoch_time": train_time,
-                "samples_per_sec": len(losses) * samples_per_step / train_time,
-                "step": step,
-            }
-            final = step >= self.total_steps or epoch == recipe.train.epochs - 1
-            if final or (epoch + 1) % recipe.train.eval_every_epochs == 0:
-                logs.update(self.evaluate())
-            history.append(logs)
-            self._emit("on_epoch_end", epoch, logs)
-        summary = self._summary(history, step, time.perf_counter() - started)
+        self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
+                                       self.total_steps,
+                                       getattr(self.adapter, "comm_seconds", None))
+        if self.elastic:
+            from hvdkit.parallel.elastic import run_elastic
+
+            run_elastic(self)
+        else:
+            self.train_from_position()
+        timed = self.window.close()  # before the final checkpoint, which is not training
+        self.checkpointer.save(self.position)
+        history = self.history
+        summary = self._summary(history, self.position.step, time.perf_counter() - started)
+        summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.timing)
+        summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
+        if history and "pipeline" in history[-1]:
+            summary["pipeline"] = history[-1]["pipeline"]
+        # Global samples: taken by the final position, and computed (a reset repeats some).
+        summary["samples_seen"] = self.position.samples_seen
+        summary["samples_trained"] = self.samples_trained
+        summary["elastic_resets"] = self.elastic_resets
         self._emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _flush(self, rows: list[list[float]], lrs: list[float], step: int, epoch: int,
-               samples_per_step: int) -> list[float]:
-        """Average the buffered step metrics across ranks in one allreduce, then log them."""
-        averaged = self.adapter.allreduce(np.asarray(rows, dtype=np.float64), op="average")
+    def train_from_position(self) -> None:
+        """The loop, from `self.position` to the end: plain, resumed and elastic runs share it.
+
+        With a loader whose ranks get different numbers of batches (`loader.even` False), a
+        rank that runs out joins (`hvd.join`): it answers the others' remaining allreduces
+        with zeros until every rank is done; then all flush their last metrics together.
+        """
+        recipe, world, loader, pos = self.recipe, self.world, self.loader, self.position
+        assert world is not None
+        while pos.epoch < recipe.train.epochs and pos.step < self.total_steps:
+            epoch = pos.epoch
+            self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
+            epoch_started = time.perf_counter()
+            pending: list[list[float]] = []
+            pending_lr: list[float] = []
+            losses: list[float] = []
+            samples, stopped = 0, False
+            for x, y in loader.batches(epoch, start_sample=pos.sample):
+                lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
+                                   self.total_steps, world.data_size)
+                self.window.before_step(pos.step)
+                t0 = time.perf_counter()
+                metrics = self.adapter.train_step(x, y, lr)
+                pending.append([metrics["loss"], metrics["accuracy"], time.perf_counter() - t0])
+                # A pipeline's stages all see the replica's batch: count it once per replica.
+                self.window.after_step(len(x) * world.data_size / world.size, pending[-1][2])
+                pending_lr.append(lr)
+                taken = loader.step_samples(pos.sample)
+                pos.advance(taken)
+                samples += taken
+                self.samples_trained += taken
+                if len(pending) >= recipe.train.log_every_steps:
+                    losses += self._flush(pending, pending_lr, pos.step, epoch)
+                    pending, pending_lr = [], []
+                for hook in self.step_hooks:  # checkpoints; elastic commits
+                    hook(pos)
+                if pos.step >= self.total_steps:
+                    stopped = True
+                    break
+            if not getattr(loader, "even", True) and hasattr(self.adapter, "join"):
+                self.adapter.join()  # before the last flush: the others may still be stepping
+            if pending:
+                losses += self._flush(pending, pending_lr, pos.step, epoch)
+            train_time = time.perf_counter() - epoch_started
+            logs: Logs = {
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "epoch_time": train_time,
+                "samples_per_sec": samples / train_time,
+                "step": pos.step,
+            }
+            final = pos.step >= self.total_steps or epoch == recipe.train.epochs - 1
+            if final or (epoch + 1) % recipe.train.eval_every_epochs == 0:
+                paused_at = self.window.pause()
+                logs.update(self.evaluate())
+                self.window.resume(paused_at)
+            if hasattr(self.adapter, "epoch_metrics"):  # pipelines: per-stage busy, bubble, memory
+                logs.update(self.adapter.epoch_metrics())
+            if not stopped or loader.steps_left(pos.sample) == 0:
+                pos.next_epoch()
+            self.history.append(logs)
+            self._emit("on_epoch_end", epoch, logs)
+
+    def plan_steps(self) -> int:
+        """The step at which training ends, counted from the position at the current np."""
+        loader, pos, epochs = self.loader, self.position, self.recipe.train.epochs
+        left = loader.steps_left(pos.sample) + loader.steps_per_epoch * (epochs - pos.epoch - 1)
+        total = pos.step + max(left, 0)
+        return min(total, self.recipe.train.max_steps) if self.recipe.train.max_steps else total
+
+    def _flush(self, rows: list[list[float]], lrs: list[float], step: int,
+               epoch: int) -> list[float]:
+        """Average the buffered step metrics across ranks in one allreduce, then log them.
+
+        The buffer always has `log_every_steps` rows and a count column, so every rank sends
+        the same shape, and zeros from a rank that has joined (uneven data) do not count.
+        """
+        width = len(STEP_METRICS)
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, len(rows)), width + 1))
+        buffer[: len(rows), :width] = rows
+        buffer[: len(rows), width] = 1.0
+        total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
         first = step - len(rows)
-        for i, (row, lr) in enumerate(zip(averaged, lrs, strict=True)):
+        losses = []
+        for i, lr in enumerate(lrs):
+            row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
-            logs.update(epoch=epoch, lr=lr, samples_per_sec=samples_per_step / logs["step_time"])
+            logs.update(epoch=epoch, lr=lr,
+                        samples_per_sec=self.loader.global_batch / logs["step_time"])
             self._emit("on_step_end", first + i, logs)
-        return [float(r[0]) for r in averaged]
+            losses.append(logs["loss"])
+        return losses
 
     def evaluate(self) -> dict[str, float]:
         """Test loss and accuracy over the whole test set, each rank taking a share."""
@@ -193,7 +286,7 @@ class Trainer:
             idx = mine[start : start + EVAL_BATCH]
             out = self.adapter.eval_step(x[idx], y[idx])
             sums += (out["loss_sum"], out["correct"], out["count"])
-        loss_sum, correct, count = self.adapter.allreduce(sums, op="sum")
+        loss_sum, correct, count = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {"test_loss": float(loss_sum / count), "test_accuracy": float(correct / count)}
 
     def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:

@@ -37,7 +37,12 @@ def run_worker(main: Callable[[], int | None]) -> int:
     except UserError as exc:
         print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         return 2
-    except BaseException:
+    except BaseException as exc:
+        if type(exc).__name__ == "HorovodInternalError":  # a consequence: a peer is gone
+            print(f"hvdkit: rank {rank} stopped: a collective failed because another rank "
+                  f"is gone ({str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                  file=sys.stderr, flush=True)
+            return 1
         print(f"hvdkit: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr,
               flush=True)
         return 1

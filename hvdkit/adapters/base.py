@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hvdkit.errors import UserError
-from hvdkit.recipe import Recipe
+from hvdkit.recipe import ParallelConfig, Recipe
 from hvdkit.world import World
 
 # framework name → module that defines `Adapter` (imported only when chosen).
@@ -38,20 +38,38 @@ class Adapter(Protocol):
     def broadcast_state(self, root_rank: int = 0) -> None:
         """Make every rank's parameters and optimizer state equal to the root's."""
 
-    def allreduce(self, values: np.ndarray, op: str = "average") -> np.ndarray:
-        """Combine a small float array across ranks (`average` or `sum`)."""
+    def allreduce(self, values: np.ndarray, op: str = "average",
+                  name: str | None = None) -> np.ndarray:
+        """Combine a small float array across ranks (`average` or `sum`). A `name` makes
+        ranks match by name, not by call count (needed once a rank may have joined)."""
 
     def state(self) -> dict[str, Any]:
-        """Model and optimizer state as numpy, for checkpoints."""
+        """Model, optimizer and framework RNG state as numpy and plain Python, for checkpoints."""
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+    # Fault tolerance (hvdkit.checkpoint, hvdkit.parallel.elastic); optional for an adapter
+    # that does not offer them (a pipeline): the trainer skips `join` where it is missing.
+
+    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
+        """The root's picklable `obj`, on every rank."""
+
+    def join(self) -> None:
+        """Uneven data: wait until every rank is done, answering their allreduces with zeros."""
+
+    def elastic_state(self, **values: Any) -> Any:
+        """A Horovod elastic state with the model, the optimizer and `values` as attributes."""
+
+    def elastic_run(self, func: Any) -> Any:
+        """`func(state)` wrapped by the framework's `hvd.elastic.run`."""
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         """The trainable parameters, in the model's order."""
 
 
-def get_adapter(framework: str) -> Adapter:
-    """A fresh adapter for `framework`, with a clear error for an unknown or missing one."""
+def get_adapter(framework: str, parallel: ParallelConfig | None = None) -> Adapter:
+    """A fresh adapter for `framework`, with a clear error for an unknown or missing one.
+    Pipeline stages or a device placement in `parallel` get the framework's PipelineAdapter."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
     try:
@@ -60,4 +78,6 @@ def get_adapter(framework: str) -> Adapter:
         raise UserError(
             f"framework {framework!r} cannot be loaded ({exc}); run `make setup`"
         ) from None
+    if parallel is not None and (parallel.stages > 1 or parallel.placement):
+        return module.PipelineAdapter(parallel)
     return module.Adapter()

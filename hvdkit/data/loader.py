@@ -14,6 +14,10 @@ import numpy as np
 
 
 class ShardedLoader:
+    even = True
+    """Every rank gets the same number of batches (a subclass that breaks this sets False:
+    the trainer then ends each epoch with `hvd.join`)."""
+
     def __init__(
         self,
         x: np.ndarray,
@@ -54,12 +58,26 @@ class ShardedLoader:
         parts = [self.step_indices(order, s) for s in range(self.steps_per_epoch)]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield this rank's (x, y) batches of an epoch, from `start_step` on."""
-        order = self.order(epoch)
-        for step in range(start_step, self.steps_per_epoch):
+    def batches(self, epoch: int, start_step: int = 0,
+                start_sample: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield this rank's (x, y) batches of an epoch, from `start_step` on.
+
+        `start_sample` counts global samples already taken in this epoch (a resumed or
+        elastic run's position, valid at any number of ranks): batching restarts there.
+        """
+        order = self.order(epoch)[start_sample:]
+        for step in range(start_step, self.steps_left(start_sample)):
             idx = self.step_indices(order, step)
             yield self.x[idx], self.y[idx]
+
+    def steps_left(self, start_sample: int = 0) -> int:
+        """Steps in the rest of an epoch that starts at global sample `start_sample`."""
+        full, rest = divmod(max(len(self.x) - start_sample, 0), self.global_batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def step_samples(self, start_sample: int) -> int:
+        """Global samples the step starting at `start_sample` takes (all ranks together)."""
+        return min(self.global_batch, len(self.x) - start_sample)
 
 
 def eval_shard(n: int, rank: int, size: int) -> np.ndarray:

@@ -2,5 +2,6 @@
 
 from hvdkit.adapters.tensorflow.adapter import TensorFlowAdapter as Adapter
 from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.adapters.tensorflow.pipeline import TensorFlowPipelineAdapter as PipelineAdapter
 
-__all__ = ["MODELS", "Adapter"]
+__all__ = ["MODELS", "Adapter", "PipelineAdapter"]

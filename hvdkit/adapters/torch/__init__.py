@@ -2,5 +2,6 @@
 
 from hvdkit.adapters.torch.adapter import TorchAdapter as Adapter
 from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.pipeline import TorchPipelineAdapter as PipelineAdapter
 
-__all__ = ["MODELS", "Adapter"]
+__all__ = ["MODELS", "Adapter", "PipelineAdapter"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ class TorchAdapter:
 
         self.hvd = hvd
         self.threads = 0
+        self.ps: Any = None  # a ParameterServer when parallel.sync is ps
+        self._comm = 0.0
 
     def init(self, threads: int = 0) -> World:
         self.hvd.init()
@@ -51,6 +54,14 @@ class TorchAdapter:
         self.accumulation = recipe.parallel.accumulation
         compression = (self.hvd.Compression.fp16 if recipe.parallel.compression == "fp16"
                        else self.hvd.Compression.none)
+        if recipe.parallel.sync == "ps":
+            from hvdkit.parallel.ps import ParameterServer
+
+            self.ps = ParameterServer(self.hvd.size(), recipe.parallel.compression)
+            self.ps_average = recipe.parallel.reduction == "average"
+            self.optimizer = make_optimizer(recipe.optimizer, model.parameters())
+            self.loss_fn = nn.CrossEntropyLoss()
+            return
         self.optimizer = self.hvd.DistributedOptimizer(
             make_optimizer(recipe.optimizer, model.parameters()),
             named_parameters=model.named_parameters(),
@@ -76,8 +87,34 @@ class TorchAdapter:
             (loss / self.accumulation).backward()
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == yb).sum()
-        self.optimizer.step()
+        if self.ps is not None:
+            self._ps_step()
+        else:
+            started = time.perf_counter()
+            self.optimizer.step()  # waits for the allreduce still in flight, then updates
+            self._comm += time.perf_counter() - started
         return {"loss": loss_sum.item() / self.accumulation, "accuracy": correct.item() / len(y)}
+
+    @torch.no_grad()
+    def _ps_step(self) -> None:
+        """Gradients to rank 0, its optimizer step, parameters back (hvdkit.parallel.ps)."""
+        from hvdkit.parallel.ps import flatten, unflatten
+
+        params = list(self.model.parameters())
+        grads = [p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32)
+                 for p in params]
+        total = self.ps.push(flatten(grads), average=self.ps_average)
+        if total is not None:
+            for p, g in zip(params, unflatten(total, params), strict=True):
+                p.grad = torch.from_numpy(g.copy())
+            self.optimizer.step()
+        flat = flatten([p.detach().numpy() for p in params])
+        for p, value in zip(params, unflatten(self.ps.pull(flat), params), strict=True):
+            p.copy_(torch.from_numpy(value))
+
+    def comm_seconds(self) -> float:
+        """Seconds spent waiting for gradient exchange (ring: inside optimizer.step)."""
+        return self.ps.seconds if self.ps is not None else self._comm
 
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -92,18 +129,60 @@ class TorchAdapter:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
         self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
 
-    def allreduce(self, values: np.ndarray, op: str = "average") -> np.ndarray:
+    def allreduce(self, values: np.ndarray, op: str = "average",
+                  name: str | None = None) -> np.ndarray:
         reduce_op = self.hvd.Average if op == "average" else self.hvd.Sum
         return self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(values)),
-                                  op=reduce_op).numpy()
+                                  op=reduce_op, name=name).numpy()
 
     def state(self) -> dict[str, Any]:
+        """Model, optimizer and torch's RNG, as numpy and plain Python (no tensors)."""
         return {"model": {k: v.numpy().copy() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": _to_numpy(self.optimizer.state_dict()),
+                "rng": torch.get_rng_state().numpy().copy()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
+        if "rng" in state:
+            torch.set_rng_state(torch.from_numpy(state["rng"]))
+
+    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
+        """Rank `root_rank`'s picklable `obj` on every rank (`name`: the same on all ranks)."""
+        return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+    def join(self) -> None:
+        """Wait, answering the others' allreduces with zeros, until every rank has joined."""
+        self.hvd.join()
+
+    def elastic_state(self, **values: Any) -> Any:
+        """Horovod's elastic state: the model, the optimizer and `values` (the position)."""
+        return self.hvd.elastic.TorchState(self.model, self.optimizer, **values)
+
+    def elastic_run(self, func: Any) -> Any:
+        return self.hvd.elastic.run(func)
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [p.detach().numpy().copy() for p in self.model.parameters()]
+
+
+def _to_numpy(value: Any) -> Any:
+    """A copy of a nested state dict with every tensor turned into a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().numpy().copy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _to_torch(value: Any) -> Any:
+    """The inverse of `_to_numpy`."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _to_torch(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_torch(v) for v in value)
+    return value

@@ -1,0 +1,144 @@
+"""PyTorch pipeline stage: autograd per micro-batch, `backward(grad)` from the next stage.
+
+The schedule, the layout and the messages live in hvdkit.parallel.runner; this file adds what
+is PyTorch's: every rank builds the whole model with the recipe's seed (so a pipeline starts
+from the very weights one process would) and keeps its stage's layers, placed on the stage's
+devices (`cpu`, `cuda:i`). Received activations wrap their MPI buffers without a copy
+(`torch.from_numpy`); outputs are sent from their own memory (`Tensor.numpy()`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hvdkit.adapters.torch.adapter import make_optimizer
+from hvdkit.adapters.torch.models import MODELS
+from hvdkit.parallel.placement import device_for
+from hvdkit.parallel.runner import PipelineAdapter
+from hvdkit.recipe import ParallelConfig, Recipe
+
+
+class Placed(nn.Module):
+    """Parts of a model on their own devices; forward moves activations between them."""
+
+    def __init__(self, parts: list[nn.Module], devices: list[str]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(part.to(device) for part, device in
+                                   zip(parts, devices, strict=True))
+        self.devices = [torch.device(d) for d in devices]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for part, device in zip(self.parts, self.devices, strict=True):
+            x = part(x.to(device))
+        return x
+
+
+class TorchPipelineAdapter(PipelineAdapter):
+    framework = "torch"
+
+    def __init__(self, parallel: ParallelConfig) -> None:
+        super().__init__(parallel)
+        import horovod.torch as hvd
+
+        self.hvd = hvd
+        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _set_threads(self, threads: int) -> None:
+        torch.set_num_threads(threads)
+
+    def _layers(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
+                model: Any) -> list[Any]:
+        torch.manual_seed(recipe.train.seed)
+        if model is None:
+            model = MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
+        elif not isinstance(model, nn.Module):
+            model = model(input_shape, num_classes)
+        return list(model.children())
+
+    def _has_params(self, layer: Any) -> bool:
+        return any(True for _ in layer.parameters())
+
+    @torch.no_grad()
+    def _profile(self, layers: list[Any], input_shape: tuple[int, ...]
+                 ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+        params, shapes, seconds = [], [], []
+        x = torch.zeros((8, *input_shape))
+        for layer in layers:
+            t0 = time.perf_counter()
+            for _ in range(3):
+                y = layer(x)
+            seconds.append((time.perf_counter() - t0) / 3)
+            x = y
+            params.append(float(sum(p.numel() for p in layer.parameters())))
+            shapes.append(tuple(x.shape[1:]))
+        return params, shapes, seconds
+
+    def _make_stage(self, parts: list[list[Any]], devices: list[str], recipe: Recipe) -> None:
+        devices = [device_for(d, "torch") for d in devices]
+        self.model = Placed([nn.Sequential(*p) for p in parts], devices)
+        self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
+        self.optimizer = make_optimizer(recipe.optimizer, self.model.parameters())
+        self.op = self.hvd.Sum if recipe.parallel.reduction == "sum" else self.hvd.Average
+
+    def _zero_grad(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)
+
+    def _forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None,
+                 scale: float) -> Any:
+        x = torch.from_numpy(inputs).to(self.first_device)
+        if not self.first:
+            x.requires_grad_(True)
+        out = self.model(x)
+        if labels is None:
+            self._saved[mb] = (x, out)
+            return out.detach().cpu().numpy()
+        y = torch.from_numpy(labels).to(out.device)
+        loss = nn.functional.cross_entropy(out, y)
+        self._saved[mb] = (x, loss * scale)
+        return np.array([loss.item(), (out.detach().argmax(1) == y).sum().item()])
+
+    def _backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
+        x, out = self._saved.pop(mb)
+        if grad is None:
+            out.backward()
+        else:
+            out.backward(torch.from_numpy(grad).to(out.device))
+        return None if self.first else x.grad.cpu().numpy()
+
+    def _apply(self) -> None:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.process_set is not None:
+            reduced = self.hvd.grouped_allreduce([p.grad for p in params], op=self.op,
+                                                 process_set=self.process_set)
+            for p, g in zip(params, reduced, strict=True):
+                p.grad.copy_(g)
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def _infer(self, inputs: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        return self.model(torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
+
+    def parameters_as_numpy(self) -> list[np.ndarray]:
+        return [p.detach().cpu().numpy().copy() for p in self.model.parameters()]
+
+    @torch.no_grad()
+    def _assign(self, arrays: list[np.ndarray]) -> None:
+        for p, a in zip(self.model.parameters(), arrays, strict=True):
+            p.copy_(torch.from_numpy(a))
+
+    def _stage_state(self) -> dict[str, Any]:
+        return {"model": {k: v.cpu().numpy().copy() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def _load_stage_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,255 @@
+"""Checkpoints: atomic save, keep the last k, verified load with fallback to an older one.
+
+A checkpoint is one file, `<dir>/ckpt-<step>.hvdk`: a header line with a SHA-256 of the
+body, then the pickled payload (numpy arrays and plain Python only: the model and optimizer
+state from `adapter.state()`, the data position, the RNG states, the recipe and its hash).
+Writing goes to a temporary file that is fsynced and then renamed, so a crash mid-write
+leaves the previous checkpoints intact. A truncated or corrupted file fails its checksum;
+`load_latest` then reports it and falls back to the newest older checkpoint that verifies.
+
+Rank 0 alone writes; on resume rank 0 reads and the trainer broadcasts the payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import random
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hvdkit.errors import UserError
+from hvdkit.recipe import Recipe
+
+MAGIC = b"HVDKIT-CHECKPOINT 1 "
+SUFFIX = ".hvdk"
+_NAME = re.compile(r"^ckpt-(\d+)\.hvdk$")
+# Fields that do not change what a step computes: a checkpoint resumes under any value.
+RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every_steps",
+                     "train.eval_every_epochs", "train.threads", "train.checkpoint_every_steps",
+                     "train.keep_checkpoints", "train.commit_every_steps",
+                     "train.timing_warmup_steps")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: unreadable, corrupted, or from another recipe."""
+
+
+def resume_key(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a flat dict without the fields a resumed run may change."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            elif name not in RESUMABLE_CHANGES:
+                flat[name] = value
+
+    walk(recipe.to_dict(), "")
+    return flat
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """A short hash of `resume_key(recipe)`: equal hashes resume into the same computation."""
+    return hashlib.sha256(repr(sorted(resume_key(recipe).items())).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict[str, Any]:
+    """The host-side RNG states (Python, numpy); the adapter saves the framework's own."""
+    return {"python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"ckpt-{step:08d}{SUFFIX}"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in `directory`, oldest first (by step)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save(directory: str | Path, step: int, payload: dict[str, Any], keep: int = 3) -> Path:
+    """Write `payload` atomically as the checkpoint of `step`; delete all but the newest `keep`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    header = MAGIC + hashlib.sha256(body).hexdigest().encode() + b" " + str(len(body)).encode()
+    final = checkpoint_path(directory, step)
+    temp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    with open(temp, "wb") as f:
+        f.write(header + b"\n" + body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, final)
+    _fsync_dir(directory)
+    if keep > 0:
+        for old in list_checkpoints(directory)[:-keep]:
+            old.unlink(missing_ok=True)
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and verify one checkpoint; `CheckpointError` says what is wrong with it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from None
+    header, _, body = data.partition(b"\n")
+    if not header.startswith(MAGIC):
+        raise CheckpointError(f"checkpoint {path} is not an hvdkit checkpoint")
+    try:
+        digest, size = header[len(MAGIC):].decode().split()
+        expected_size = int(size)
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path} has a damaged header") from None
+    if len(body) != expected_size:
+        raise CheckpointError(f"checkpoint {path} is truncated "
+                              f"({len(body)} of {expected_size} bytes)")
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise CheckpointError(f"checkpoint {path} is corrupted (checksum mismatch)")
+    return pickle.loads(body)
+
+
+def check_recipe(payload: dict[str, Any], recipe: Recipe, path: Path) -> None:
+    """Refuse a checkpoint written by another recipe, naming the fields that differ."""
+    if payload.get("recipe_hash") == recipe_hash(recipe):
+        return
+    saved: dict[str, Any] = payload.get("resume_key", {})
+    now = resume_key(recipe)
+    diffs = [f"{k}: {saved.get(k, '<absent>')!r} → {now.get(k, '<absent>')!r}"
+             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    reason = "; ".join(diffs[:5]) or "the recipe hash differs"
+    raise CheckpointError(f"checkpoint {path} was written by another recipe and cannot be "
+                          f"resumed: {reason}")
+
+
+def find(source: str | Path) -> list[Path]:
+    """Candidate checkpoints, newest first: a file, a checkpoint folder, or a run folder."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    for directory in (source / "checkpoints", source):
+        found = list_checkpoints(directory)
+        if found:
+            return found[::-1]
+    raise CheckpointError(f"no checkpoint found in {source}")
+
+
+def load_latest(source: str | Path, recipe: Recipe,
+                report: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint under `source` that verifies; each bad one is reported and skipped.
+
+    A checkpoint of another recipe is never skipped silently: it ends the search with an error.
+    """
+    report = report or (lambda message: print(message, file=sys.stderr, flush=True))
+    errors = []
+    for path in find(source):
+        try:
+            payload = load(path)
+        except CheckpointError as exc:
+            report(f"hvdkit: {exc}; trying the previous checkpoint")
+            errors.append(str(exc))
+            continue
+        check_recipe(payload, recipe, path)
+        return path, payload
+    raise CheckpointError(f"no usable checkpoint under {source}: {'; '.join(errors)}")
+
+
+@dataclass
+class Position:
+    """Where training stands. `sample` counts global samples taken in the current epoch, so
+    a position is valid at any number of ranks; `samples_seen` counts them over the run."""
+
+    epoch: int = 0
+    sample: int = 0
+    step: int = 0
+    samples_seen: int = 0
+
+    def advance(self, samples: int) -> None:
+        self.sample += samples
+        self.samples_seen += samples
+        self.step += 1
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.sample = 0
+
+
+class Checkpointer:
+    """The trainer's checkpoint hook: rank 0 saves every N steps and at the end; `restore`
+    reads on rank 0 and broadcasts the payload, so every rank loads the same state."""
+
+    def __init__(self, adapter: Any, recipe: Recipe, directory: Path | None, is_root: bool,
+                 framework: str) -> None:
+        self.adapter, self.recipe, self.directory = adapter, recipe, directory
+        self.is_root, self.framework = is_root, framework
+        self.every = recipe.train.checkpoint_every_steps
+        self.last_saved = -1
+
+    def after_step(self, position: Position) -> None:
+        if self.every and position.step % self.every == 0:
+            self.save(position)
+
+    def save(self, position: Position) -> Path | None:
+        if not self.is_root or self.directory is None or position.step == self.last_saved:
+            return None
+        payload = {
+            "format": 1, "framework": self.framework, "position": asdict(position),
+            "recipe_hash": recipe_hash(self.recipe), "resume_key": resume_key(self.recipe),
+            "state": self.adapter.state(), "rng": rng_state(), "saved_at": time.time(),
+        }
+        self.last_saved = position.step
+        return save(self.directory, position.step, payload, self.recipe.train.keep_checkpoints)
+
+    def restore(self, source: str | Path) -> tuple[Position, Path]:
+        """Load the newest good checkpoint under `source` into every rank; its position."""
+        found: Any = None
+        if self.is_root:
+            try:
+                path, payload = load_latest(source, self.recipe)
+                if payload.get("framework") != self.framework:
+                    raise CheckpointError(f"checkpoint {path} was written by "
+                                          f"{payload.get('framework')}, not {self.framework}")
+                found = (str(path), payload)
+            except CheckpointError as exc:
+                found = exc
+        found = self.adapter.broadcast_object(found, root_rank=0, name="hvdkit.checkpoint")
+        if isinstance(found, Exception):
+            raise CheckpointError(str(found))
+        path, payload = found
+        self.adapter.load_state(payload["state"])
+        set_rng_state(payload["rng"])
+        self.last_saved = payload["position"]["step"]
+        return Position(**payload["position"]), Path(path)

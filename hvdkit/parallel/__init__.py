@@ -1,0 +1,1 @@
+"""Parallel strategies beside Horovod data parallelism; one module each (see DESIGN.md)."""

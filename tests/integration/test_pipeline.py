@@ -1,0 +1,90 @@
+"""Pipeline and placement against single-process training, both frameworks, real MPI jobs.
+
+Per framework: one process computes the references (plain training at batch 16 and 32, and a
+model placed over two devices), one 2-rank job runs GPipe then 1F1B with m=4 through the
+trainer; one 4-rank PyTorch job runs 2 stages x 2 replicas. Parameters must agree to 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hvdkit.launcher import LaunchOptions
+from tests.integration.jobs import run_job, worker
+
+pytestmark = pytest.mark.integration
+FRAMEWORKS = ["torch", "tensorflow"]
+TOLERANCE = 1e-5
+_cache: dict[tuple[str, str], Path] = {}
+
+
+def _run(tmp_path_factory, framework: str, mode: str) -> Path:
+    """mode: reference (1 process), pipeline (2 ranks) or hybrid (4 ranks)."""
+    key = (framework, mode)
+    if key not in _cache:
+        out = tmp_path_factory.mktemp(f"pipe-{framework}-{mode}")
+        argv = worker("pipeline", "--framework", framework, "--out", str(out),
+                      *([f"--{mode}"] if mode != "pipeline" else []))
+        np_ = {"reference": 1, "pipeline": 2, "hybrid": 4}[mode]
+        # 4 ranks on a 2-core host: OpenMPI must be told that oversubscribing is intended.
+        extra = ["--oversubscribe"] if np_ > 2 else []
+        run_job(argv, options=LaunchOptions(np=np_, mpi_args=extra))
+        _cache[key] = out
+    return _cache[key]
+
+
+def load(path: Path) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_two_stages_match_single_process(tmp_path_factory, framework: str,
+                                         schedule: str) -> None:
+    reference = _run(tmp_path_factory, framework, "reference")
+    pipeline = _run(tmp_path_factory, framework, "pipeline")
+    assert max_diff(load(pipeline / f"{schedule}.npz"),
+                    load(reference / "single16.npz")) <= TOLERANCE
+
+
+def test_placement_over_two_devices_matches_unsplit(tmp_path_factory, framework: str) -> None:
+    reference = _run(tmp_path_factory, framework, "reference")
+    assert max_diff(load(reference / "placed.npz"), load(reference / "single16.npz")) <= TOLERANCE
+
+
+def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
+                                                             framework: str) -> None:
+    pipeline = _run(tmp_path_factory, framework, "pipeline")
+    gpipe = json.loads((pipeline / "gpipe.json").read_text())
+    one_f_one_b = json.loads((pipeline / "1f1b.json").read_text())
+    assert gpipe["stage_peak_microbatches"] == [4, 4]  # m = 4, counted while running
+    assert one_f_one_b["stage_peak_microbatches"][0] <= 2  # stages = 2
+    assert one_f_one_b["stage_peak_microbatches"][0] == 2  # and it does fill the pipeline
+    for report in (gpipe, one_f_one_b):
+        assert 0.0 <= report["bubble"] < 1.0 and len(report["stage_busy_s"]) == 2
+        assert all(m > 0 for m in report["stage_max_rss_mib"])
+    assert (one_f_one_b["stage_peak_activation_mib"][0]
+            < gpipe["stage_peak_activation_mib"][0])
+
+
+def test_hybrid_two_stages_two_replicas_match_double_batch(tmp_path_factory) -> None:
+    reference = _run(tmp_path_factory, "torch", "reference")
+    hybrid = _run(tmp_path_factory, "torch", "hybrid")
+    expected = load(reference / "single32.npz")
+    assert max_diff(load(hybrid / "hybrid.npz"), expected) <= TOLERANCE
+    assert max_diff(load(hybrid / "hybrid_replica1.npz"), expected) <= TOLERANCE
+    assert json.loads((hybrid / "hybrid.json").read_text())["replicas"] == 2

@@ -1,0 +1,94 @@
+"""Pipeline checks that share one job per layout; rank 0 saves npz and json files for the tests.
+
+    python pipeline.py --framework torch --out DIR --reference   # one process: plain training
+                                                                 # (batch 16 and 32), placement
+    horovodrun -np 2 python pipeline.py --framework torch --out DIR      # GPipe and 1F1B, m=4
+    horovodrun -np 4 python pipeline.py --framework torch --out DIR --hybrid   # 2 stages x 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hvdkit import Trainer, recipe_from_dict
+from hvdkit.worker import run_worker
+
+STEPS = 6
+BATCH = 16
+
+
+def recipe(batch: int = BATCH, **parallel: object):
+    return recipe_from_dict({
+        "name": "pipeline-check",
+        "model": {"name": "mlp", "hidden": [32, 16]},
+        "data": {"name": "digits"},
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5},
+        "train": {"batch_size": batch, "max_steps": STEPS, "log_every_steps": 3},
+        "parallel": parallel,
+    })
+
+
+def train(framework: str, r) -> tuple[Trainer, dict]:
+    trainer = Trainer(r, framework, progress=False, run_dir=None)
+    summary = trainer.fit()
+    return trainer, summary
+
+
+def gathered(trainer: Trainer) -> list[list[np.ndarray]] | None:
+    """Every rank's parameters, on rank 0 (in rank order), None elsewhere."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.gather(trainer.adapter.parameters_as_numpy(), root=0)
+
+
+def save(out: Path, name: str, arrays: list[np.ndarray]) -> None:
+    np.savez(out / f"{name}.npz", *arrays)
+
+
+def reference(framework: str, out: Path) -> None:
+    save(out, "single16", train(framework, recipe())[0].adapter.parameters_as_numpy())
+    save(out, "single32", train(framework, recipe(batch=2 * BATCH))[0]
+         .adapter.parameters_as_numpy())
+    placed, summary = train(framework, recipe(placement=["cpu", "cpu"]))
+    save(out, "placed", placed.adapter.parameters_as_numpy())
+    (out / "placed.json").write_text(json.dumps(summary["pipeline"]))
+
+
+def pipelines(framework: str, out: Path) -> None:
+    for name in ("gpipe", "1f1b"):
+        trainer, summary = train(framework, recipe(stages=2, microbatches=4, schedule=name))
+        ranks = gathered(trainer)
+        if ranks is not None:
+            save(out, name, ranks[0] + ranks[1])
+            (out / f"{name}.json").write_text(json.dumps(summary["pipeline"]))
+
+
+def hybrid(framework: str, out: Path) -> None:
+    trainer, summary = train(framework, recipe(stages=2, microbatches=4))
+    ranks = gathered(trainer)
+    if ranks is not None:  # rank = replica x 2 + stage
+        save(out, "hybrid", ranks[0] + ranks[1])
+        save(out, "hybrid_replica1", ranks[2] + ranks[3])
+        (out / "hybrid.json").write_text(json.dumps(summary["pipeline"]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--framework", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--hybrid", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = reference if args.reference else hybrid if args.hybrid else pipelines
+    run(args.framework, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(main))
