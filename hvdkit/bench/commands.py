@@ -1,0 +1,106 @@
+"""The study subcommands of `hvdkit` — `scale`, `bench allreduce`, `tune` — argument parsing only.
+
+    hvdkit scale recipes/synthetic_cnn.yaml --np 1,2 --framework torch,tensorflow --threads 1
+    hvdkit bench allreduce -np 2 --controller mpi,gloo
+    hvdkit tune recipes/synthetic_cnn.yaml -np 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hvdkit.errors import UserError
+
+
+def _list(kind: type = str):
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",") if item]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list: {text!r}") \
+                from None
+    return parse
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scale", help="scaling sweep: throughput, speedup, efficiency, plots")
+    p.add_argument("recipe")
+    p.add_argument("--np", "-np", dest="nps", type=_list(int), default=[1, 2],
+                   help="rank counts, e.g. 1,2,4")
+    p.add_argument("--framework", "-f", dest="frameworks", type=_list(), default=["torch"])
+    p.add_argument("--controller", dest="controllers", type=_list(), default=["mpi"])
+    p.add_argument("--sync", dest="syncs", type=_list(), default=["allreduce"],
+                   help="allreduce, ps (parameter server), or both: allreduce,ps")
+    p.add_argument("--compression", dest="compressions", type=_list(), default=["none"],
+                   help="none, fp16, or both")
+    p.add_argument("--mode", choices=("strong", "weak"), default="strong")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--steps", type=int, default=0, help="steps per trial (0: the recipe's)")
+    p.add_argument("--to-accuracy", action="store_true",
+                   help="train each configuration to the end; report accuracy and time to it")
+    p.add_argument("--threads", type=int, help="intra-op threads per rank")
+    p.add_argument("--timeline", action="store_true",
+                   help="record Horovod's timeline; report its allreduce share")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default="scaling", help="report folder (default ./scaling)")
+
+    b = sub.add_parser("bench", help="microbenchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    a = bsub.add_parser("allreduce", help="latency, algbw/busbw, Horovod vs mpi4py, fusion")
+    a.add_argument("-np", "--np", dest="np", type=int, default=2)
+    a.add_argument("--controller", dest="controllers", type=_list(), default=["mpi", "gloo"])
+    a.add_argument("--sizes", type=_list(int), help="bytes, e.g. 4,4096,67108864")
+    a.add_argument("--cycle-times", type=_list(float), default=[1.0, 5.0],
+                   help="HOROVOD_CYCLE_TIME values (ms) to compare")
+    a.add_argument("--out", default="bench-allreduce")
+
+    t = sub.add_parser("tune", help="short trials of launch settings; save the best as defaults")
+    t.add_argument("recipe")
+    t.add_argument("-np", "--np", dest="np", type=int, default=2)
+    t.add_argument("--framework", "-f", default="torch")
+    t.add_argument("--steps", type=int, default=30, help="steps per trial")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--out", default="tune", help="folder for the trials' runs and table")
+    t.add_argument("--no-save", dest="save", action="store_false",
+                   help="print the table only; keep this machine's defaults as they are")
+
+
+def scale(args: argparse.Namespace) -> int:
+    from hvdkit.bench.scale import SweepSpec, sweep
+
+    spec = SweepSpec(recipe=args.recipe, nps=args.nps, frameworks=args.frameworks,
+                     controllers=args.controllers, syncs=args.syncs,
+                     compressions=args.compressions, mode=args.mode, repeats=args.repeats,
+                     steps=args.steps, to_accuracy=args.to_accuracy, threads=args.threads,
+                     timeline=args.timeline, overrides=args.overrides, out=args.out)
+    result = sweep(spec)
+    for row in result["results"]:
+        print(f"  {row['framework']:<10} {row['controller']:<4} {row['sync']:<9} "
+              f"{row['compression']:<4} np={row['np']}: {row['samples_per_sec']:9.0f} samples/s"
+              f"  efficiency {row['efficiency']:.3f}")
+    print(f"[scale] report: {args.out}/report.md")
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    from hvdkit.bench.allreduce import run_allreduce
+
+    if args.bench != "allreduce":
+        raise UserError(f"unknown benchmark {args.bench!r}")
+    result = run_allreduce(args.np, tuple(args.controllers), args.sizes, cycle_times=tuple(
+        args.cycle_times), out=args.out)
+    for key, value in result["summary"].items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"[allreduce] report: {args.out}/report.md")
+    return 0
+
+
+def tune(args: argparse.Namespace) -> int:
+    from hvdkit.bench.tune import run_tune
+
+    run_tune(args.recipe, np_=args.np, framework=args.framework, steps=args.steps,
+             overrides=args.overrides, out=args.out, save=args.save)
+    return 0
+
+
+COMMANDS = {"scale": scale, "bench": bench, "tune": tune}

@@ -1,0 +1,224 @@
+"""Reports of the studies: results.csv, results.json, PNG plots (matplotlib, Agg) and report.md
+naming the machine. `write_scale_report` for `hvdkit scale`, `write_allreduce_report` for
+`hvdkit bench allreduce`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hvdkit.bench.bandwidth import human_bytes
+from hvdkit.world import cores
+
+SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global_batch",
+                 "threads_per_rank", "samples_per_sec", "spread_min", "spread_max", "repeats",
+                 "speedup", "efficiency", "comm_share", "timeline_allreduce_share",
+                 "parameters", "bytes_per_step", "test_accuracy", "wall_time")
+
+
+def machine() -> dict[str, Any]:
+    """Host, cores and versions (Python, frameworks, Horovod, MPI) for the report's header;
+    versions from package metadata, so that no framework is imported here."""
+    from hvdkit.info import mpi_version
+
+    versions = {"python": platform.python_version()}
+    for name in ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py"):
+        versions[name] = "not installed"
+        for dist in (name, f"{name}-cpu"):
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "cores": cores(), **versions, "mpi": mpi_version()}
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(row: dict[str, Any]) -> str:
+    parts = [row["framework"], row["controller"]]
+    if row["sync"] != "allreduce":
+        parts.append("parameter server")
+    if row["compression"] != "none":
+        parts.append(row["compression"])
+    return " ".join(parts)
+
+
+def _lines(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        lines.setdefault(_label(row), []).append(row)
+    return lines
+
+
+def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str) -> list[Path]:
+    """throughput.png and efficiency.png against workers, one line per configuration."""
+    plt = _pyplot()
+    written = []
+    for key, ylabel, name in (("samples_per_sec", "samples/s (all ranks)", "throughput"),
+                              ("efficiency", f"{mode}-scaling efficiency", "efficiency")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, line in _lines(rows).items():
+            xs = [r["np"] for r in line]
+            ax.plot(xs, [r[key] for r in line], marker="o", label=label)
+            if key == "samples_per_sec":
+                ax.fill_between(xs, [r["spread_min"] for r in line],
+                                [r["spread_max"] for r in line], alpha=0.2)
+        if key == "efficiency":
+            ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+            ax.set_ylim(0, max(1.1, *(r[key] * 1.05 for r in rows)))
+        ax.set_xlabel("workers (ranks)")
+        ax.set_xticks(sorted({r["np"] for r in rows}))
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{name.capitalize()} against workers")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    shares = [r for r in rows if r.get("comm_share") is not None
+              or r.get("timeline_allreduce_share") is not None]
+    if shares:
+        written.append(plot_breakdown(shares, out))
+    return written
+
+
+def plot_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
+    """breakdown.png: each configuration's timed window split into compute and communication
+    (Horovod's timeline share where recorded, else hvdkit's exchange timer)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
+    labels = [f"{_label(r)} np={r['np']}" for r in rows]
+    comm = [r["timeline_allreduce_share"] if r.get("timeline_allreduce_share") is not None
+            else r["comm_share"] for r in rows]
+    comm = [min(1.0, c) for c in comm]
+    ax.barh(labels, [1 - c for c in comm], label="compute (and the rest)")
+    ax.barh(labels, comm, left=[1 - c for c in comm], label="communication")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the timed window")
+    ax.set_title("Where the time goes")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    path = out / "breakdown.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine_lines(info: dict[str, Any]) -> list[str]:
+    return [f"- **{k}**: {v}" for k, v in info.items()]
+
+
+def write_scale_report(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    result["machine"] = machine()
+    rows, spec = result["results"], result["spec"]
+    write_csv(out / "results.csv", rows, SCALE_COLUMNS)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    plots = plot_scaling(rows, out, spec["mode"])
+    threads = sorted({str(r["threads_per_rank"]) for r in rows})
+    shown = ("framework", "controller", "sync", "compression", "np", "samples_per_sec",
+             "speedup", "efficiency", "comm_share", "timeline_allreduce_share",
+             "bytes_per_step", "test_accuracy", "wall_time")
+    text = [f"# Scaling study: {spec['recipe']} ({spec['mode']} scaling)", "",
+            *machine_lines(result["machine"]), f"- **threads per rank**: {', '.join(threads)}",
+            f"- **repeats**: {spec['repeats']} (median shown; spread in results.csv)", "",
+            "Throughput: samples all ranks processed ÷ seconds between barriers, warm-up out. "
+            "comm_share: hvdkit's own timer of the gradient exchange wait; "
+            "timeline_allreduce_share: Horovod's timeline (with --timeline). "
+            "bytes_per_step: gradient bytes each rank sends (the root's, for the parameter "
+            "server).", "", markdown_table(rows, shown), "",
+            *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    if spec.get("to_accuracy"):
+        text.insert(-2, "wall_time is the time to the final test accuracy beside it.")
+    (out / "report.md").write_text("\n".join(text))
+
+
+ALLREDUCE_COLUMNS = ("impl", "controller", "np", "bytes", "p50_us", "p90_us", "algbw_GBps",
+                     "busbw_GBps")
+
+
+def plot_allreduce(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    plt = _pyplot()
+    written = []
+    for key, ylabel, name, log in (("busbw_GBps", "bus bandwidth (GB/s)", "busbw", False),
+                                   ("p50_us", "latency p50 (µs)", "latency", True)):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            lines.setdefault(f"{r['impl']} ({r['controller']})", []).append(r)
+        for label, line in lines.items():
+            ax.plot([r["bytes"] for r in line], [r[key] for r in line], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Allreduce {name}, np={rows[0]['np']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"allreduce_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_allreduce_report(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    result["machine"] = machine()
+    rows = result["sizes"]
+    write_csv(out / "allreduce.csv", rows, ALLREDUCE_COLUMNS)
+    (out / "allreduce.json").write_text(json.dumps(result, indent=2) + "\n")
+    plots = plot_allreduce(rows, out)
+    summary = [f"- **{k}**: {_fmt(v)}" for k, v in result["summary"].items()]
+    text = ["# Allreduce microbenchmark", "", *machine_lines(result["machine"]), "",
+            "busbw = algbw × 2(n−1)/n (nccl-tests); Horovod's in-place allreduce against raw "
+            "mpi4py in-place Allreduce in the same job.", "", *summary, "",
+            markdown_table([{**r, "bytes": human_bytes(r["bytes"])} for r in rows],
+                           ALLREDUCE_COLUMNS), ""]
+    if result["cycle_times"]:
+        text += ["Horovod's cycle time (HOROVOD_CYCLE_TIME): a 4 B allreduce's latency and "
+                 "the 200 small tensors' fused time.", "",
+                 markdown_table(result["cycle_times"],
+                                ("cycle_time_ms", "p50_4B_us", "fused_200_ms")), ""]
+    text += [*[f"![{p.stem}]({p.name})" for p in plots], ""]
+    (out / "report.md").write_text("\n".join(text))

@@ -1,0 +1,193 @@
+"""`hvdkit scale`: a scaling sweep — each configuration a real `hvdkit train` job, repeated.
+
+    hvdkit scale recipes/synthetic_cnn.yaml --np 1,2 --framework torch,tensorflow --threads 1
+    hvdkit scale recipes/synthetic_mlp.yaml --np 1,2 --sync allreduce,ps --compression none,fp16
+
+Throughput is the barrier-timed window of every run (hvdkit.timing): samples all ranks
+processed ÷ seconds, warm-up steps out. Strong scaling keeps the global batch (the recipe's
+batch at one rank, split over the ranks); weak keeps the per-rank batch. Speedup and efficiency
+are against the smallest rank count of the same framework and controller with plain
+ring-allreduce and no compression (else of the configuration itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hvdkit.adapters.base import FRAMEWORKS
+from hvdkit.bench.bandwidth import ps_bytes_at_root, ring_bytes_per_rank
+from hvdkit.bench.jobs import run_logged
+from hvdkit.bench.timeline import allreduce_share
+from hvdkit.errors import UserError
+from hvdkit.launcher import CONTROLLERS
+from hvdkit.recipe import load_recipe
+
+GROUP = ("framework", "controller", "sync", "compression")
+
+
+@dataclass
+class SweepSpec:
+    recipe: str
+    nps: list[int] = field(default_factory=lambda: [1, 2])
+    frameworks: list[str] = field(default_factory=lambda: ["torch"])
+    controllers: list[str] = field(default_factory=lambda: ["mpi"])
+    syncs: list[str] = field(default_factory=lambda: ["allreduce"])
+    compressions: list[str] = field(default_factory=lambda: ["none"])
+    mode: str = "strong"
+    repeats: int = 1
+    steps: int = 0
+    """Optimizer steps per trial (0: the recipe's own length)."""
+    to_accuracy: bool = False
+    """Train the recipe to its end and record test accuracy and time to it."""
+    threads: int | None = None
+    timeline: bool = False
+    overrides: list[str] = field(default_factory=list)
+    out: str = "scaling"
+
+    def validate(self) -> None:
+        base = load_recipe(self.recipe, self.overrides)
+        if self.mode not in ("strong", "weak"):
+            raise UserError(f"--mode must be strong or weak, got {self.mode!r}")
+        if self.repeats < 1:
+            raise UserError("--repeats must be at least 1")
+        if not self.nps or min(self.nps) < 1:
+            raise UserError("--np needs rank counts of at least 1, e.g. 1,2")
+        choices = {"--framework": (self.frameworks, FRAMEWORKS),
+                   "--controller": (self.controllers, CONTROLLERS),
+                   "--sync": (self.syncs, ("allreduce", "ps")),
+                   "--compression": (self.compressions, ("none", "fp16"))}
+        for flag, (given, valid) in choices.items():
+            bad = [g for g in given if g not in valid]
+            if bad or not given:
+                raise UserError(f"{flag} {bad[0] if bad else ''!r}: valid: {', '.join(valid)}")
+        if "ps" in self.syncs and "gloo" in self.controllers:
+            raise UserError("--sync ps needs --controller mpi (it uses mpi4py)")
+        if self.mode == "strong":
+            bad = [n for n in self.nps if base.train.batch_size % n]
+            if bad:
+                raise UserError(f"strong scaling splits train.batch_size={base.train.batch_size} "
+                                f"over the ranks; it does not divide by {bad[0]}")
+
+    def trials(self) -> list[dict[str, Any]]:
+        combos = itertools.product(self.frameworks, self.controllers, self.syncs,
+                                   self.compressions, sorted(self.nps))
+        return [dict(zip((*GROUP, "np"), c, strict=True)) for c in combos]
+
+
+def trial_overrides(spec: SweepSpec, trial: dict[str, Any]) -> list[str]:
+    base = load_recipe(spec.recipe, spec.overrides)
+    batch = base.train.batch_size // trial["np"] if spec.mode == "strong" \
+        else base.train.batch_size
+    sets = [*spec.overrides, f"train.batch_size={batch}", f"parallel.sync={trial['sync']}",
+            f"parallel.compression={trial['compression']}"]
+    if spec.steps and not spec.to_accuracy:
+        sets.append(f"train.max_steps={spec.steps}")
+    return sets
+
+
+def run_trial(spec: SweepSpec, trial: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """One `hvdkit train` job; returns its row (throughput, accuracy, breakdown)."""
+    name = "-".join(str(trial[k]) for k in (*GROUP, "np")) + f"-r{repeat}"
+    run_dir = Path(spec.out) / "runs" / name
+    command = [sys.executable, "-m", "hvdkit", "train", spec.recipe, "-f", trial["framework"],
+               "-np", str(trial["np"]), "--controller", trial["controller"],
+               "--run-dir", str(run_dir), "--no-progress"]
+    for item in trial_overrides(spec, trial):
+        command += ["--set", item]
+    if spec.threads is not None:
+        command += ["--threads", str(spec.threads)]
+    env = {}
+    timeline = run_dir / "timeline.json"
+    if spec.timeline:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env["HOROVOD_TIMELINE"] = str(timeline.resolve())
+    run_logged(command, Path(spec.out) / "logs" / f"{name}.log", env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return trial_row(trial, repeat, summary, timeline if spec.timeline else None)
+
+
+def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
+              timeline: Path | None) -> dict[str, Any]:
+    timed = summary.get("timed") or {}
+    n = trial["np"]
+    grad_bytes = summary["parameters"] * (2 if trial["compression"] == "fp16" else 4)
+    if trial["sync"] == "ps":
+        moved = ps_bytes_at_root(grad_bytes, 4 * summary["parameters"], n)
+    else:
+        moved = ring_bytes_per_rank(grad_bytes, n)
+    row = {**trial, "repeat": repeat, "global_batch": summary["global_batch"],
+           "samples_per_sec": timed.get("samples_per_sec", summary["samples_per_sec"]),
+           "timed_samples": timed.get("samples"), "timed_seconds": timed.get("seconds"),
+           "parameters": summary["parameters"], "bytes_per_step": moved,
+           "test_accuracy": summary.get("test_accuracy"), "wall_time": summary["wall_time"],
+           "threads_per_rank": summary.get("threads_per_rank")}
+    if "comm_seconds" in timed and timed.get("seconds"):
+        row["comm_share"] = timed["comm_seconds"] / timed["seconds"]
+    if timeline is not None and timeline.is_file():
+        row.update(allreduce_share(timeline))
+    return row
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median and spread over the repeats, then speedup and efficiency per group."""
+    keyed: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        keyed.setdefault(tuple(row[k] for k in (*GROUP, "np")), []).append(row)
+    out = []
+    for group in keyed.values():
+        rates = [r["samples_per_sec"] for r in group]
+        first = group[0]
+        agg = {k: first[k] for k in (*GROUP, "np", "global_batch", "parameters",
+                                      "bytes_per_step", "threads_per_rank")}
+        agg.update(samples_per_sec=statistics.median(rates), spread_min=min(rates),
+                   spread_max=max(rates), repeats=len(group))
+        for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time"):
+            values = [r[name] for r in group if r.get(name) is not None]
+            agg[name] = statistics.median(values) if values else None
+        out.append(agg)
+    for key in {tuple(r[k] for k in GROUP) for r in out}:
+        members = sorted((r for r in out if tuple(r[k] for k in GROUP) == key),
+                         key=lambda r: r["np"])
+        # The baseline: plain ring-allreduce without compression at the smallest N, when the
+        # sweep has it, so that the parameter server's and fp16's own overhead shows too.
+        plain = [r for r in out if (r["framework"], r["controller"], r["sync"],
+                                    r["compression"], r["np"]) ==
+                 (key[0], key[1], "allreduce", "none", members[0]["np"])]
+        base = plain[0] if plain else members[0]
+        for r in members:
+            r["speedup"] = r["samples_per_sec"] / base["samples_per_sec"]
+            r["efficiency"] = r["speedup"] / (r["np"] / base["np"])
+    return sorted(out, key=lambda r: (*(str(r[k]) for k in GROUP), r["np"]))
+
+
+def sweep(spec: SweepSpec) -> dict[str, Any]:
+    """Run every trial `repeats` times with a progress line each; write and return the report."""
+    from hvdkit.bench.report import write_scale_report
+
+    spec.validate()
+    trials = spec.trials()
+    total = len(trials) * spec.repeats
+    rows, done = [], 0
+    for repeat in range(spec.repeats):  # repeats outermost: slow drifts hit every config alike
+        for trial in trials:
+            done += 1
+            label = " ".join(f"{k}={trial[k]}" for k in (*GROUP, "np"))
+            print(f"[scale {done}/{total}] {label} repeat {repeat + 1} ...", end=" ", flush=True)
+            try:
+                row = run_trial(spec, trial, repeat)
+            except UserError as exc:  # keep the sweep going; the report lists what ran
+                print(f"FAILED: {str(exc).splitlines()[0]}", flush=True)
+                continue
+            print(f"{row['samples_per_sec']:.0f} samples/s", flush=True)
+            rows.append(row)
+    if not rows:
+        raise UserError(f"every trial failed; see {spec.out}/logs")
+    result = {"spec": asdict(spec), "trials": rows, "results": aggregate(rows)}
+    write_scale_report(result, Path(spec.out))
+    return result

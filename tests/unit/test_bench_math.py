@@ -1,0 +1,108 @@
+"""The study arithmetic without a Horovod job: bandwidth, throughput window, aggregation,
+timeline parsing, and the report files (CSV, JSON, PNGs that decode)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from hvdkit.bench.bandwidth import (
+    algbw,
+    bus_factor,
+    busbw,
+    percentiles,
+    ps_bytes_at_root,
+    ring_bytes_per_rank,
+)
+from hvdkit.bench.scale import aggregate
+from hvdkit.bench.timeline import allreduce_share, union_length
+from hvdkit.timing import ThroughputWindow
+
+
+def test_bus_bandwidth_matches_nccl_tests_definitions():
+    # 64 MiB in 10 ms: algbw 6.71 GB/s; on 2 ranks busbw = algbw, on 4 ranks 1.5 x algbw.
+    nbytes, seconds = 64 * 2**20, 0.010
+    assert algbw(nbytes, seconds) == pytest.approx(6.7108864e9)
+    assert busbw(nbytes, seconds, 2) == pytest.approx(6.7108864e9)
+    assert busbw(nbytes, seconds, 4) == pytest.approx(1.5 * 6.7108864e9)
+    assert busbw(nbytes, seconds, 8) == pytest.approx(1.75 * 6.7108864e9)
+    assert bus_factor(1) == 0.0
+
+
+def test_bytes_moved_ring_against_parameter_server():
+    grads = 4 * 1_000_000  # 1 M float32 parameters
+    assert ring_bytes_per_rank(grads, 2) == grads
+    assert ring_bytes_per_rank(grads, 4) == 1.5 * grads
+    assert ps_bytes_at_root(grads, grads, 4) == 6 * grads  # 3 gradients in, 3 copies out
+    assert ps_bytes_at_root(grads // 2, grads, 2) == 1.5 * grads  # fp16 gradients in
+    assert ring_bytes_per_rank(grads // 2, 4) == 0.75 * grads  # fp16 halves the wire bytes
+
+
+def test_percentiles():
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert p["p50"] == pytest.approx(50.5) and p["p90"] == pytest.approx(90.1)
+
+
+def test_throughput_window_counts_samples_after_warmup():
+    ranks = 3  # a fake allreduce: every rank did what this one did
+    window = ThroughputWindow(lambda v, **_: np.asarray(v) * ranks, warmup_steps=2,
+                              total_steps=10)
+    for step in range(10):
+        window.before_step(step)
+        window.after_step(16, 0.001)
+    result = window.close()
+    assert result["samples"] == 16 * 8 * ranks and result["steps"] == 8
+    assert result["samples_per_sec"] == pytest.approx(result["samples"] / result["seconds"])
+
+
+def test_aggregate_speedup_and_efficiency():
+    rows = []
+    for n, rates in ((1, [100.0, 110.0, 90.0]), (2, [180.0, 170.0, 190.0])):
+        for i, rate in enumerate(rates):
+            rows.append({"framework": "torch", "controller": "mpi", "sync": "allreduce",
+                         "compression": "none", "np": n, "repeat": i, "global_batch": 32,
+                         "parameters": 10, "bytes_per_step": 0.0, "threads_per_rank": 1,
+                         "samples_per_sec": rate})
+    ps = [{**r, "sync": "ps", "samples_per_sec": r["samples_per_sec"] / 2} for r in rows]
+    one, two, ps_one, ps_two = aggregate(rows + ps)
+    assert (one["samples_per_sec"], one["spread_min"], one["spread_max"]) == (100.0, 90.0, 110.0)
+    assert two["speedup"] == pytest.approx(1.8) and two["efficiency"] == pytest.approx(0.9)
+    # The parameter server is measured against plain ring-allreduce at one rank.
+    assert ps_one["efficiency"] == pytest.approx(0.5) and ps_two["speedup"] == pytest.approx(0.9)
+
+
+def test_timeline_allreduce_share(tmp_path):
+    events = [{"name": "ALLREDUCE", "ph": "B", "ts": 0, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 10, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "B", "ts": 5, "pid": 2},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 20, "pid": 2},
+              {"name": "ALLREDUCE", "ph": "B", "ts": 80, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 100, "pid": 1}]
+    path = tmp_path / "timeline.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(e) for e in events) + ",\n")  # unclosed
+    assert union_length([(0, 10), (5, 20), (80, 100)]) == 40
+    assert allreduce_share(path)["timeline_allreduce_share"] == pytest.approx(0.4)
+
+
+def test_report_files(tmp_path, monkeypatch):
+    import matplotlib.image
+
+    from hvdkit.bench import report
+
+    monkeypatch.setattr(report, "machine", lambda: {"cores": 2, "python": "3"})
+    rows = [{"framework": "torch", "controller": "mpi", "sync": s, "compression": "none",
+             "np": n, "samples_per_sec": 100.0 * n, "spread_min": 90.0 * n,
+             "spread_max": 110.0 * n, "efficiency": 1.0, "speedup": float(n), "repeats": 1,
+             "threads_per_rank": 1, "comm_share": 0.1 * n}
+            for s in ("allreduce", "ps") for n in (1, 2)]
+    spec = {"recipe": "r.yaml", "mode": "strong", "repeats": 1}
+    report.write_scale_report({"spec": spec, "trials": [], "results": rows}, tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
+    for name in ("throughput", "efficiency", "breakdown"):
+        assert matplotlib.image.imread(tmp_path / f"{name}.png").ndim == 3
+    assert "cores" in (tmp_path / "report.md").read_text()
