@@ -35,6 +35,13 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v make >/dev/null || need_apt+=(make)
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
+# The multi-host test (tests/integration/test_multihost.py) runs an sshd inside network
+# namespaces made with `ip`; it starts and stops its own sshd, on its own addresses only.
+# Namespaces need root, so without root the test skips and these are not needed.
+if [ "$(id -u)" = 0 ]; then
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ip >/dev/null || need_apt+=(iproute2)
+fi
 if ((${#need_apt[@]})); then
   step "installing system packages: ${need_apt[*]}"
   if [ "$(id -u)" != 0 ]; then
