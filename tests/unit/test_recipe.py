@@ -58,13 +58,15 @@ def test_choice_lists_valid_values() -> None:
 
 
 def test_unknown_model_and_data_set_list_valid_names() -> None:
-    assert "unknown model 'resnet'; valid: mlp, cnn" in _error({**MINIMAL, "model": {"name": "resnet"}})
+    message = _error({**MINIMAL, "model": {"name": "resnet"}})
+    assert "unknown model 'resnet'; valid: mlp, cnn" in message
     assert "valid: digits, synthetic" in _error({**MINIMAL, "data": {"name": "mnist"}})
 
 
 def test_ranges_are_checked() -> None:
     assert "train.batch_size must be at least 1" in _error({**MINIMAL, "train": {"batch_size": 0}})
-    assert "optimizer.lr must be positive" in _error({**MINIMAL, "optimizer": {"name": "sgd", "lr": 0}})
+    message = _error({**MINIMAL, "optimizer": {"name": "sgd", "lr": 0}})
+    assert "optimizer.lr must be positive" in message
 
 
 def test_overrides_are_typed_and_validated() -> None:

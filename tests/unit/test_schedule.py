@@ -1,5 +1,7 @@
 """Learning-rate schedule: linear scaling by workers, warm-up from the 1-worker rate, decay."""
 
+import itertools
+
 import pytest
 
 from hvdkit.recipe import OptimizerConfig
@@ -16,7 +18,7 @@ def test_warmup_ramps_to_scaled_peak() -> None:
     rates = [learning_rate(config, s, 10, 100, workers=4) for s in range(12)]
     assert rates[0] == pytest.approx(0.1 + 0.3 / 10)
     assert rates[9] == pytest.approx(0.4) and rates[11] == pytest.approx(0.4)
-    assert all(a < b for a, b in zip(rates[:9], rates[1:10], strict=True))
+    assert all(a < b for a, b in itertools.pairwise(rates[:10]))
 
 
 def test_cosine_ends_near_zero_and_step_decays() -> None:
