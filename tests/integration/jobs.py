@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hvdkit.launcher import LaunchOptions, horovodrun_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,3 +45,15 @@ def run_job(program: list[str], np: int = 2, controller: str = "mpi", timeout: f
 def worker(name: str, *args: str) -> list[str]:
     """The argv that runs tests/integration/workers/<name>.py with this Python."""
     return [sys.executable, str(WORKERS / f"{name}.py"), *args]
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays a worker saved with `np.savez(path, *arrays)`, in order."""
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Largest elementwise difference between two parameter lists of the same shapes."""
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))

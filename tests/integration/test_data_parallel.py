@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.jobs import run_job, worker
+from tests.integration.jobs import load_arrays, max_abs_diff, run_job, worker
 
 pytestmark = pytest.mark.integration
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -34,16 +34,6 @@ def _run(tmp_path_factory, framework: str, controller: str | None) -> Path:
                            *extra), np=2, controller=controller)
         _cache[key] = out
     return _cache[key]
-
-
-def load(path: Path) -> list[np.ndarray]:
-    with np.load(path) as z:
-        return [z[f"arr_{i}"] for i in range(len(z.files))]
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    assert [x.shape for x in a] == [y.shape for y in b]
-    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
 @pytest.fixture(params=FRAMEWORKS)
@@ -70,32 +60,34 @@ def runs(tmp_path_factory, framework: str, controller: str) -> tuple[Path, Path]
 def test_two_ranks_equal_one_process(runs, name: str, reference: str) -> None:
     ref_dir, dp_dir = runs
     reference = "cnn" if name == "cnn" else reference
-    diff = max_diff(load(dp_dir / f"{name}.npz"), load(ref_dir / f"{reference}.npz"))
+    diff = max_abs_diff(load_arrays(dp_dir / f"{name}.npz"),
+                        load_arrays(ref_dir / f"{reference}.npz"))
     assert diff <= TOLERANCE, f"{name}: max abs difference {diff:.2e}"
 
 
 def test_accumulation_in_one_process_equals_larger_batch(tmp_path_factory, framework) -> None:
     ref_dir = _run(tmp_path_factory, framework, None)
-    assert max_diff(load(ref_dir / "accumulate.npz"), load(ref_dir / "mlp.npz")) <= TOLERANCE
+    diff = max_abs_diff(load_arrays(ref_dir / "accumulate.npz"), load_arrays(ref_dir / "mlp.npz"))
+    assert diff <= TOLERANCE
 
 
 def test_fp16_compression_stays_close(runs) -> None:
     ref_dir, dp_dir = runs
-    diff = max_diff(load(dp_dir / "fp16.npz"), load(ref_dir / "mlp.npz"))
+    diff = max_abs_diff(load_arrays(dp_dir / "fp16.npz"), load_arrays(ref_dir / "mlp.npz"))
     assert diff <= 1e-3, f"fp16 compression drifted {diff:.2e}"
 
 
 def test_broadcast_equalises_different_initial_weights(runs) -> None:
     _, dp_dir = runs
-    before = [load(dp_dir / f"broadcast_initial.rank{r}.npz") for r in (0, 1)]
-    after = [load(dp_dir / f"broadcast_after.rank{r}.npz") for r in (0, 1)]
-    assert max_diff(*before) > 0.01, "the ranks did not start from different weights"
-    assert max_diff(*after) == 0.0
+    before = [load_arrays(dp_dir / f"broadcast_initial.rank{r}.npz") for r in (0, 1)]
+    after = [load_arrays(dp_dir / f"broadcast_after.rank{r}.npz") for r in (0, 1)]
+    assert max_abs_diff(*before) > 0.01, "the ranks did not start from different weights"
+    assert max_abs_diff(*after) == 0.0
 
 
 def test_epoch_shards_are_disjoint_and_cover(runs) -> None:
     _, dp_dir = runs
-    shards = [np.load(dp_dir / f"shard.rank{r}.npy") for r in (0, 1)]
+    shards = [np.load_arrays(dp_dir / f"shard.rank{r}.npy") for r in (0, 1)]
     assert not set(shards[0]) & set(shards[1])
     # digits: 1797 samples, 20% held out for testing
     assert sorted(np.concatenate(shards).tolist()) == list(range(1797 - 359))

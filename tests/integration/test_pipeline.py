@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hvdkit.launcher import LaunchOptions
-from tests.integration.jobs import run_job, worker
+from tests.integration.jobs import load_arrays, max_abs_diff, run_job, worker
 
 pytestmark = pytest.mark.integration
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -37,16 +36,6 @@ def _run(tmp_path_factory, framework: str, mode: str) -> Path:
     return _cache[key]
 
 
-def load(path: Path) -> list[np.ndarray]:
-    with np.load(path) as z:
-        return [z[f"arr_{i}"] for i in range(len(z.files))]
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    assert [x.shape for x in a] == [y.shape for y in b]
-    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
-
-
 @pytest.fixture(params=FRAMEWORKS)
 def framework(request) -> str:
     return request.param
@@ -57,13 +46,15 @@ def test_two_stages_match_single_process(tmp_path_factory, framework: str,
                                          schedule: str) -> None:
     reference = _run(tmp_path_factory, framework, "reference")
     pipeline = _run(tmp_path_factory, framework, "pipeline")
-    assert max_diff(load(pipeline / f"{schedule}.npz"),
-                    load(reference / "single16.npz")) <= TOLERANCE
+    assert max_abs_diff(load_arrays(pipeline / f"{schedule}.npz"),
+                        load_arrays(reference / "single16.npz")) <= TOLERANCE
 
 
 def test_placement_over_two_devices_matches_unsplit(tmp_path_factory, framework: str) -> None:
     reference = _run(tmp_path_factory, framework, "reference")
-    assert max_diff(load(reference / "placed.npz"), load(reference / "single16.npz")) <= TOLERANCE
+    diff = max_abs_diff(load_arrays(reference / "placed.npz"),
+                        load_arrays(reference / "single16.npz"))
+    assert diff <= TOLERANCE
 
 
 def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
@@ -84,7 +75,7 @@ def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
 def test_hybrid_two_stages_two_replicas_match_double_batch(tmp_path_factory) -> None:
     reference = _run(tmp_path_factory, "torch", "reference")
     hybrid = _run(tmp_path_factory, "torch", "hybrid")
-    expected = load(reference / "single32.npz")
-    assert max_diff(load(hybrid / "hybrid.npz"), expected) <= TOLERANCE
-    assert max_diff(load(hybrid / "hybrid_replica1.npz"), expected) <= TOLERANCE
+    expected = load_arrays(reference / "single32.npz")
+    assert max_abs_diff(load_arrays(hybrid / "hybrid.npz"), expected) <= TOLERANCE
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_replica1.npz"), expected) <= TOLERANCE
     assert json.loads((hybrid / "hybrid.json").read_text())["replicas"] == 2
