@@ -26,9 +26,10 @@ def _json_line(command: list[str]) -> dict:
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **__import__("os").environ}
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     for line in out.stdout.splitlines():
-        start = line.find("{")
-        if start >= 0 and line.rstrip().endswith("}"):
-            return json.loads(line[start:])
+        # mpirun's output tags may stand before the JSON and, unflushed, after it.
+        start, end = line.find("{"), line.rfind("}")
+        if 0 <= start < end:
+            return json.loads(line[start : end + 1])
     raise RuntimeError(f"no result from {' '.join(command)}:\n{out.stdout[-3000:]}"
                        f"{out.stderr[-3000:]}")
 
