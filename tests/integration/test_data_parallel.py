@@ -87,7 +87,7 @@ def test_broadcast_equalises_different_initial_weights(runs) -> None:
 
 def test_epoch_shards_are_disjoint_and_cover(runs) -> None:
     _, dp_dir = runs
-    shards = [np.load_arrays(dp_dir / f"shard.rank{r}.npy") for r in (0, 1)]
+    shards = [np.load(dp_dir / f"shard.rank{r}.npy") for r in (0, 1)]
     assert not set(shards[0]) & set(shards[1])
     # digits: 1797 samples, 20% held out for testing
     assert sorted(np.concatenate(shards).tolist()) == list(range(1797 - 359))
