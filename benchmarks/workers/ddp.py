@@ -11,11 +11,11 @@ import argparse
 import json
 import os
 import socket
-import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from steploop import steps_per_second, torch_step
 
 from hvdkit import load_recipe
 from hvdkit.adapters.torch.models import MODELS
@@ -37,26 +37,10 @@ def run(rank: int, world: int, port: int, steps: int) -> None:
     model = torch.nn.parallel.DistributedDataParallel(
         MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes))
     opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    done, start = 0, 0.0
-    while done < steps:
-        for x, y in loader.batches(done):
-            opt.zero_grad()
-            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
-            loss.backward()
-            opt.step()
-            loss.item()
-            done += 1
-            if done == WARMUP:
-                dist.barrier()
-                start = time.perf_counter()
-            if done == steps:
-                break
-    dist.barrier()
-    elapsed = time.perf_counter() - start
+    rate = steps_per_second(loader, torch_step(model, opt), steps, WARMUP, sync=dist.barrier)
     if rank == 0:
-        rate = (steps - WARMUP) * recipe.train.batch_size * world / elapsed
-        print(json.dumps({"ddp_samples_per_sec": rate}), flush=True)
+        samples = rate * recipe.train.batch_size * world
+        print(json.dumps({"ddp_samples_per_sec": samples}), flush=True)
     dist.destroy_process_group()
 
 

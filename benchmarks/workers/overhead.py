@@ -12,6 +12,8 @@ import json
 import sys
 import time
 
+from steploop import steps_per_second, torch_step
+
 from hvdkit import Trainer, load_recipe
 from hvdkit.callbacks import Callback
 from hvdkit.data import ShardedLoader, build_dataset
@@ -61,21 +63,7 @@ def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
     opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    done, start = 0, 0.0
-    while done < steps:
-        for x, y in loader.batches(done):
-            opt.zero_grad()
-            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
-            loss.backward()
-            opt.step()
-            loss.item()
-            done += 1
-            if done == warmup:
-                start = time.perf_counter()
-            if done == steps:
-                break
-    return (steps - warmup) / (time.perf_counter() - start)
+    return steps_per_second(loader, torch_step(model, opt), steps, warmup)
 
 
 def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
@@ -105,16 +93,7 @@ def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    done, start = 0, 0.0
-    while done < steps:
-        for x, y in loader.batches(done):
-            float(step(x, y))
-            done += 1
-            if done == warmup:
-                start = time.perf_counter()
-            if done == steps:
-                break
-    return (steps - warmup) / (time.perf_counter() - start)
+    return steps_per_second(loader, lambda x, y: float(step(x, y)), steps, warmup)
 
 
 def main() -> int:
