@@ -21,7 +21,7 @@ from hvdkit.callbacks import Callback
 from hvdkit.worker import rank_from_env, run_worker
 
 FAIL_AT = 12
-STALL_SECONDS = 6
+STALL_SECONDS = 12  # > 2 x the warning time (2 s): the inspector checks once per period
 
 
 class FailOnRankOne(Callback):
