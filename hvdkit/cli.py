@@ -89,15 +89,7 @@ def train(args: argparse.Namespace) -> int:
                         "or give the run folder: --resume runs/<run>")
     if in_horovod_job():
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
-    options = LaunchOptions(
-        np=args.np, controller=args.controller, hosts=args.hosts, hostfile=args.hostfile,
-        network_interface=args.network_interface, yield_when_idle=args.yield_when_idle,
-        mpi_args=args.mpi_args.split(), elastic=args.elastic, min_np=args.min_np,
-        max_np=args.max_np, host_discovery_script=args.host_discovery_script,
-        stall_check=args.stall_check, stall_warning_seconds=args.stall_warning_seconds,
-        stall_shutdown_seconds=args.stall_shutdown_seconds, peer_timeout=args.peer_timeout,
-    )
-    options.machine_defaults = machine
+    options = _launch_options(args, machine)
     options.validate()
     check_launch(recipe.parallel.stages, options.np,
                  "gloo" if options.elastic else options.controller)  # elastic runs on Gloo
@@ -111,6 +103,23 @@ def train(args: argparse.Namespace) -> int:
         args.run_dir = run_dir
         return train_worker(args, recipe, {"launched_by": "in-process", "np": 1,
                                               "machine_defaults": machine})
+    return run_job(options, _worker_command(args, run_dir))
+
+
+def _launch_options(args: argparse.Namespace, machine: dict | None) -> LaunchOptions:
+    return LaunchOptions(
+        np=args.np, controller=args.controller, hosts=args.hosts, hostfile=args.hostfile,
+        network_interface=args.network_interface, yield_when_idle=args.yield_when_idle,
+        mpi_args=args.mpi_args.split(), elastic=args.elastic, min_np=args.min_np,
+        max_np=args.max_np, host_discovery_script=args.host_discovery_script,
+        stall_check=args.stall_check, stall_warning_seconds=args.stall_warning_seconds,
+        stall_shutdown_seconds=args.stall_shutdown_seconds, peer_timeout=args.peer_timeout,
+        machine_defaults=machine,
+    )
+
+
+def _worker_command(args: argparse.Namespace, run_dir: str) -> list[str]:
+    """What every rank runs: this same `hvdkit train`, which then trains in the job."""
     worker = [sys.executable, "-m", "hvdkit", "train", args.recipe, "--framework",
               args.framework, "--run-dir", run_dir]
     for item in args.overrides:
@@ -123,7 +132,7 @@ def train(args: argparse.Namespace) -> int:
         worker += ["--resume", args.resume]
     if args.elastic:
         worker.append("--elastic")
-    return run_job(options, worker)
+    return worker
 
 
 def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
