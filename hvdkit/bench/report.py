@@ -54,6 +54,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write as a 100-dpi PNG, and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def _label(row: dict[str, Any]) -> str:
     parts = [row["framework"], row["controller"]]
     if row["sync"] != "allreduce":
@@ -92,11 +100,7 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str) -> list[Path]
         ax.set_title(f"{name.capitalize()} against workers")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"{name}.png"))
     shares = [r for r in rows if r.get("comm_share") is not None
               or r.get("timeline_allreduce_share") is not None]
     if shares:
@@ -121,11 +125,7 @@ def plot_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
     ax.set_title("Where the time goes")
     ax.legend(fontsize=8, loc="lower right")
     ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
-    path = out / "breakdown.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "breakdown.png")
 
 
 def _fmt(value: Any) -> str:
@@ -194,11 +194,7 @@ def plot_allreduce(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_title(f"Allreduce {name}, np={rows[0]['np']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"allreduce_{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"allreduce_{name}.png"))
     return written
 
 
