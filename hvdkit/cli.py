@@ -91,8 +91,7 @@ def train(args: argparse.Namespace) -> int:
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
     options = _launch_options(args, machine)
     options.validate()
-    check_launch(recipe.parallel.stages, options.np,
-                 "gloo" if options.elastic else options.controller)  # elastic runs on Gloo
+    check_launch(recipe.parallel.stages, options.np, options.launch_controller)
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
     from hvdkit.trainer import default_run_dir

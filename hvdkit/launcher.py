@@ -104,6 +104,11 @@ class LaunchOptions:
                             "--stall-warning-seconds")
 
     @property
+    def launch_controller(self) -> str:
+        """The controller horovodrun gets: elastic jobs always run on Gloo."""
+        return "gloo" if self.elastic else self.controller
+
+    @property
     def multi_host(self) -> bool:
         return bool(self.hosts or self.hostfile)
 
@@ -132,7 +137,7 @@ def check_horovod(framework: str, controller: str) -> None:
 def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The horovodrun command line that runs `program` (an argv) on every rank."""
     horovodrun = Path(sys.executable).with_name("horovodrun")
-    controller = "gloo" if options.elastic else options.controller  # elastic runs on Gloo
+    controller = options.launch_controller
     command = [str(horovodrun) if horovodrun.exists() else "horovodrun",
                "-np", str(options.np), f"--{controller}"]
     if options.elastic:

@@ -223,7 +223,7 @@ class Trainer:
                 if pos.step >= self.total_steps:
                     stopped = True
                     break
-            if not getattr(loader, "even", True) and hasattr(self.adapter, "join"):
+            if not loader.even and hasattr(self.adapter, "join"):
                 self.adapter.join()  # before the last flush: the others may still be stepping
             if pending:
                 losses += self._flush(pending, pending_lr, pos.step, epoch)
