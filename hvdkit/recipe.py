@@ -114,7 +114,8 @@ class ParallelConfig:
     schedule: Literal["gpipe", "1f1b"] = "1f1b"
     """Pipeline schedule: all forwards then all backwards, or one-forward-one-backward."""
     split: Literal["params", "time"] = "params"
-    """Balanced cut of the layers into stages: by parameter count or by measured time."""
+    """Balanced cut of the layers into stages: by parameter count, or by each layer's measured
+    forward and backward time on one micro-batch."""
     boundaries: list[int] = field(default_factory=list)
     """Explicit cut instead: the first layer (0-based, layers with parameters) of each stage
     after the first, e.g. [2] for 2 stages."""

@@ -54,7 +54,7 @@ class Neighbours:
     def wait(self, pending: tuple[Any, np.ndarray]) -> np.ndarray:
         request, buffer = pending
         started = time.perf_counter()
-        self._idle_wait([request])
+        idle_wait([request])
         self.wait_seconds += time.perf_counter() - started
         return buffer
 
@@ -66,15 +66,18 @@ class Neighbours:
     def finish_sends(self) -> None:
         """Complete every outstanding send (their buffers may then be freed)."""
         started = time.perf_counter()
-        self._idle_wait([request for request, _ in self._sends])
+        idle_wait([request for request, _ in self._sends])
         self._sends.clear()
         self.wait_seconds += time.perf_counter() - started
 
-    def _idle_wait(self, requests: list[Any]) -> None:
-        """Wait without holding the core: `Wait` busy-polls, which on a host with fewer free
-        cores than ranks takes the core from the stage that is computing. Poll, then sleep."""
-        spins = 0
-        while not self.request.Testall(requests):
-            spins += 1
-            if spins > SPIN_POLLS:
-                time.sleep(SLEEP_SECONDS)
+
+def idle_wait(requests: list[Any]) -> None:
+    """Wait for MPI requests without holding the core: `Wait` busy-polls, which on a host with
+    fewer free cores than ranks takes the core from a rank that is computing. Poll, then sleep."""
+    from mpi4py import MPI
+
+    spins = 0
+    while not MPI.Request.Testall(requests):
+        spins += 1
+        if spins > SPIN_POLLS:
+            time.sleep(SLEEP_SECONDS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,9 +53,10 @@ class PipelineAdapter:
     def _has_params(self, layer: Any) -> bool:
         raise NotImplementedError
 
-    def _profile(self, layers: list[Any], input_shape: tuple[int, ...]
-                 ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-        """Per layer: parameter count, output feature shape, and (split: time) seconds."""
+    def _profile(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
+                 timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+        """Per layer: parameter count, output feature shape, and (if `timed`) the seconds of
+        its forward and backward on a micro-batch of `rows`, leaving the layer unchanged."""
         raise NotImplementedError
 
     def _make_stage(self, groups: list[list[Any]], devices: list[str], recipe: Recipe) -> None:
@@ -136,7 +138,8 @@ class PipelineAdapter:
         p = self.parallel
         layers = self._layers(recipe, input_shape, num_classes, model)
         groups = group_layers([self._has_params(layer) for layer in layers])
-        params, shapes, seconds = self._profile(layers, input_shape)
+        rows = max(1, recipe.train.batch_size // p.microbatches)  # a micro-batch, per replica
+        params, shapes, seconds = self._profile(layers, input_shape, rows, p.split == "time")
         costs = [sum((seconds if p.split == "time" else params)[i] for i in g) for g in groups]
         # Stages cut the layer groups; placement then cuts this stage's groups into parts.
         plan = plan_stages(costs, p.stages, p.boundaries if p.stages > 1 else None)
@@ -328,8 +331,13 @@ class PipelineAdapter:
     def epoch_metrics(self) -> dict[str, Any]:
         """Per stage (averaged over replicas): busy seconds per step (forward, backward and
         optimizer) and the CPU seconds of its forwards and backwards (below the busy time when
-        other processes take the core), the measured bubble share (1 − busy ÷ step time), the
-        peak micro-batches of activations held, their MiB, and the process's peak RSS."""
+        other processes take the core); its idle share (1 − busy ÷ step time); the peak
+        micro-batches of activations held, their MiB, and the process's peak RSS.
+
+        The idle time splits in two. `bubble` is the schedule's: the idle share of the busiest
+        stage, which sets the step time, so it is what (p − 1) / (m + p − 1) predicts.
+        `imbalance` is the split's: 1 − mean busy ÷ largest busy, the share of the work the
+        less loaded stages could still take (0 for a perfectly balanced split)."""
         mb = self._microbatch_size
         row = [self.layout.stage, self._busy, self._wall, self._timed, self._peak,
                self._peak * mb * self.bytes_per_sample,
@@ -337,25 +345,38 @@ class PipelineAdapter:
         rows = np.array(self.comm.allgather(row), dtype=np.float64)
         self._reset_metrics()
         stages = self.layout.stages
-        busy, bubble, held, act, rss, cpu = [], [], [], [], [], []
+        busy, idle, held, act, rss, cpu = [], [], [], [], [], []
         for s in range(stages):
             r = rows[rows[:, 0] == s]
             steps = max(r[:, 3].sum(), 1.0)
             busy.append(float(r[:, 1].sum() / steps))
             cpu.append(float(r[:, 7].sum() / steps))
-            bubble.append(float(1 - r[:, 1].sum() / r[:, 2].sum()) if r[:, 2].sum() else 0.0)
+            idle.append(float(1 - r[:, 1].sum() / r[:, 2].sum()) if r[:, 2].sum() else 0.0)
             held.append(int(r[:, 4].max()))
             act.append(float(r[:, 5].max() / 2**20))
             rss.append(float(r[:, 6].max() / 2**20))
+        busiest = int(np.argmax(busy))
         return {"pipeline": {
             "schedule": self.parallel.schedule, "stages": stages,
             "microbatches": self.parallel.microbatches, "replicas": self.layout.replicas,
-            "bounds": list(self.plan.bounds), "bubble": float(np.mean(bubble)),
+            "bounds": list(self.plan.bounds), "bubble": idle[busiest],
             "ideal_bubble": (stages - 1) / (self.parallel.microbatches + stages - 1),
-            "stage_busy_s": busy, "stage_busy_cpu_s": cpu, "stage_bubble": bubble,
+            "imbalance": float(1 - np.mean(busy) / busy[busiest]) if busy[busiest] else 0.0,
+            "stage_busy_s": busy, "stage_busy_cpu_s": cpu, "stage_idle": idle,
             "stage_peak_microbatches": held, "stage_peak_activation_mib": act,
             "stage_max_rss_mib": rss,
         }}
+
+
+def median_seconds(work: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Median wall seconds of `work(*args)` over `repeats` runs, after one untimed run."""
+    work(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work(*args)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
 
 
 def cross_entropy_sums(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

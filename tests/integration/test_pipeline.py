@@ -67,6 +67,9 @@ def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
     assert one_f_one_b["stage_peak_microbatches"][0] == 2  # and it does fill the pipeline
     for report in (gpipe, one_f_one_b):
         assert 0.0 <= report["bubble"] < 1.0 and len(report["stage_busy_s"]) == 2
+        busiest = report["stage_busy_s"].index(max(report["stage_busy_s"]))
+        assert report["bubble"] == report["stage_idle"][busiest]  # the schedule's idle share
+        assert 0.0 <= report["imbalance"] < 1.0
         assert all(m > 0 for m in report["stage_max_rss_mib"])
     assert (one_f_one_b["stage_peak_activation_mib"][0]
             < gpipe["stage_peak_activation_mib"][0])

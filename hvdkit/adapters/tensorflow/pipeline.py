@@ -9,7 +9,6 @@ under `tf.device` (`/CPU:0`, `/GPU:i`); its variables stay where Keras created t
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import keras
@@ -19,7 +18,7 @@ import tensorflow as tf
 from hvdkit.adapters.tensorflow.adapter import make_optimizer
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.parallel.placement import device_for
-from hvdkit.parallel.runner import PipelineAdapter
+from hvdkit.parallel.runner import PipelineAdapter, median_seconds
 from hvdkit.recipe import ParallelConfig, Recipe
 
 
@@ -49,17 +48,18 @@ class TensorFlowPipelineAdapter(PipelineAdapter):
     def _has_params(self, layer: Any) -> bool:
         return bool(layer.trainable_weights)
 
-    def _profile(self, layers: list[Any], input_shape: tuple[int, ...]
-                 ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+    def _profile(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
+                 timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
         params, shapes, seconds = [], [], []
-        x = tf.zeros((8, *input_shape))
-        for layer in layers:
-            t0 = time.perf_counter()
-            for _ in range(3):
-                y = layer(x)
-            seconds.append((time.perf_counter() - t0) / 3)
-            x = y
+        x = tf.zeros((rows, *input_shape))
+        for index, layer in enumerate(layers):
+            y = layer(x, training=False)  # builds the layer; a training call might move state
             params.append(float(sum(int(np.prod(w.shape)) for w in layer.trainable_weights)))
+            if timed:  # forward and backward in training mode; the layer is left as it was
+                state = layer.get_weights()
+                seconds.append(median_seconds(_forward_backward, layer, x, index))
+                layer.set_weights(state)
+            x = y
             shapes.append(tuple(int(d) for d in x.shape[1:]))
         return params, shapes, seconds
 
@@ -136,3 +136,14 @@ class TensorFlowPipelineAdapter(PipelineAdapter):
         for variable, value in zip([*self.variables, *self.optimizer.variables],
                                    [*state["model"], *state["optimizer"]], strict=True):
             variable.assign(value)
+
+
+def _forward_backward(layer: Any, x: tf.Tensor, index: int) -> None:
+    """One layer's training work: forward, and the gradients of its weights and (for every
+    layer but the model's first, which passes it on) of its input."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    sources = [*layer.trainable_weights, *([x] if index > 0 else [])]
+    if sources:
+        tape.gradient(y, sources, output_gradients=tf.ones_like(y))

@@ -9,7 +9,7 @@ devices (`cpu`, `cuda:i`). Received activations wrap their MPI buffers without a
 
 from __future__ import annotations
 
-import time
+import copy
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch import nn
 from hvdkit.adapters.torch.adapter import make_optimizer
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.parallel.placement import device_for
-from hvdkit.parallel.runner import PipelineAdapter
+from hvdkit.parallel.runner import PipelineAdapter, median_seconds
 from hvdkit.recipe import ParallelConfig, Recipe
 
 
@@ -63,18 +63,22 @@ class TorchPipelineAdapter(PipelineAdapter):
     def _has_params(self, layer: Any) -> bool:
         return any(True for _ in layer.parameters())
 
-    @torch.no_grad()
-    def _profile(self, layers: list[Any], input_shape: tuple[int, ...]
-                 ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+    def _profile(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
+                 timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
         params, shapes, seconds = [], [], []
-        x = torch.zeros((8, *input_shape))
-        for layer in layers:
-            t0 = time.perf_counter()
-            for _ in range(3):
-                y = layer(x)
-            seconds.append((time.perf_counter() - t0) / 3)
-            x = y
+        x = torch.zeros((rows, *input_shape))
+        for index, layer in enumerate(layers):
             params.append(float(sum(p.numel() for p in layer.parameters())))
+            if timed:  # forward and backward in training mode; the layer is left as it was
+                state = copy.deepcopy(layer.state_dict())
+                with torch.random.fork_rng():
+                    seconds.append(median_seconds(_forward_backward, layer, x, index))
+                layer.load_state_dict(state)
+                for p in layer.parameters():
+                    p.grad = None
+            with torch.no_grad():
+                x = layer.eval()(x)
+                layer.train()
             shapes.append(tuple(x.shape[1:]))
         return params, shapes, seconds
 
@@ -142,3 +146,12 @@ class TorchPipelineAdapter(PipelineAdapter):
     def _load_stage_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _forward_backward(layer: nn.Module, x: torch.Tensor, index: int) -> None:
+    """One layer's training work: forward, and backward including the input's gradient, which
+    every layer but the model's first computes to pass it on."""
+    x = x.detach().requires_grad_(index > 0)
+    y = layer(x)
+    if y.requires_grad:
+        y.backward(torch.ones_like(y))
