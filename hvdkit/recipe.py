@@ -85,6 +85,9 @@ class TrainConfig:
     """Average metrics across ranks and log them every this many steps."""
     threads: int = 0
     """Intra-op threads per rank (0: the cores divided by the ranks on the host)."""
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """Where each rank trains: auto (its own GPU when the host has GPUs, else the CPU), cpu, or
+    gpu (an error without one). Rank i on a host takes GPU i."""
     timing_warmup_steps: int = 2
     """Steps before the barrier-timed throughput window opens (tracing, allocations)."""
     checkpoint_every_steps: int = 0

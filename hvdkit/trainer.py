@@ -83,7 +83,8 @@ class Trainer:
 
     def _setup(self) -> None:
         recipe = self.recipe
-        self.world = world = self.adapter.init(recipe.train.threads)
+        self.world = world = self.adapter.init(recipe.train.threads,
+                                                          recipe.train.device)
         if self._auto_run_dir:
             self.run_dir = default_run_dir(recipe, self.framework, world.size)
         self.data = build_dataset(recipe.data, recipe.train.seed)
@@ -141,6 +142,7 @@ class Trainer:
             "framework": self.framework,
             "world": {"size": self.world.size, "local_size": self.world.local_size},
             "threads_per_rank": self.adapter.threads,
+            "device": self.adapter.device,
             "launch": self.launch_info,
         }
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -297,6 +299,7 @@ class Trainer:
             "framework": self.framework,
             "np": self.world.size,
             "threads_per_rank": self.adapter.threads,
+            "device": self.adapter.device,
             "epochs": len(history),
             "steps": steps,
             "global_batch": self.loader.global_batch,

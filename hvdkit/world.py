@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from hvdkit.errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -34,6 +36,22 @@ class World:
     def from_horovod(cls, hvd: Any) -> World:
         """Read the layout from an initialised `horovod.torch` or `horovod.tensorflow` module."""
         return cls(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+
+
+def pick_gpu(device: str, local_rank: int, local_size: int, gpus: int,
+             shared_ok: bool) -> int | None:
+    """The GPU this rank trains on, or None for the CPU. `device` is train.device: `auto` (this
+    rank's GPU when the host has any), `gpu` (an error without one) or `cpu`. Rank i on a host
+    takes GPU i; ranks may share a GPU only where `shared_ok` (NCCL refuses two ranks of one
+    communicator on one GPU)."""
+    if device == "cpu" or (device == "auto" and gpus == 0):
+        return None
+    if gpus == 0:
+        raise UserError("train.device is gpu but this process sees no GPU; use auto or cpu")
+    if local_size > gpus and not shared_ok:
+        raise UserError(f"{local_size} ranks on this host but {gpus} GPU(s): NCCL needs a GPU "
+                        "per rank; launch at most one rank per GPU (-np), or set train.device cpu")
+    return local_rank % gpus
 
 
 def cores() -> int:

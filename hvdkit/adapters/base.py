@@ -22,8 +22,9 @@ FRAMEWORKS = {"torch": "hvdkit.adapters.torch", "tensorflow": "hvdkit.adapters.t
 class Adapter(Protocol):
     framework: str
 
-    def init(self, threads: int = 0) -> World:
-        """Start Horovod, pin intra-op threads (0: cores ÷ local ranks) and return the layout."""
+    def init(self, threads: int = 0, device: str = "auto") -> World:
+        """Start Horovod, pin intra-op threads (0: cores ÷ local ranks), choose this rank's
+        device (train.device; sets `self.device`) and return the layout."""
 
     def build(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
               model: Any = None) -> None:

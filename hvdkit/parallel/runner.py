@@ -38,11 +38,15 @@ class PipelineAdapter:
     def __init__(self, parallel: ParallelConfig) -> None:
         self.parallel = parallel
         self.threads = 0
+        self.device = "cpu"
         self.hvd: Any = None  # set by the subclass: its horovod.<framework> module
 
     # -- framework hooks ------------------------------------------------------------------
 
-    def _set_threads(self, threads: int) -> None:
+    def _set_up(self, threads: int, device: str, shared_ok: bool) -> str:
+        """Pin intra-op threads and choose this rank's device for train.device (auto, cpu,
+        gpu; hvdkit.world.pick_gpu); return its name. `device` empty: leave the devices as
+        they are (parallel.placement names them)."""
         raise NotImplementedError
 
     def _layers(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
@@ -90,7 +94,7 @@ class PipelineAdapter:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def init(self, threads: int = 0) -> World:
+    def init(self, threads: int = 0, device: str = "auto") -> World:
         import os
 
         if self.parallel.stages > 1 and os.environ.get("HOROVOD_CONTROLLER") == "gloo":
@@ -121,7 +125,13 @@ class PipelineAdapter:
         self.pipe = Neighbours(self.comm.Split(layout.replica, layout.stage))
         self.stage_comm = self.comm.Split(layout.stage, layout.replica)
         self.threads = threads or default_threads(self.hvd.local_size())
-        self._set_threads(self.threads)
+        # Ranks may share a GPU unless the stage's replicas average over NCCL (one GPU each).
+        shared_ok = layout.replicas == 1 or not self.hvd.nccl_built()
+        if self.parallel.placement:  # explicit devices win over train.device
+            self._set_up(self.threads, "", shared_ok)
+            self.device = ",".join(self._devices())
+        else:
+            self.device = self._set_up(self.threads, device, shared_ok)
         return World(self.comm.Get_rank(), self.comm.Get_size(), self.hvd.local_rank(),
                      self.hvd.local_size(), data_rank=layout.replica, data_size=layout.replicas)
 
@@ -169,8 +179,8 @@ class PipelineAdapter:
     def _devices(self) -> list[str]:
         placement = self.parallel.placement
         if self.parallel.stages > 1:
-            return [placement[self.layout.stage]] if placement else ["cpu"]
-        return placement or ["cpu"]
+            return [placement[self.layout.stage]] if placement else [self.device]
+        return placement or [self.device]
 
     # -- one batch ------------------------------------------------------------------------
 

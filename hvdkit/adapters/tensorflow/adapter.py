@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.recipe import OptimizerConfig, Recipe
-from hvdkit.world import World, default_threads
+from hvdkit.world import World, default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
@@ -28,6 +28,21 @@ def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
 
 
+def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
+    """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
+    memory grown on demand, so that the ranks of a host do not take each other's GPUs.
+    Must run before TensorFlow's runtime starts."""
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu = pick_gpu(device, local_rank, local_size, len(gpus), shared_ok)
+    if gpu is None:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        return "/CPU:0"
+    tf.config.set_visible_devices(gpus[gpu], "GPU")
+    tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    return "/GPU:0"
+
+
 class TensorFlowAdapter:
     framework = "tensorflow"
 
@@ -36,15 +51,18 @@ class TensorFlowAdapter:
 
         self.hvd = hvd
         self.threads = 0
+        self.device = "/CPU:0"
         self.ps: Any = None  # a ParameterServer when parallel.sync is ps
 
-    def init(self, threads: int = 0) -> World:
+    def init(self, threads: int = 0, device: str = "auto") -> World:
         self.hvd.init()
         world = World.from_horovod(self.hvd)
         self.threads = threads or default_threads(world.local_size)
         # Must run before TensorFlow's runtime starts, i.e. before the first op.
         tf.config.threading.set_intra_op_parallelism_threads(self.threads)
         tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+        self.device = tf_device(device, world.local_rank, world.local_size,
+                                shared_ok=not self.hvd.nccl_built())
         return world
 
     def build(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,

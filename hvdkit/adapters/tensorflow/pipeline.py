@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hvdkit.adapters.tensorflow.adapter import make_optimizer
+from hvdkit.adapters.tensorflow.adapter import make_optimizer, tf_device
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.parallel.placement import device_for
 from hvdkit.parallel.runner import PipelineAdapter, median_seconds
@@ -32,9 +32,12 @@ class TensorFlowPipelineAdapter(PipelineAdapter):
         self.hvd = hvd
         self._saved: dict[int, tuple[Any, tf.Tensor, tf.Tensor]] = {}
 
-    def _set_threads(self, threads: int) -> None:
+    def _set_up(self, threads: int, device: str, shared_ok: bool) -> str:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+        if not device:
+            return ""
+        return tf_device(device, self.hvd.local_rank(), self.hvd.local_size(), shared_ok)
 
     def _layers(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
                 model: Any) -> list[Any]:

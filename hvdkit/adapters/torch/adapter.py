@@ -11,7 +11,7 @@ from torch import nn
 
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.recipe import OptimizerConfig, Recipe
-from hvdkit.world import World, default_threads
+from hvdkit.world import World, default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
@@ -29,14 +29,17 @@ class TorchAdapter:
 
         self.hvd = hvd
         self.threads = 0
+        self.device = "cpu"
         self.ps: Any = None  # a ParameterServer when parallel.sync is ps
         self._comm = 0.0
 
-    def init(self, threads: int = 0) -> World:
+    def init(self, threads: int = 0, device: str = "auto") -> World:
         self.hvd.init()
         world = World.from_horovod(self.hvd)
         self.threads = threads or default_threads(world.local_size)
         torch.set_num_threads(self.threads)
+        self.device = torch_device(device, world.local_rank, world.local_size,
+                                   shared_ok=not self.hvd.nccl_built())
         return world
 
     def _reduce_op(self, reduction: str) -> Any:
@@ -50,7 +53,7 @@ class TorchAdapter:
             model = MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
         elif not isinstance(model, nn.Module):
             model = model(input_shape, num_classes)
-        self.model = model
+        self.model = model.to(self.device)
         self.accumulation = recipe.parallel.accumulation
         compression = (self.hvd.Compression.fp16 if recipe.parallel.compression == "fp16"
                        else self.hvd.Compression.none)
@@ -76,9 +79,9 @@ class TorchAdapter:
             group["lr"] = lr
         self.model.train()
         self.optimizer.zero_grad()
-        inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
+        inputs, labels = self._on_device(x), self._on_device(y)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         # Micro-batches: Horovod allreduces after the last backward pass (backward_passes_per_step).
         for xb, yb in zip(inputs.chunk(self.accumulation), labels.chunk(self.accumulation),
                           strict=True):
@@ -101,14 +104,14 @@ class TorchAdapter:
         from hvdkit.parallel.ps import flatten, unflatten
 
         params = list(self.model.parameters())
-        grads = [p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32)
+        grads = [p.grad.cpu().numpy() if p.grad is not None else np.zeros(p.shape, np.float32)
                  for p in params]
         total = self.ps.push(flatten(grads), average=self.ps_average)
         if total is not None:
             for p, g in zip(params, unflatten(total, params), strict=True):
-                p.grad = torch.from_numpy(g.copy())
+                p.grad = torch.from_numpy(g.copy()).to(self.device)
             self.optimizer.step()
-        flat = flatten([p.detach().numpy() for p in params])
+        flat = flatten([p.detach().cpu().numpy() for p in params])
         for p, value in zip(params, unflatten(self.ps.pull(flat), params), strict=True):
             p.copy_(torch.from_numpy(value))
 
@@ -119,11 +122,14 @@ class TorchAdapter:
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         self.model.eval()
-        labels = torch.from_numpy(y)
-        logits = self.model(torch.from_numpy(x))
+        labels = self._on_device(y)
+        logits = self.model(self._on_device(x))
         loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
         correct = (logits.argmax(1) == labels).sum()
         return {"loss_sum": loss.item(), "correct": correct.item(), "count": len(y)}
+
+    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
@@ -136,16 +142,21 @@ class TorchAdapter:
                                   op=reduce_op, name=name).numpy()
 
     def state(self) -> dict[str, Any]:
-        """Model, optimizer and torch's RNG, as numpy and plain Python (no tensors)."""
-        return {"model": {k: v.numpy().copy() for k, v in self.model.state_dict().items()},
-                "optimizer": _to_numpy(self.optimizer.state_dict()),
-                "rng": torch.get_rng_state().numpy().copy()}
+        """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors)."""
+        state = {"model": _to_numpy(self.model.state_dict()),
+                 "optimizer": _to_numpy(self.optimizer.state_dict()),
+                 "rng": torch.get_rng_state().numpy().copy()}
+        if self.device != "cpu":
+            state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
+        if "cuda_rng" in state and self.device != "cpu":
+            torch.cuda.set_rng_state(torch.from_numpy(state["cuda_rng"]))
 
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         """Rank `root_rank`'s picklable `obj` on every rank (`name`: the same on all ranks)."""
@@ -163,13 +174,22 @@ class TorchAdapter:
         return self.hvd.elastic.run(func)
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
-        return [p.detach().numpy().copy() for p in self.model.parameters()]
+        return [p.detach().cpu().numpy().copy() for p in self.model.parameters()]
+
+
+def torch_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
+    """`cpu` or this rank's `cuda:i` for train.device (hvdkit.world.pick_gpu), made current."""
+    gpu = pick_gpu(device, local_rank, local_size, torch.cuda.device_count(), shared_ok)
+    if gpu is None:
+        return "cpu"
+    torch.cuda.set_device(gpu)
+    return f"cuda:{gpu}"
 
 
 def _to_numpy(value: Any) -> Any:
     """A copy of a nested state dict with every tensor turned into a numpy array."""
     if isinstance(value, torch.Tensor):
-        return value.detach().numpy().copy()
+        return value.detach().cpu().numpy().copy()
     if isinstance(value, dict):
         return {k: _to_numpy(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvdkit.adapters.torch.adapter import make_optimizer
+from hvdkit.adapters.torch.adapter import make_optimizer, torch_device
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.parallel.placement import device_for
 from hvdkit.parallel.runner import PipelineAdapter, median_seconds
@@ -48,8 +48,11 @@ class TorchPipelineAdapter(PipelineAdapter):
         self.hvd = hvd
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _set_threads(self, threads: int) -> None:
+    def _set_up(self, threads: int, device: str, shared_ok: bool) -> str:
         torch.set_num_threads(threads)
+        if not device:
+            return ""
+        return torch_device(device, self.hvd.local_rank(), self.hvd.local_size(), shared_ok)
 
     def _layers(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
                 model: Any) -> list[Any]:
