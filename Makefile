@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-unit test-integration bench lint
+.PHONY: setup demo test test-unit test-integration test-gpu bench lint
 
 setup:
 	@bash launch/setup.sh
@@ -23,6 +23,9 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest -q tests/integration
+
+test-gpu: setup  # on a GPU host; skipped without CUDA
+	$(BIN)/python -m pytest -q -rs tests/gpu
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -67,7 +67,7 @@ if [ ! -x "$PY" ]; then
   python3.11 -m venv "$VENV"
 fi
 DEPS=("torch==$TORCH_VERSION" "$TF_SPEC" "mpi4py>=4,<5" numpy scikit-learn tqdm PyYAML pytest
-      ruff matplotlib psutil cloudpickle "setuptools>=68" wheel packaging)
+      ruff matplotlib psutil cloudpickle cffi "setuptools>=68" wheel packaging)
 DEPS_KEY=$(printf '%s\n' "${DEPS[@]}" "gpu=$GPU" | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.deps-$DEPS_KEY" ]; then
   step "installing Python packages (torch $TORCH_VERSION, $TF_SPEC, mpi4py, ...)"
@@ -110,7 +110,29 @@ else
     export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
            HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS="-j$(nproc)" \
            CMAKE_POLICY_VERSION_MINIMUM=3.5  # gloo asks for an old CMake; CMake 4 needs this
-    if [ "$GPU" = 1 ]; then export HOROVOD_GPU_OPERATIONS=NCCL; fi
+    if [ "$GPU" = 1 ]; then
+      export HOROVOD_GPU_OPERATIONS=NCCL
+      # CUDA kernels for this host's GPUs only (else every architecture nvcc knows).
+      caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | tr -d . | sort -u | paste -sd, -)
+      export HOROVOD_BUILD_CUDA_CC_LIST="${HOROVOD_BUILD_CUDA_CC_LIST:-$caps}"
+      # PyPI's CUDA torch brings NCCL as a wheel (nvidia-nccl-cu*) without a libnccl.so link.
+      if [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_LIB:-}" ] && ! ldconfig -p | grep -q 'libnccl\.so '; then
+        nccl=$("$PY" -c "import nvidia.nccl as n; print(list(n.__path__)[0])" 2>/dev/null || true)
+        if [ -n "$nccl" ]; then
+          mkdir -p "$work/nccl" && ln -sf "$nccl/lib/libnccl.so.2" "$work/nccl/libnccl.so"
+          export HOROVOD_NCCL_INCLUDE="$nccl/include" HOROVOD_NCCL_LIB="$work/nccl" \
+                 HOROVOD_NCCL_LINK=SHARED
+        fi
+      fi
+    fi
+    # GCC 13 and newer no longer pull <string>, <stdexcept>, ... in through other headers, and
+    # Horovod 0.28.1's sources relied on that.
+    if [ "$(g++ -dumpversion | cut -d. -f1)" -ge 13 ]; then
+      for header in cstdint string stdexcept limits memory algorithm functional mutex; do
+        CXXFLAGS="${CXXFLAGS:-} -include $header"
+      done
+      export CXXFLAGS
+    fi
     mkdir -p "$WHEEL_DIR"
     "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$work/wheel" \
       "$work/horovod-$HOROVOD_VERSION" > "$work/build.log" 2>&1 \
