@@ -36,7 +36,9 @@ _NAME = re.compile(r"^ckpt-(\d+)\.hvdk$")
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every_steps",
                      "train.eval_every_epochs", "train.threads", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.commit_every_steps",
-                     "train.timing_warmup_steps")
+                     "train.timing_warmup_steps", "train.device",
+                     # where a pipeline cuts the model changes no number it computes
+                     "parallel.split", "parallel.boundaries")
 
 
 class CheckpointError(UserError):
@@ -223,14 +225,19 @@ class Checkpointer:
             self.save(position)
 
     def save(self, position: Position) -> Path | None:
-        if not self.is_root or self.directory is None or position.step == self.last_saved:
+        if self.directory is None or position.step == self.last_saved:
+            return None
+        if not (self.is_root or self.adapter.collective_state):
+            return None
+        state = self.adapter.state()  # on every rank where the adapter gathers it to rank 0
+        self.last_saved = position.step
+        if not self.is_root:
             return None
         payload = {
             "format": 1, "framework": self.framework, "position": asdict(position),
             "recipe_hash": recipe_hash(self.recipe), "resume_key": resume_key(self.recipe),
-            "state": self.adapter.state(), "rng": rng_state(), "saved_at": time.time(),
+            "state": state, "rng": rng_state(), "saved_at": time.time(),
         }
-        self.last_saved = position.step
         return save(self.directory, position.step, payload, self.recipe.train.keep_checkpoints)
 
     def restore(self, source: str | Path) -> tuple[Position, Path]:

@@ -44,6 +44,10 @@ class Adapter(Protocol):
         """Combine a small float array across ranks (`average` or `sum`). A `name` makes
         ranks match by name, not by call count (needed once a rank may have joined)."""
 
+    collective_state: bool
+    """True where `state` is a collective that every rank must call (a pipeline gathers its
+    stages on rank 0); False where rank 0 alone calls it for a checkpoint."""
+
     def state(self) -> dict[str, Any]:
         """Model, optimizer and framework RNG state as numpy and plain Python, for checkpoints."""
 

@@ -34,6 +34,7 @@ class PipelineAdapter:
     """Adapter protocol for pipeline (and placement) runs; subclasses add one framework."""
 
     framework = ""
+    collective_state = True  # each stage's state lives on its own ranks
 
     def __init__(self, parallel: ParallelConfig) -> None:
         self.parallel = parallel
@@ -311,17 +312,24 @@ class PipelineAdapter:
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.comm.bcast(obj, root=root_rank)
 
-    def state(self) -> dict[str, Any]:
-        """This stage's state. Rank 0 alone saves checkpoints, so a pipeline's checkpoint
-        holds stage 0 only and is marked so; `load_state` refuses it."""
-        return {**self._stage_state(), "pipeline_stage": self.layout.stage,
-                "pipeline_stages": self.layout.stages}
+    def state(self) -> dict[str, Any] | None:
+        """Every stage's state, on rank 0 (None elsewhere); every rank must call it. Replica 0
+        of each stage sends its own (the replicas of a stage are equal after each step)."""
+        mine = self._stage_state() if self.layout.replica == 0 else None
+        gathered = self.comm.gather(mine, root=0)
+        if gathered is None:
+            return None
+        return {"pipeline_stages": self.layout.stages,
+                "bounds": list(self.plan.bounds), "stages": gathered[:self.layout.stages]}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("pipeline_stages", 1) > 1 or self.layout.stages > 1:
-            raise UserError("resuming a pipeline (parallel.stages > 1) from a checkpoint is not "
-                            "supported yet: its checkpoints hold stage 0 only")
-        self._load_stage_state(state)
+        """Take this rank's stage from a checkpoint of every stage (`state`)."""
+        saved = (state.get("pipeline_stages"), state.get("bounds"))
+        if "stages" not in state or saved != (self.layout.stages, list(self.plan.bounds)):
+            raise UserError(f"this checkpoint's pipeline (stages, layer bounds) is {saved}, this "
+                            f"run's is {(self.layout.stages, list(self.plan.bounds))}; resume "
+                            "with the same cut (set parallel.boundaries to its bounds)")
+        self._load_stage_state(state["stages"][self.layout.stage])
 
     def _stage_state(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -50,6 +50,16 @@ def test_two_stages_match_single_process(tmp_path_factory, framework: str,
                         load_arrays(reference / "single16.npz")) <= TOLERANCE
 
 
+def test_stopped_pipeline_resumes_from_its_checkpoint_to_the_same_end(
+        tmp_path_factory, framework: str) -> None:
+    pipeline = _run(tmp_path_factory, framework, "pipeline")
+    # The stopped run checkpointed after step 3 (1-based) and stopped after step 4: the
+    # resumed one repeats step 4 (index 3) and goes on to the end.
+    assert json.loads((pipeline / "resumed.json").read_text())["steps"] == [3, 4, 5]
+    assert max_abs_diff(load_arrays(pipeline / "resumed.npz"),
+                        load_arrays(pipeline / "gpipe.npz")) <= 1e-6
+
+
 def test_placement_over_two_devices_matches_unsplit(tmp_path_factory, framework: str) -> None:
     reference = _run(tmp_path_factory, framework, "reference")
     diff = max_abs_diff(load_arrays(reference / "placed.npz"),

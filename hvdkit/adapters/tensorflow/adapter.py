@@ -45,6 +45,7 @@ def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) ->
 
 class TensorFlowAdapter:
     framework = "tensorflow"
+    collective_state = False  # rank 0 holds the whole model
 
     def __init__(self) -> None:
         import horovod.tensorflow as hvd

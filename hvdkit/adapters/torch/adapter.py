@@ -23,6 +23,7 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimize
 
 class TorchAdapter:
     framework = "torch"
+    collective_state = False  # rank 0 holds the whole model
 
     def __init__(self) -> None:
         import horovod.torch as hvd
@@ -143,8 +144,8 @@ class TorchAdapter:
 
     def state(self) -> dict[str, Any]:
         """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors)."""
-        state = {"model": _to_numpy(self.model.state_dict()),
-                 "optimizer": _to_numpy(self.optimizer.state_dict()),
+        state = {"model": to_numpy(self.model.state_dict()),
+                 "optimizer": to_numpy(self.optimizer.state_dict()),
                  "rng": torch.get_rng_state().numpy().copy()}
         if self.device != "cpu":
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
@@ -152,7 +153,7 @@ class TorchAdapter:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
-        self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
+        self.optimizer.load_state_dict(to_torch(state["optimizer"]))
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
         if "cuda_rng" in state and self.device != "cpu":
@@ -186,23 +187,23 @@ def torch_device(device: str, local_rank: int, local_size: int, shared_ok: bool)
     return f"cuda:{gpu}"
 
 
-def _to_numpy(value: Any) -> Any:
+def to_numpy(value: Any) -> Any:
     """A copy of a nested state dict with every tensor turned into a numpy array."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy().copy()
     if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_to_numpy(v) for v in value)
+        return type(value)(to_numpy(v) for v in value)
     return value
 
 
-def _to_torch(value: Any) -> Any:
-    """The inverse of `_to_numpy`."""
+def to_torch(value: Any) -> Any:
+    """The inverse of `to_numpy`."""
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.copy())
     if isinstance(value, dict):
-        return {k: _to_torch(v) for k, v in value.items()}
+        return {k: to_torch(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_to_torch(v) for v in value)
+        return type(value)(to_torch(v) for v in value)
     return value

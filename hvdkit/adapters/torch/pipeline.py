@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvdkit.adapters.torch.adapter import make_optimizer, torch_device
+from hvdkit.adapters.torch.adapter import make_optimizer, to_numpy, to_torch, torch_device
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.parallel.placement import device_for
 from hvdkit.parallel.runner import PipelineAdapter, median_seconds
@@ -143,12 +143,14 @@ class TorchPipelineAdapter(PipelineAdapter):
             p.copy_(torch.from_numpy(a))
 
     def _stage_state(self) -> dict[str, Any]:
-        return {"model": {k: v.cpu().numpy().copy() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+        return {"model": to_numpy(self.model.state_dict()),
+                "optimizer": to_numpy(self.optimizer.state_dict()),
+                "rng": torch.get_rng_state().numpy().copy()}
 
     def _load_stage_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(to_torch(state["optimizer"]))
+        torch.set_rng_state(torch.from_numpy(state["rng"]))
 
 
 def _forward_backward(layer: nn.Module, x: torch.Tensor, index: int) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -16,21 +17,46 @@ from pathlib import Path
 import numpy as np
 
 from hvdkit import Trainer, recipe_from_dict
+from hvdkit.callbacks import Callback
 from hvdkit.worker import run_worker
 
 STEPS = 6
 BATCH = 16
 
 
-def recipe(batch: int = BATCH, **parallel: object):
+STOP_AT = 4  # the interrupted run stops after this step; it checkpointed at step 3
+
+
+def recipe(batch: int = BATCH, checkpoint_every: int = 0, **parallel: object):
     return recipe_from_dict({
         "name": "pipeline-check",
         "model": {"name": "mlp", "hidden": [32, 16]},
         "data": {"name": "digits"},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5},
-        "train": {"batch_size": batch, "max_steps": STEPS, "log_every_steps": 3},
+        "train": {"batch_size": batch, "max_steps": STEPS, "log_every_steps": 3,
+                  "checkpoint_every_steps": checkpoint_every},
         "parallel": parallel,
     })
+
+
+class Stop(Exception):
+    """Raised by every rank at the same step: the stand-in for a job being stopped."""
+
+
+class StopAt(Callback):
+    def on_step_end(self, step: int, logs: dict) -> None:
+        if step + 1 >= STOP_AT:
+            raise Stop
+
+
+class Steps(Callback):
+    """The steps a run took (0-based)."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+
+    def on_step_end(self, step: int, logs: dict) -> None:
+        self.taken.append(step)
 
 
 def train(framework: str, r) -> tuple[Trainer, dict]:
@@ -69,6 +95,23 @@ def pipelines(framework: str, out: Path) -> None:
         if ranks is not None:
             save(out, name, ranks[0] + ranks[1])
             (out / f"{name}.json").write_text(json.dumps(summary["pipeline"]))
+    resumed(framework, out)
+
+
+def resumed(framework: str, out: Path) -> None:
+    """Stopped after step STOP_AT (a checkpoint every 3 steps), then resumed to the end."""
+    r = recipe(checkpoint_every=3, stages=2, microbatches=4, schedule="gpipe")
+    run_dir = out / "stopped"
+    with contextlib.suppress(Stop):
+        Trainer(r, framework, progress=False, run_dir=run_dir, callbacks=[StopAt()]).fit()
+    steps = Steps()
+    trainer = Trainer(r, framework, progress=False, run_dir=run_dir, resume="latest",
+                      callbacks=[steps])
+    trainer.fit()
+    ranks = gathered(trainer)
+    if ranks is not None:
+        save(out, "resumed", ranks[0] + ranks[1])
+        (out / "resumed.json").write_text(json.dumps({"steps": steps.taken}))
 
 
 def hybrid(framework: str, out: Path) -> None:
