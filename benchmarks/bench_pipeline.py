@@ -64,10 +64,12 @@ def batch() -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((BATCH, IN_WIDTH), dtype=np.float32), rng.integers(0, 10, BATCH)
 
 
-def timed_steps(step, barrier) -> float:
+def timed_steps(step, barrier, after_warmup=lambda: None) -> float:
     """Median wall seconds of `step`, every rank released together (`barrier`) before each."""
     times = []
     for i in range(WARMUP + STEPS):
+        if i == WARMUP:
+            after_warmup()
         barrier()
         t0 = time.perf_counter()
         step()
@@ -122,8 +124,9 @@ def worker(out: Path) -> None:
         idle_wait([comm.Ibarrier()])  # rank 1 sleeps here while rank 0 runs alone
         for m, adapter in pipelines.items():
             seconds = timed_steps(lambda a=adapter: a.train_step(x, y, 0.01),
-                                  lambda a=adapter: a.allreduce(np.zeros(1)))
-            report = adapter.epoch_metrics()["pipeline"]  # the warm-up steps are left out
+                                  lambda a=adapter: a.allreduce(np.zeros(1)),
+                                  after_warmup=adapter.epoch_metrics)  # counts start afresh
+            report = adapter.epoch_metrics()["pipeline"]
             row[m] = {"seconds": seconds, **{k: report[k] for k in (
                 "bubble", "imbalance", "stage_idle", "stage_busy_s", "stage_busy_cpu_s",
                 "bounds", "stage_peak_microbatches")}}
