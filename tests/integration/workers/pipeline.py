@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from stopping import Stop, StopAfter  # this folder: the script's own
 
 from hvdkit import Trainer, recipe_from_dict
 from hvdkit.callbacks import Callback
@@ -37,16 +38,6 @@ def recipe(batch: int = BATCH, checkpoint_every: int = 0, **parallel: object):
                   "checkpoint_every_steps": checkpoint_every},
         "parallel": parallel,
     })
-
-
-class Stop(Exception):
-    """Raised by every rank at the same step: the stand-in for a job being stopped."""
-
-
-class StopAt(Callback):
-    def on_step_end(self, step: int, logs: dict) -> None:
-        if step + 1 >= STOP_AT:
-            raise Stop
 
 
 class Steps(Callback):
@@ -103,7 +94,7 @@ def resumed(framework: str, out: Path) -> None:
     r = recipe(checkpoint_every=3, stages=2, microbatches=4, schedule="gpipe")
     run_dir = out / "stopped"
     with contextlib.suppress(Stop):
-        Trainer(r, framework, progress=False, run_dir=run_dir, callbacks=[StopAt()]).fit()
+        Trainer(r, framework, progress=False, run_dir=run_dir, callbacks=[StopAfter(STOP_AT)]).fit()
     steps = Steps()
     trainer = Trainer(r, framework, progress=False, run_dir=run_dir, resume="latest",
                       callbacks=[steps])

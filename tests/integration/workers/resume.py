@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from stopping import Stop, StopAfter  # this folder: the script's own
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
 from hvdkit.checkpoint import CheckpointError, list_checkpoints
 from hvdkit.data import ShardedLoader
 from hvdkit.worker import run_worker
@@ -41,16 +41,6 @@ def recipe(lr: float = 0.003, epochs: int = 2):
         "train": {"batch_size": 32, "epochs": epochs, "log_every_steps": 4,
                   "checkpoint_every_steps": 5, "keep_checkpoints": 3},
     })
-
-
-class Stop(Exception):
-    """Raised by every rank at the same step: the stand-in for a job being stopped."""
-
-
-class StopAfter(Callback):
-    def on_step_end(self, step: int, logs: dict) -> None:
-        if step + 1 >= STOP_AT:
-            raise Stop
 
 
 class UnevenLoader(ShardedLoader):
@@ -107,7 +97,7 @@ def main() -> int:
     print("[resume-check] next: run", file=sys.stderr, flush=True)
     run = out / "run"
     with contextlib.suppress(Stop):
-        Trainer(recipe(), fw, progress=False, run_dir=run, callbacks=[StopAfter()]).fit()
+        Trainer(recipe(), fw, progress=False, run_dir=run, callbacks=[StopAfter(STOP_AT)]).fit()
     saved = list_checkpoints(run / "checkpoints")
     results["after_stop"] = [p.name for p in saved]
 
