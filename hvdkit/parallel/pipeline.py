@@ -1,4 +1,4 @@
-"""Pipeline parallelism, framework-free: the stage plan and the rank layout.
+"""Pipeline parallelism, framework-free: the stage plan (which layers each stage keeps).
 
 A model is a sequence of *layers*: each layer with parameters, together with the parameter-free
 layers that follow it (activations, pooling, flatten), so a PyTorch `Linear, ReLU` and a Keras
@@ -8,17 +8,19 @@ layers that follow it (activations, pooling, flatten), so a PyTorch `Linear, ReL
 
 The schedules (which ops each stage runs, in which order) live in hvdkit.parallel.schedules.
 
-Ranks are laid out pipeline by pipeline: rank = replica × stages + stage, so the stages of one
-replica are neighbours and the ranks of one stage form a Horovod process set.
+Ranks are laid out pipeline by pipeline (hvdkit.layout): rank = replica × stages + stage, so the
+stages of one replica are neighbours and the ranks of one stage form a Horovod process set.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hvdkit.errors import UserError
-from hvdkit.parallel.schedules import Op, schedule  # noqa: F401  (runner.py's, for now)
 
 # -- the stage plan -------------------------------------------------------------------------
 
@@ -79,47 +81,6 @@ def plan_stages(costs: list[float], stages: int, boundaries: list[int] | None = 
     return Plan(tuple(balanced_bounds(costs, stages)))
 
 
-# -- the rank layout ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a rank sits: its stage, its replica (pipeline), and how many of each there are."""
-
-    rank: int
-    stages: int
-    replicas: int
-
-    @property
-    def stage(self) -> int:
-        return self.rank % self.stages
-
-    @property
-    def replica(self) -> int:
-        return self.rank // self.stages
-
-    def stage_ranks(self, stage: int) -> list[int]:
-        """The global ranks that run `stage`, one per replica (a Horovod process set)."""
-        return [r * self.stages + stage for r in range(self.replicas)]
-
-
-def make_layout(rank: int, size: int, stages: int) -> Layout:
-    if size % stages:
-        raise UserError(f"world size {size} is not parallel.stages ({stages}) x a data-parallel "
-                        f"degree; launch a multiple of {stages} ranks (-np)")
-    return Layout(rank, stages, size // stages)
-
-
-def check_launch(stages: int, np_: int, controller: str) -> None:
-    """The checks a launch can make before any worker starts (one line each)."""
-    if stages <= 1:
-        return
-    if controller != "mpi":
-        raise UserError(f"parallel.stages {stages} sends activations with mpi4py, which needs an "
-                        f"MPI launch; use --controller mpi, not {controller}")
-    make_layout(0, np_, stages)
-
-
 def group_layers(has_params: list[bool]) -> list[list[int]]:
     """Indices of the model's layers, grouped: each layer with parameters with the
     parameter-free layers after it (those before the first join the first group)."""
@@ -133,3 +94,14 @@ def group_layers(has_params: list[bool]) -> list[list[int]]:
         else:
             groups[-1].append(i)
     return groups
+
+
+def median_seconds(work: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Median wall seconds of `work(*args)` over `repeats` runs, after one untimed run."""
+    work(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work(*args)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
