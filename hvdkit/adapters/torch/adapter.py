@@ -42,7 +42,11 @@ class TorchAdapter(Adapter):
         import horovod.torch as hvd
 
         self.hvd = hvd
-        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (micro-batch, chunk) → its input, what backward differentiates, and (split_backward)
+        # the outputs of its layers with parameters; after a split B, those outputs' gradients.
+        self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}
+        self._marks: list[tuple[nn.Module, torch.Tensor]] | None = None
+        self._hooked = False
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -86,14 +90,24 @@ class TorchAdapter(Adapter):
         return profile_layers(layers, input_shape, rows, timed)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
+        self._layers = [layer for part in parts for layer in part]
         if len(parts) == 1 and len(parts[0]) == 1:
             self.device = torch_name(devices[0])
             self.model = parts[0][0].to(self.device)
             self.first_device = self.last_device = torch.device(self.device)
-            return
-        self.model = Placed([nn.Sequential(*p) for p in parts], [torch_name(d) for d in devices])
-        self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
-        self.device = ",".join(str(d) for d in self.model.devices)
+        else:
+            self.model = Placed([nn.Sequential(*p) for p in parts],
+                                [torch_name(d) for d in devices])
+            self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
+            self.device = ",".join(str(d) for d in self.model.devices)
+        self.chunks: list[nn.Module] = [self.model]
+
+    def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
+        self._layers = [layer for chunk in chunks for layer in chunk]
+        self.device = torch_name(device)
+        self.chunks = [nn.Sequential(*chunk).to(self.device) for chunk in chunks]
+        self.model = nn.ModuleList(self.chunks)  # parameters, state and modes of them all
+        self.first_device = self.last_device = torch.device(self.device)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -143,28 +157,63 @@ class TorchAdapter(Adapter):
         self.optimizer.zero_grad()
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool) -> np.ndarray:
+                input_grad: bool, chunk: int = 0) -> np.ndarray:
         x = torch.from_numpy(inputs).to(self.first_device).requires_grad_(input_grad)
-        out = self.model(x)
+        if self.split_backward:
+            self._mark_layers()
+            self._marks = []
+        out = self.chunks[chunk](x)
+        marks, self._marks = self._marks or [], None
         if labels is None:
-            self._saved[mb] = (x, out)
+            self._saved[(mb, chunk)] = (x, out, marks)
             return out.detach().cpu().numpy()
         loss, correct = losses.loss_and_correct(self.task, out, self._to(labels, out.device))
-        self._saved[mb] = (x, loss * scale)
+        self._saved[(mb, chunk)] = (x, loss * scale, marks)
         return np.array([loss.item(), correct.item()])
 
-    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
-        x, out = self._saved.pop(mb)
-        out.backward(None if grad is None else torch.from_numpy(grad).to(out.device))
-        return None if x.grad is None else x.grad.cpu().numpy()
+    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
+        x, out, marks = self._saved.pop((mb, chunk))
+        g = None if grad is None else torch.from_numpy(grad).to(out.device)
+        if not self.split_backward:
+            out.backward(g)
+            return None if x.grad is None else x.grad.cpu().numpy()
+        # B: the gradients of the input and of each layer's output, not of the weights; the
+        # graph stays for W (autograd runs only the paths to the tensors asked for).
+        wanted = [x] if x.requires_grad else []
+        grads = torch.autograd.grad(out, [*wanted, *(o for _, o in marks)], g,
+                                    retain_graph=True)
+        self._saved[(mb, chunk)] = (marks, grads[len(wanted):])
+        return grads[0].cpu().numpy() if wanted else None
+
+    def backward_weights(self, mb: int, chunk: int = 0) -> None:
+        """W: each layer's weight gradients from its output's gradient, accumulated into
+        `.grad` as a backward would (so Horovod's per-parameter hooks see them)."""
+        marks, grads = self._saved.pop((mb, chunk))
+        for (layer, out), grad in zip(marks, grads, strict=True):
+            out.backward(grad, inputs=[p for p in layer.parameters() if p.requires_grad])
+
+    def _mark_layers(self) -> None:
+        """Once: make each kept layer with parameters record its output while `_marks` is a
+        list (W starts from there)."""
+        if self._hooked:
+            return
+
+        def record(layer: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if self._marks is not None:
+                self._marks.append((layer, output))
+
+        for layer in self._layers:
+            if self.layer_has_params(layer):
+                layer.register_forward_hook(record)
+        self._hooked = True
 
     def apply_gradients(self) -> None:
         self.exchange.step()
 
     @torch.no_grad()
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
+    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
         self.model.eval()
-        return self.model(torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
+        return self.chunks[chunk](torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
