@@ -130,9 +130,8 @@ class PipelineStep(LocalStep):
         held = peak = 0
         sums = np.zeros(2)
         for op in self.ops:
-            i, c = op.microbatch, self._where(op)[0]
+            i, (c, before, after) = op.microbatch, self._where(op)
             lo, hi = edges[i], edges[i + 1]
-            before, after = self._where(op)[1:]
             if op.kind == "F":
                 inputs = x[lo:hi] if c == 0 else pipe.wait(waiting.pop(op))
                 if c > 0:
