@@ -5,8 +5,10 @@ One adapter serves every layout (hvdkit.parallel composes them). Where the excha
 gradients are summed, reduced in one `hvd.grouped_allreduce` over the replicas' process set
 (the call `hvd.DistributedGradientTape` makes) and applied, so accumulation never holds more
 than one micro-batch of activations. Pipeline stages run a `GradientTape` per micro-batch and
-`tape.gradient(..., output_gradients=...)` with the gradient the next stage sent back; each
-part's computation runs under `tf.device`. Keras 3 variables are not `tf.Variable`s: Horovod's
+`tape.gradient(..., output_gradients=...)` with the gradient the next stage sent back (for
+zb-h1, layer by layer under two tapes, so the input's and the weights' gradients come apart);
+each part's computation runs under `tf.device`; virtual stages keep one compiled call per chunk.
+Keras 3 variables are not `tf.Variable`s: Horovod's
 broadcasts get the underlying ones (`v.value`).
 """
 

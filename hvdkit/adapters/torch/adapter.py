@@ -4,6 +4,9 @@ One adapter serves every layout (hvdkit.parallel composes them): a whole model o
 on devices (placement), a pipeline stage's micro-batches, and any gradient exchange. The ring
 exchange is Horovod's DistributedOptimizer (allreduce overlapped with backward, over the
 replicas' process set); others call `optimizer_step` with gradients they combined.
+A pipeline stage runs its micro-batches through one chunk of the model or several (virtual
+stages); for zb-h1 the backward splits into `autograd.grad` for the input and each weighted
+layer's output (B), and each layer's `backward(inputs=its parameters)` later (W).
 """
 
 from __future__ import annotations
