@@ -27,7 +27,6 @@ from hvdkit.data import ShardedLoader, build_dataset, eval_shard
 from hvdkit.errors import UserError
 from hvdkit.layout import ParallelLayout
 from hvdkit.parallel import parallelize
-from hvdkit.parallel.p2p import start_mpi
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
 from hvdkit.timing import ThroughputWindow
@@ -101,8 +100,6 @@ class Trainer:
         adapter = self.adapter = self.adapter or get_adapter(self.framework)
         sets = ([layout.stage_ranks(s) for s in range(layout.stages)]
                 if layout.pipelined and layout.replicas > 1 else [])
-        if layout.pipelined or layout.sync == "ps":
-            start_mpi()  # before Horovod: see hvdkit.parallel.p2p
         rank, size, local_rank, local_size = adapter.init(
             sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
         if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env

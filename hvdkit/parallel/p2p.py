@@ -21,14 +21,6 @@ SPIN_POLLS = 200  # polls before a waiting stage starts to sleep between them
 SLEEP_SECONDS = 5e-5
 
 
-def start_mpi() -> None:
-    """Let mpi4py start MPI (thread level multiple) before Horovod does, in a job that sends
-    with mpi4py. With Horovod starting it, 2-rank TensorFlow pipeline jobs crashed in `Isend`
-    now and then (3 runs in 4 here); started by mpi4py first, as before the architecture
-    split, none did (3 in 3)."""
-    from mpi4py import MPI  # noqa: F401
-
-
 class Neighbours:
     """Non-blocking sends and receives to the previous and next stage of one pipeline."""
 
