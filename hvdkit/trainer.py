@@ -25,9 +25,12 @@ from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.checkpoint import Checkpointer, Position
 from hvdkit.data import ShardedLoader, build_dataset, eval_shard
 from hvdkit.errors import UserError
+from hvdkit.interrupts import StepBoundaryStop
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
+from hvdkit.tensorboard import TensorBoard
 from hvdkit.timing import ThroughputWindow
+from hvdkit.watchdog import report_step
 from hvdkit.world import World
 
 EVAL_BATCH = 512
@@ -50,6 +53,7 @@ class Trainer:
     `resume` restores a checkpoint before training: "latest" (the newest good one of
     `run_dir`), a run folder, a checkpoint folder or a file. `elastic` runs the loop under
     Horovod elastic (`hvdkit.parallel.elastic`), inside `horovodrun --host-discovery-script`.
+    `tensorboard` writes `run_dir/tensorboard/` event files (hvdkit.tensorboard).
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class Trainer:
         adapter: Adapter | None = None,
         resume: str | Path | None = None,
         elastic: bool = False,
+        tensorboard: bool = True,
     ) -> None:
         self.recipe = recipe
         self.framework = framework
@@ -78,6 +83,7 @@ class Trainer:
         self.world: World | None = None
         self.resume = resume
         self.elastic = elastic
+        self.tensorboard = tensorboard
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -104,7 +110,10 @@ class Trainer:
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.adapter, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step]
+        self.stop = StepBoundaryStop(self.adapter.allreduce, recipe.train.log_every_steps,
+                                     world.is_root)
+        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
+                                                             self._stop_at_signal]
         self.position = Position()
         if self.resume is not None:
             self.position, path = self.checkpointer.restore(self._resume_source())
@@ -116,6 +125,13 @@ class Trainer:
         self.samples_trained = 0
         self.elastic_resets = 0
         self.callbacks = self._make_callbacks()
+
+    def _stop_at_signal(self, pos: Position) -> None:
+        """After each step: the heartbeat's step; on SIGINT/SIGTERM (hvdkit.interrupts), end
+        the loop here on every rank, as max_steps would (evaluation, final checkpoint)."""
+        report_step(pos.step)
+        if self.stop.requested(pos.step):
+            self.total_steps = pos.step
 
     def _resume_source(self) -> Path:
         if self.resume != "latest":
@@ -131,6 +147,10 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._write_config()
                 callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
+                if self.tensorboard:
+                    callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
+                        "recipe": self.recipe.to_dict(), "framework": self.framework,
+                        "np": self.world.size}))
             if self.progress:
                 callbacks.append(ProgressBar())
         return callbacks + self.user_callbacks
@@ -163,12 +183,16 @@ class Trainer:
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
                                        self.total_steps,
                                        getattr(self.adapter, "comm_seconds", None))
-        if self.elastic:
-            from hvdkit.parallel.elastic import run_elastic
+        self.stop.install()
+        try:
+            if self.elastic:
+                from hvdkit.parallel.elastic import run_elastic
 
-            run_elastic(self)
-        else:
-            self.train_from_position()
+                run_elastic(self)
+            else:
+                self.train_from_position()
+        finally:
+            self.stop.restore()
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
@@ -181,6 +205,8 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
+        if self.stop.signum:
+            summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
