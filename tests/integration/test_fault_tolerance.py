@@ -40,9 +40,9 @@ def test_resume_is_exact_and_bad_checkpoints_are_handled(tmp_path: Path, framewo
     assert re.search(r"ckpt-00000044\.hvdk is truncated .*trying the previous", job.output)
     assert "resumed from" in job.output and "ckpt-00000040.hvdk" in job.output
     assert results["fallback_equal"] is True
-    # Another learning rate: refused, naming the field.
+    # Another weight decay: refused, naming the field (a new learning rate may resume).
     assert "another recipe" in results["mismatch_error"]
-    assert "optimizer.lr: 0.003 → 0.01" in results["mismatch_error"]
+    assert "optimizer.weight_decay: 0.0 → 0.01" in results["mismatch_error"]
     # Rank 1 had 3 batches fewer per epoch: training still finished (hvd.join), no hang.
     assert results["full_steps"] == 44
     assert results["uneven"]["steps"] == 22 * results["uneven"]["epochs"]
