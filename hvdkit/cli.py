@@ -17,10 +17,12 @@ from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
+from hvdkit.interrupts import finish_stopped
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
 from hvdkit.parallel.pipeline import check_launch
 from hvdkit.recipe import Recipe, load_recipe
-from hvdkit.worker import in_horovod_job, run_worker
+from hvdkit.rundir import prepare_run_dir
+from hvdkit.worker import in_horovod_job, rank_from_env, run_worker
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +50,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                    help="resume from a checkpoint: the newest good one of --run-dir, or a run "
                         "folder, checkpoint folder or file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --run-dir (its files are deleted first)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="no TensorBoard event files in <run dir>/tensorboard")
     p.add_argument("--elastic", action="store_true",
                    help="Horovod elastic training (needs --host-discovery-script)")
     p.add_argument("--min-np", type=int, help="elastic: fewest workers to keep going with")
@@ -68,6 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     _add_train(sub)
     add_study_parsers(sub)  # scale, bench allreduce, tune (hvdkit.bench.commands)
     sub.add_parser("info", help="versions, Horovod's build, ranks, threads and launch defaults")
+    exp = sub.add_parser("export", help="write a run's trained model in its framework's format")
+    exp.add_argument("run", help="the run folder (runs/<run>)")
+    exp.add_argument("--format", default="native", help="native: PyTorch state_dict / .keras")
+    exp.add_argument("--out", help="where to write it (default <run>/export)")
     return parser.parse_args(argv)
 
 
@@ -88,6 +98,8 @@ def train(args: argparse.Namespace) -> int:
         raise UserError("--resume without a path needs --run-dir (the run to resume), "
                         "or give the run folder: --resume runs/<run>")
     if in_horovod_job():
+        if "HVDKIT_LAUNCH" not in os.environ and args.run_dir and rank_from_env() == 0:
+            prepare_run_dir(args.run_dir, args.resume, args.overwrite)  # srun, mpirun
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
     options = _launch_options(args, machine)
     options.validate()
@@ -97,6 +109,7 @@ def train(args: argparse.Namespace) -> int:
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
+    prepare_run_dir(run_dir, args.resume, args.overwrite)
     if options.np == 1 and not (options.multi_host or options.elastic):
         # One rank needs no launcher: Horovod starts as an MPI singleton in this process.
         args.run_dir = run_dir
@@ -127,6 +140,8 @@ def _worker_command(args: argparse.Namespace, run_dir: str) -> list[str]:
         worker += ["--threads", str(args.threads)]
     if not args.progress:
         worker.append("--no-progress")
+    if not args.tensorboard:
+        worker.append("--no-tensorboard")
     if args.resume:
         worker += ["--resume", args.resume]
     if args.elastic:
@@ -141,10 +156,12 @@ def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
     def train_here() -> int:
         # Started by mpirun or srun directly: rank 0 picks the run folder if none was given.
         trainer = Trainer(recipe, args.framework, run_dir=args.run_dir or "auto",
-                          progress=args.progress,
+                          progress=args.progress, tensorboard=args.tensorboard,
                           launch_info=launch or {"launched_by": "external"},
                           resume=args.resume, elastic=args.elastic)
         summary = trainer.fit()
+        if summary.get("interrupted"):  # SIGINT/SIGTERM: stopped at a step with a checkpoint
+            return finish_stopped(trainer)
         if trainer.world is not None and trainer.world.is_root:
             accuracy = summary.get("test_accuracy")
             shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
@@ -163,7 +180,14 @@ def info(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "info": info, **STUDY_COMMANDS}
+def export(args: argparse.Namespace) -> int:
+    from hvdkit.export import export_run
+
+    export_run(args.run, args.format, args.out)
+    return 0
+
+
+COMMANDS = {"train": train, "info": info, "export": export, **STUDY_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
