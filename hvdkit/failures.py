@@ -8,11 +8,14 @@ could not start on, with ssh's reason, not as a host lost during the run.
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import dataclass, field
 
 from hvdkit.hosts import probe, report_lost_hosts
 from hvdkit.watchdog import CONSEQUENCE, ERROR, FAILED, Monitor
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", socket.gethostname())
 
 
 @dataclass
@@ -33,6 +36,10 @@ def failure_lines(code: int, monitor: Monitor | None, printed: Printed) -> list[
         return [f"{head}: {state.describe()} went silent {state.step_text()}; the watchdog "
                 "ended the job (--stall-shutdown-seconds)"]
     first = monitor.first_failure(printed.lost) if monitor is not None else None
+    errors = {s.error for s in (monitor.ranks.values() if monitor else ()) if s.error}
+    if first is not None and first.exit_kind == ERROR and len(errors) == 1 and all(
+            s.exit_kind == ERROR for s in monitor.ranks.values()):
+        return [f"{head}: every rank stopped with the same error: {errors.pop()}"]
     if first is not None:
         if first.exit_kind == FAILED or (first.exit is None and first.rank in printed.tracebacks):
             how = "it raised an error; its traceback is above"
@@ -60,22 +67,19 @@ def failure_lines(code: int, monitor: Monitor | None, printed: Printed) -> list[
 
 
 def host_lines(hosts_by_rank: list[str], monitor: Monitor | None, peer_timeout: int) -> list[str]:
-    """Multi-host: hosts no rank ever reported from could not start the job (with ssh's
-    reason); hosts that did start and no longer answer ssh were lost during the run."""
+    """Multi-host, after a failed job: hosts no rank ever reported from could not start the job
+    (with ssh's reason); only when every rank had started can a host have been lost during the
+    run (`report_lost_hosts` probes the remote ones)."""
     hosts = list(dict.fromkeys(hosts_by_rank))
     heard = {hosts_by_rank[r] for r in (monitor.ranks if monitor else {})
              if r < len(hosts_by_rank)}
     if monitor is None or len(monitor.ranks) >= len(hosts_by_rank):
-        started = hosts
-        lines = []
-    else:
-        started = [h for h in hosts if h in heard]
-        lines = []
-        for host in (h for h in hosts if h not in heard):
-            reason = probe(host)
-            lines.append(f"hvdkit: could not start on {host}: "
-                         f"{reason or 'it answers ssh, but no rank started there (see above)'}")
-    for line in lines:
-        print(line, file=sys.stderr, flush=True)
-    report_lost_hosts(started, peer_timeout)
+        report_lost_hosts([h for h in hosts if h not in LOCAL_NAMES], peer_timeout)
+        return []
+    lines = []
+    for host in (h for h in hosts if h not in heard):
+        reason = None if host in LOCAL_NAMES else probe(host)
+        lines.append(f"hvdkit: could not start on {host}: "
+                     f"{reason or 'no rank started there; the messages above say why'}")
+        print(lines[-1], file=sys.stderr, flush=True)
     return lines

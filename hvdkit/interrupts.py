@@ -230,7 +230,8 @@ class JobGuard:
         return [p for p in list(self._known.values()) if _alive(p)]
 
     def end(self, reason: str) -> None:
-        """End every process of the job now: SIGCONT and SIGTERM, then SIGKILL."""
+        """End every process of the job now: the ranks by SIGKILL (a frozen one too), the
+        launchers above them (horovodrun, mpirun) by SIGTERM so they clean up, then SIGKILL."""
         import psutil
 
         with self._lock:
@@ -239,9 +240,12 @@ class JobGuard:
             self.ended = reason
         procs = self.processes()
         for proc in procs:
-            for sig in (signal.SIGCONT, signal.SIGTERM):  # a stopped process needs CONT first
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(sig)
+            with contextlib.suppress(psutil.Error):
+                if _is_rank(proc):
+                    proc.kill()
+                else:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.terminate()
         _, alive = psutil.wait_procs(procs, timeout=KILL_WAIT_S)
         for proc in [*alive, *self.processes()]:
             with contextlib.suppress(psutil.Error):
@@ -285,6 +289,13 @@ class JobGuard:
                       f"a checkpoint{why}; `--resume latest` continues from the newest one, "
                       "if any")
         return exit_code(self.signum)
+
+
+def _is_rank(proc: Any) -> bool:
+    """A rank's process (not a launcher above it): it has its rank in its environment."""
+    from hvdkit.worker import RANK_VARIABLES
+
+    return any(name in proc.environ() for name in RANK_VARIABLES)
 
 
 def _alive(proc: Any) -> bool:

@@ -213,6 +213,8 @@ def run_job(options: LaunchOptions, program: list[str]) -> int:
         job_dir.remove()
     if guard.signum:
         return guard.report(code, stopped, sys.argv[1:])
+    if monitor.silenced:  # the watchdog ended it: a failure, whatever horovodrun returned
+        code = code or 1
     if code != 0:
         for message in failure_lines(code, monitor, printed):
             print(message, file=sys.stderr, flush=True)

@@ -80,10 +80,10 @@ class Heartbeat:
             record["shm"] = sorted(set(record["shm"]) | set(shm_mappings()))
         write_json(self.path, record)
 
-    def finish(self, code: int, kind: str, when: float | None = None) -> None:
+    def finish(self, code: int, kind: str, error: str | None = None) -> None:
         self._done.set()
         self._thread.join(timeout=2)
-        self.record.update(exit=code, exit_kind=kind, exit_time=when or time.time())
+        self.record.update(exit=code, exit_kind=kind, exit_time=time.time(), error=error)
         self._write()
 
 
@@ -105,11 +105,12 @@ def report_step(step: int) -> None:
         _heartbeat.record["step"] = step
 
 
-def finish_heartbeat(code: int, kind: str, when: float | None = None) -> None:
-    """The last beat: how this rank ended (`kind`: ok, error, failed, consequence, stopped)."""
+def finish_heartbeat(code: int, kind: str, error: str | None = None) -> None:
+    """The last beat: how this rank ended (`kind`: ok, error, failed, consequence, stopped;
+    `error`: a UserError's message)."""
     global _heartbeat
     if _heartbeat is not None:
-        _heartbeat.finish(code, kind, when)
+        _heartbeat.finish(code, kind, error)
         _heartbeat = None
 
 
@@ -130,6 +131,7 @@ class RankState:
     exit: int | None = None
     exit_kind: str | None = None
     exit_time: float | None = None
+    error: str | None = None
     warned: bool = False
 
     def describe(self) -> str:
@@ -204,7 +206,7 @@ class Monitor:
             self.ranks[rank] = state = RankState(
                 rank, data["host"], data["pid"], data["step"], data["beat"], data["time"], now)
         state.exit, state.exit_kind = data.get("exit"), data.get("exit_kind")
-        state.exit_time = data.get("exit_time")
+        state.exit_time, state.error = data.get("exit_time"), data.get("error")
         self.shm.update(data.get("shm") or [])
 
     def _say(self, line: str) -> None:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from hvdkit import watchdog
 from hvdkit.errors import UserError
 
-_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
 def rank_from_env() -> int:
     """This process's rank as its launcher set it (0 outside a job)."""
-    for name in _RANK_VARIABLES:
+    for name in RANK_VARIABLES:
         if name in os.environ:
             return int(os.environ[name])
     return 0
@@ -27,7 +27,7 @@ def rank_from_env() -> int:
 
 def in_horovod_job() -> bool:
     """True inside a process started by horovodrun, mpirun or srun with PMI."""
-    return any(name in os.environ for name in _RANK_VARIABLES)
+    return any(name in os.environ for name in RANK_VARIABLES)
 
 
 def run_worker(main: Callable[[], int | None]) -> int:
@@ -42,7 +42,7 @@ def run_worker(main: Callable[[], int | None]) -> int:
         kind = {0: watchdog.OK, 130: watchdog.INTERRUPTED, 143: watchdog.INTERRUPTED}.get(
             code, watchdog.ERROR)
     except UserError as exc:
-        watchdog.finish_heartbeat(2, watchdog.ERROR)  # before the others react to our exit
+        watchdog.finish_heartbeat(2, watchdog.ERROR, str(exc))  # before the others react
         print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         code, kind = 2, watchdog.ERROR
     except KeyboardInterrupt:
