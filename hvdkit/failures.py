@@ -33,8 +33,8 @@ def failure_lines(code: int, monitor: Monitor | None, printed: Printed) -> list[
     head = f"hvdkit: the job failed (exit code {code})"
     if monitor is not None and monitor.silenced:
         state = monitor.silenced[0]
-        return [f"{head}: {state.describe()} went silent {state.step_text()}; the watchdog "
-                "ended the job (--stall-shutdown-seconds)"]
+        return [f"hvdkit: the job failed: {state.describe()} went silent ({state.step_text()}); "
+                "the watchdog ended the job (--stall-shutdown-seconds)"]
     first = monitor.first_failure(printed.lost) if monitor is not None else None
     errors = {s.error for s in (monitor.ranks.values() if monitor else ()) if s.error}
     if first is not None and first.exit_kind == ERROR and len(errors) == 1 and all(
@@ -52,7 +52,7 @@ def failure_lines(code: int, monitor: Monitor | None, printed: Printed) -> list[
                    + (" (see the launcher's line above)" if first.rank in printed.lost else ""))
         else:
             how = f"it exited with code {first.exit}"
-        return [f"{head}: {first.describe()} failed first, {first.step_text()}: {how}"]
+        return [f"{head}: {first.describe()} failed first ({first.step_text()}): {how}"]
     if monitor is not None and not monitor.ranks and not (printed.tracebacks or printed.errors):
         return [f"{head} before any rank reported starting; the launcher's messages above "
                 "say why"]

@@ -239,13 +239,10 @@ class JobGuard:
                 return
             self.ended = reason
         procs = self.processes()
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                if _is_rank(proc):
-                    proc.kill()
-                else:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.terminate()
+        ranks = [p for p in procs if _is_rank(p)]
+        for proc in [*ranks, *(p for p in procs if p not in ranks)]:  # ranks first: no rank
+            with contextlib.suppress(psutil.Error):  # then sees mpirun forward the SIGTERM
+                proc.kill() if proc in ranks else proc.terminate()
         _, alive = psutil.wait_procs(procs, timeout=KILL_WAIT_S)
         for proc in [*alive, *self.processes()]:
             with contextlib.suppress(psutil.Error):
@@ -293,9 +290,14 @@ class JobGuard:
 
 def _is_rank(proc: Any) -> bool:
     """A rank's process (not a launcher above it): it has its rank in its environment."""
+    import psutil
+
     from hvdkit.worker import RANK_VARIABLES
 
-    return any(name in proc.environ() for name in RANK_VARIABLES)
+    try:
+        return any(name in proc.environ() for name in RANK_VARIABLES)
+    except psutil.Error:
+        return False
 
 
 def _alive(proc: Any) -> bool:

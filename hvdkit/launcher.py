@@ -214,7 +214,9 @@ def run_job(options: LaunchOptions, program: list[str]) -> int:
     if guard.signum:
         return guard.report(code, stopped, sys.argv[1:])
     if monitor.silenced:  # the watchdog ended it: a failure, whatever horovodrun returned
-        code = code or 1
+        code = 1
+    elif code < 0:  # horovodrun itself was killed by a signal
+        code = 128 - code
     if code != 0:
         for message in failure_lines(code, monitor, printed):
             print(message, file=sys.stderr, flush=True)

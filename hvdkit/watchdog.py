@@ -76,7 +76,7 @@ class Heartbeat:
         record = self.record
         record["beat"] += 1
         record["time"] = time.time()
-        if record["beat"] % 20 == 2:  # after start-up, then every 10 s: the segments it maps
+        if record["beat"] % 4 == 2:  # every 2 s: the shared-memory segments it maps
             record["shm"] = sorted(set(record["shm"]) | set(shm_mappings()))
         write_json(self.path, record)
 
@@ -138,7 +138,9 @@ class RankState:
         return f"rank {self.rank} (pid {self.pid} on {self.host})"
 
     def step_text(self) -> str:
-        return "before its first step" if self.step is None else f"after step {self.step}"
+        """Where its last heartbeat found it (a beat is up to INTERVAL_S old)."""
+        return ("last heard before its first step" if self.step is None
+                else f"last heard after step {self.step}")
 
 
 class Monitor:
@@ -188,20 +190,21 @@ class Monitor:
                 ends = (f"; the job ends after {self.shutdown_s:g}s of silence "
                         "(--stall-shutdown-seconds)" if self.shutdown_s else "")
                 self._say(f"hvdkit: warning: {state.describe()} has sent no heartbeat for "
-                          f"{quiet:.0f}s, {state.step_text()}: it is frozen or stopped{ends}")
+                          f"{quiet:.0f}s ({state.step_text()}): it is frozen or stopped{ends}")
         late = [s for s in silent if self.shutdown_s and now - s.heard >= self.shutdown_s]
         if late:
             self.silenced = late
             names = ", ".join(s.describe() for s in late)
-            reason = (f"{names} silent for {self.shutdown_s:g}s (--stall-shutdown-seconds), "
-                      f"{late[0].step_text()}")
+            reason = (f"{names} silent for {self.shutdown_s:g}s (--stall-shutdown-seconds; "
+                      f"{late[0].step_text()})")
             self._say(f"hvdkit: ending the job: {reason}")
             self.end_job(reason)
 
     def _update(self, rank: int, data: dict[str, Any], now: float) -> None:
         state = self.ranks.get(rank)
         if state is None or data["beat"] != state.beat:
-            if state is not None and state.warned and data.get("exit") is None:
+            if state is not None and state.warned and not self.silenced \
+                    and data.get("exit") is None:
                 self._say(f"hvdkit: {state.describe()} is beating again")
             self.ranks[rank] = state = RankState(
                 rank, data["host"], data["pid"], data["step"], data["beat"], data["time"], now)

@@ -42,16 +42,16 @@ def test_a_silent_rank_is_named_then_ends_the_job(tmp_path: Path) -> None:
         beat(job, 1, n if now < 1.5 else 1, now)  # rank 1 stops beating after t=1
         mon.poll(now)
     mon.poll(4.0)  # rank 1 silent for 3 s: warned; rank 0 beat at 2
-    assert "warning: rank 1 (pid 101 on h1) has sent no heartbeat for 3s, after step 5" \
-        in out.getvalue()
+    assert "warning: rank 1 (pid 101 on h1) has sent no heartbeat for 3s (last heard after " \
+        "step 5): it is frozen or stopped; the job ends after 8s" in out.getvalue()
     assert "rank 0" not in out.getvalue() and not ended
     for now in (5.0, 6.0, 7.0, 8.0, 9.0):
         beat(job, 0, int(now), now)
         mon.poll(now)
     assert len(ended) == 1 and ended[0].startswith("rank 1 (pid 101 on h1) silent for 8s")
     line = failure_lines(1, mon, Printed())[0]
-    assert line == ("hvdkit: the job failed (exit code 1): rank 1 (pid 101 on h1) went silent "
-                    "after step 5; the watchdog ended the job (--stall-shutdown-seconds)")
+    assert line == ("hvdkit: the job failed: rank 1 (pid 101 on h1) went silent (last heard "
+                    "after step 5); the watchdog ended the job (--stall-shutdown-seconds)")
 
 
 def test_first_failure_is_the_first_to_fail_not_the_ones_that_followed(tmp_path: Path) -> None:
@@ -61,15 +61,16 @@ def test_first_failure_is_the_first_to_fail_not_the_ones_that_followed(tmp_path:
     beat(job, 0, 22, 10.6, exit=1, exit_kind=CONSEQUENCE, exit_time=10.6)
     mon.poll(11)
     line = failure_lines(1, mon, Printed(lost={0}))[0]
-    assert "rank 1 (pid 101 on h1) failed first, after step 5: it ended without a message" in line
+    assert "rank 1 (pid 101 on h1) failed first (last heard after step 5): it ended without " \
+        "a message" in line
     assert "traceback" not in line
     # rank 1 raised (traceback printed), rank 0 killed by the launcher afterwards
     beat(job, 1, 21, 10.0, exit=1, exit_kind=FAILED, exit_time=10.0)
     beat(job, 0, 23, 10.4)
     mon.poll(12)
     assert failure_lines(1, mon, Printed(tracebacks={1}))[0].endswith(
-        "rank 1 (pid 101 on h1) failed first, after step 5: it raised an error; its traceback "
-        "is above")
+        "rank 1 (pid 101 on h1) failed first (last heard after step 5): it raised an error; its "
+        "traceback is above")
 
 
 def test_the_same_error_on_every_rank_is_said_once(tmp_path: Path) -> None:
