@@ -4,6 +4,7 @@ and a crashing worker that ends the job non-zero, naming its rank, without a han
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -61,4 +62,25 @@ def test_crashing_rank_ends_the_job_and_is_named() -> None:
     assert result.returncode != 0
     assert "RuntimeError: injected failure at step 3" in output  # the rank's traceback
     assert "hvdkit: the job failed (exit code" in output and "rank 1 failed" in output
+    assert "): rank 1 (pid " in output and "its traceback is above" in output
     assert elapsed < 60, f"took {elapsed:.0f}s to end"
+
+
+def test_failure_messages_say_only_what_is_known(tmp_path: Path) -> None:
+    # mpirun refuses a duplicate parameter: no rank ever started, and none printed a traceback.
+    duplicate = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--run-dir",
+                             str(tmp_path / "a"), "--mpi-args", "--mca mpi_yield_when_idle 1")
+    output = duplicate.stdout + duplicate.stderr
+    assert duplicate.returncode != 0 and "can only be listed once" in output
+    assert "hvdkit: the job failed (exit code 1) before any rank reported starting" in output
+    assert "traceback" not in output.lower()
+    # Every rank refuses the batch size: said once, as the ranks said it, without a traceback.
+    too_big = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--controller", "gloo",
+                           "--threads", "1", "--run-dir", str(tmp_path / "b"), "--set",
+                           "train.batch_size=5000")
+    output = too_big.stdout + too_big.stderr
+    assert too_big.returncode != 0
+    assert re.search(r"hvdkit: the job failed \(exit code \d+\): every rank stopped with the "
+                     r"same error: train.batch_size x parallel.accumulation x ranks = 10000 is "
+                     r"larger than the \d+ training samples\n", output), output[-3000:]
+    assert "traceback" not in output.lower()

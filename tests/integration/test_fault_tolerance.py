@@ -89,8 +89,13 @@ def test_failing_rank_ends_the_job_in_time_and_checkpoints_survive(
     print(f"{controller}/{mode}: the job ended {took:.1f}s after rank 1 failed")
     assert result.returncode != 0
     assert took < FAILURE_BOUND_S, f"the job took {took:.0f}s to end after the failure"
-    assert re.search(r"hvdkit: the job failed \(exit code \d+\): rank 1 failed", output), \
-        output[-4000:]
+    verdict = re.search(r"hvdkit: the job failed \(exit code \d+\): rank 1 \(pid \d+ on \S+\) "
+                        r"failed first \(last heard after step \d+\): (.*)", output)
+    assert verdict, output[-4000:]
+    # The traceback is mentioned only where one was printed (not after a SIGKILL).
+    assert verdict.group(1) == ("it raised an error; its traceback is above" if mode == "raise"
+                                else "it ended without a message: killed by a signal, or "
+                                     "crashed in native code"), verdict.group(1)
     if mode == "raise":
         assert "RuntimeError: injected failure at step 12" in output
         # The stall inspector named the rank that stopped taking part, while it stalled.
