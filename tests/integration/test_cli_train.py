@@ -74,13 +74,18 @@ def test_failure_messages_say_only_what_is_known(tmp_path: Path) -> None:
     assert duplicate.returncode != 0 and "can only be listed once" in output
     assert "hvdkit: the job failed (exit code 1) before any rank reported starting" in output
     assert "traceback" not in output.lower()
-    # Every rank refuses the batch size: said once, as the ranks said it, without a traceback.
+    # Every rank refuses the batch size: the first to stop is named, its error (not a traceback)
+    # is above; when every rank's last beat says the same error, it is said once.
     too_big = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--controller", "gloo",
                            "--threads", "1", "--run-dir", str(tmp_path / "b"), "--set",
                            "train.batch_size=5000")
     output = too_big.stdout + too_big.stderr
     assert too_big.returncode != 0
-    assert re.search(r"hvdkit: the job failed \(exit code \d+\): every rank stopped with the "
-                     r"same error: train.batch_size x parallel.accumulation x ranks = 10000 is "
-                     r"larger than the \d+ training samples\n", output), output[-3000:]
-    assert "traceback" not in output.lower()
+    error = ("train.batch_size x parallel.accumulation x ranks = 10000 is larger than the 1437 "
+             "training samples")
+    assert re.search(rf"hvdkit: error \(rank [01]\): {error}", output), output[-3000:]
+    assert re.search(r"hvdkit: the job failed \(exit code \d+\): (rank [01] \(pid \d+ on "
+                     r"localhost\) failed first \(last heard before its first step\): it "
+                     rf"stopped with the error above|every rank stopped with the same error: "
+                     rf"{error})\n", output), output[-3000:]
+    assert "traceback is above" not in output

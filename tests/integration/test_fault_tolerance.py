@@ -93,9 +93,9 @@ def test_failing_rank_ends_the_job_in_time_and_checkpoints_survive(
                         r"failed first \(last heard after step \d+\): (.*)", output)
     assert verdict, output[-4000:]
     # The traceback is mentioned only where one was printed (not after a SIGKILL).
-    assert verdict.group(1) == ("it raised an error; its traceback is above" if mode == "raise"
-                                else "it ended without a message: killed by a signal, or "
-                                     "crashed in native code"), verdict.group(1)
+    assert verdict.group(1).startswith(
+        "it raised an error; its traceback is above" if mode == "raise"
+        else "it ended without a message: killed by a signal"), verdict.group(1)
     if mode == "raise":
         assert "RuntimeError: injected failure at step 12" in output
         # The stall inspector named the rank that stopped taking part, while it stalled.
