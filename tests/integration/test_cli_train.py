@@ -81,7 +81,7 @@ def test_failure_messages_say_only_what_is_known(tmp_path: Path) -> None:
                            "train.batch_size=5000")
     output = too_big.stdout + too_big.stderr
     assert too_big.returncode != 0
-    error = ("train.batch_size x parallel.accumulation x ranks = 10000 is larger than the 1437 "
+    error = ("train.batch_size x parallel.accumulation x ranks = 10000 is larger than the 1438 "
              "training samples")
     assert re.search(rf"hvdkit: error \(rank [01]\): {error}", output), output[-3000:]
     assert re.search(r"hvdkit: the job failed \(exit code \d+\): (rank [01] \(pid \d+ on "
