@@ -76,10 +76,11 @@ def host_lines(hosts_by_rank: list[str], monitor: Monitor | None, peer_timeout: 
     if monitor is None or len(monitor.ranks) >= len(hosts_by_rank):
         report_lost_hosts([h for h in hosts if h not in LOCAL_NAMES], peer_timeout)
         return []
-    lines = []
-    for host in (h for h in hosts if h not in heard):
-        reason = None if host in LOCAL_NAMES else probe(host)
-        lines.append(f"hvdkit: could not start on {host}: "
-                     f"{reason or 'no rank started there; the messages above say why'}")
-        print(lines[-1], file=sys.stderr, flush=True)
+    reasons = {h: None if h in LOCAL_NAMES else probe(h) for h in hosts if h not in heard}
+    blamed = {h: r for h, r in reasons.items() if r} or reasons  # unreachable ones, if any
+    lines = [f"hvdkit: could not start on {host}: "
+             f"{reason or 'no rank started there; the messages above say why'}"
+             for host, reason in blamed.items()]
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
     return lines
