@@ -89,3 +89,12 @@ def test_failure_messages_say_only_what_is_known(tmp_path: Path) -> None:
                      rf"stopped with the error above|every rank stopped with the same error: "
                      rf"{error})\n", output), output[-3000:]
     assert "traceback is above" not in output
+    # One host cannot be reached: the job started nowhere; that host is named with ssh's
+    # reason, and the local host is not called lost "during the run".
+    bad_host = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--controller", "gloo",
+                            "-H", "localhost:1,nohost.invalid:1", "--run-dir", str(tmp_path / "c"))
+    output = bad_host.stdout + bad_host.stderr
+    assert bad_host.returncode != 0
+    assert "hvdkit: could not start on nohost.invalid: ssh: Could not resolve hostname" in output
+    assert "localhost is unreachable" not in output and "during the run" not in output
+    assert "could not start on localhost" not in output

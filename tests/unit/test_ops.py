@@ -184,3 +184,40 @@ assert not any(m.startswith("tensorflow") for m in sys.modules), "TensorFlow was
         [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
     assert [(e.step, e.value) for e in events.Scalars("epoch/test_accuracy")] == \
         [(3, pytest.approx(0.9))]
+
+
+def test_a_second_signal_ends_every_process_at_once(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from hvdkit.interrupts import JobGuard
+
+    job = JobDir(tmp_path)
+    tree = subprocess.Popen(["bash", "-c", "sleep 60 & sleep 60 & wait"],
+                            start_new_session=True)
+    time.sleep(0.3)
+    children = psutil.Process(tree.pid).children(recursive=True)
+    assert len(children) == 2
+    out = io.StringIO()
+    guard = JobGuard(job, out=out)
+    guard.attach(tree, list)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: the ranks are asked to stop
+        assert job.stop_requested() == signal.SIGINT and tree.poll() is None
+        started = time.time()
+        os.kill(os.getpid(), signal.SIGINT)  # the second: every process ends now
+        tree.wait(timeout=10)
+        psutil.wait_procs(children, timeout=10)
+        assert time.time() - started < 5
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
+    finally:
+        guard.close(set())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert guard.ended == "a second SIGINT"
+    assert guard.report(tree.returncode, None, ["train", "r.yaml"]) == 130
+    assert "SIGINT again: ending every process of the job now" in out.getvalue()
+    assert "stopped by SIGINT before the ranks wrote a checkpoint (a second SIGINT)" \
+        in out.getvalue()
