@@ -97,7 +97,7 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], repeat: int) -> dict[str, 
     run_dir = Path(spec.out) / "runs" / name
     command = [sys.executable, "-m", "hvdkit", "train", spec.recipe, "-f", trial["framework"],
                "-np", str(trial["np"]), "--controller", trial["controller"],
-               "--run-dir", str(run_dir), "--no-progress"]
+               "--run-dir", str(run_dir), "--overwrite", "--no-progress"]  # a rerun replaces it
     for item in trial_overrides(spec, trial):
         command += ["--set", item]
     if spec.threads is not None:
