@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"hvdkit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a job started (or after it): no traceback
+        print("hvdkit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
