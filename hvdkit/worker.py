@@ -79,7 +79,7 @@ def run_worker(main: Callable[[], int | None]) -> int:
         print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         code, kind = 2, watchdog.ERROR
     except KeyboardInterrupt:
-        print(f"hvdkit: rank {rank} stopped at once (interrupted again), without a checkpoint",
+        print(f"hvdkit: rank {rank} interrupted: stopped at once, without a checkpoint",
               file=sys.stderr, flush=True)
         code, kind = 130, watchdog.INTERRUPTED
     except BaseException as exc:
