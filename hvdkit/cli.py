@@ -105,12 +105,12 @@ def train(args: argparse.Namespace) -> int:
     options.validate()
     ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
                                source=args.recipe)
-    check_horovod(args.framework, options.controller)
-    warn_oversubscription(options)
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
-    prepare_run_dir(run_dir, args.resume, args.overwrite)
+    prepare_run_dir(run_dir, args.resume, args.overwrite)  # before check_horovod loads a framework
+    check_horovod(args.framework, options.controller)
+    warn_oversubscription(options)
     if options.np == 1 and not (options.multi_host or options.elastic):
         # One rank needs no launcher: Horovod starts as an MPI singleton in this process.
         args.run_dir = run_dir
