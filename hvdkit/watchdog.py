@@ -220,7 +220,7 @@ class Monitor:
     def pids(self) -> list[int]:
         """The ranks' processes on this host (to end a job whose launcher lost them)."""
         here = {host_name(), "localhost", "127.0.0.1", socket.gethostname()}
-        return [s.pid for s in self.ranks.values() if s.host in here]
+        return [s.pid for s in list(self.ranks.values()) if s.host in here]  # another thread
 
     def first_failure(self, reported_lost: set[int] = frozenset()) -> RankState | None:
         """The rank that failed first: the first to exit with an error or to go silent (a rank
