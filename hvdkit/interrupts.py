@@ -6,11 +6,12 @@ ranks that have not stopped after `GRACE_S`, end every process of the job at onc
 nothing is left behind: no process of the job, no /dev/shm segment it had mapped. The launcher
 then exits 130 (SIGINT) or 143 (SIGTERM) with one line saying how to resume.
 
-In each rank, `StepBoundaryStop` is the trainer's step hook: every `train.log_every_steps`
-steps the ranks sum their stop requests (the signal received directly, as srun delivers it to
-every task, or the launcher's stop file) in one small allreduce, so all of them see the same
-answer at the same step. The trainer then ends the loop there as `max_steps` would (final
-evaluation and checkpoint), and `--resume latest` continues bit for bit.
+In each rank, `StepBoundaryStop` holds the stop requests (the signal received directly, as
+srun delivers it to every task, or the launcher's stop file). They ride in two more columns of
+the trainer's metrics allreduce (every `train.log_every_steps` steps and at each epoch's end),
+so no collective is added and every rank sees the same answer after the same flush, even with
+uneven data. The trainer then ends the loop there as `max_steps` would (final evaluation and
+checkpoint), and `--resume latest` continues bit for bit.
 """
 
 from __future__ import annotations
@@ -50,15 +51,17 @@ def signal_name(signum: int) -> str:
 
 
 class StepBoundaryStop:
-    """The trainer's stop check: `requested(step)` is True on every rank at the same step once
-    any rank was asked to stop (a signal, or the launcher's stop file).
+    """A rank's stop requests and the ranks' agreement on them.
 
-    The first SIGINT/SIGTERM a rank receives asks for the stop; a second one runs the handler
-    that was there before (SIGINT: KeyboardInterrupt; SIGTERM: the process ends at once).
+    `requests()` is this rank's part of the trainer's metrics allreduce (two columns: SIGINT,
+    SIGTERM); `agree(totals)` reads the sums, the same on every rank, so every rank stops after
+    the same flush. The first SIGINT/SIGTERM a rank receives asks for the stop; a second one
+    runs the handler that was there before (SIGINT: KeyboardInterrupt; SIGTERM: the process
+    ends at once).
     """
 
-    def __init__(self, allreduce: Callable[..., np.ndarray], every: int, is_root: bool) -> None:
-        self.allreduce, self.every, self.is_root = allreduce, max(1, every), is_root
+    def __init__(self, is_root: bool) -> None:
+        self.is_root = is_root
         self.job = JobDir.from_env()
         self.received = 0  # a signal this rank received itself
         self.signum = 0  # the signal all ranks agreed to stop for
@@ -88,22 +91,19 @@ class StepBoundaryStop:
             return
         self.received = signum
         if self.is_root:
-            print(f"hvdkit: {signal_name(signum)}: every rank stops within {self.every} steps "
-                  "and writes a checkpoint (again to stop at once)",
-                  file=sys.stderr, flush=True)
+            print(f"hvdkit: {signal_name(signum)}: every rank stops at the next logged step "
+                  "and writes a checkpoint (again to stop at once)", file=sys.stderr, flush=True)
 
-    def requested(self, step: int) -> bool:
-        """Every `every` steps, one allreduce: did any rank get a stop request?"""
-        if self.signum:
-            return True
-        if step % self.every:
-            return False
-        local = self.received or (self.job.stop_requested() if self.job else 0)
-        asked = np.array([local == signal.SIGINT, local == signal.SIGTERM], dtype=np.float64)
-        total = self.allreduce(asked, op="sum", name="hvdkit.stop")
-        if total[1] > 0:
+    def requests(self) -> np.ndarray:
+        """[SIGINT asked, SIGTERM asked] on this rank: a signal, or the launcher's stop file."""
+        local = self.signum or self.received or (self.job.stop_requested() if self.job else 0)
+        return np.array([local == signal.SIGINT, local == signal.SIGTERM], dtype=np.float64)
+
+    def agree(self, totals: np.ndarray) -> bool:
+        """True once any rank asked to stop (`totals`: the requests summed over the ranks)."""
+        if not self.signum and totals[1] > 0:
             self.signum = signal.SIGTERM
-        elif total[0] > 0:
+        elif not self.signum and totals[0] > 0:
             self.signum = signal.SIGINT
         return bool(self.signum)
 

@@ -40,6 +40,11 @@ EVAL_BATCH = 512
 STEP_METRICS = ("loss", "accuracy", "step_time")
 
 
+def _report_step(pos: Position) -> None:
+    """The step hook that puts this rank's step into its heartbeat (hvdkit.watchdog)."""
+    report_step(pos.step)
+
+
 def default_run_dir(recipe: Recipe, framework: str, np_: int) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{recipe.name}-{framework}-np{np_}-{stamp}"
@@ -128,10 +133,9 @@ class Trainer:
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.stop = StepBoundaryStop(adapter.allreduce, recipe.train.log_every_steps,
-                                     world.is_root)
+        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed in _flush
         self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
-                                                             self._stop_at_signal]
+                                                             _report_step]
         if self.resume is not None:
             self.position, path = self.checkpointer.restore(self._resume_source())
             if world.is_root:
@@ -161,13 +165,6 @@ class Trainer:
         if self.checkpointer is not None:
             self.checkpointer.is_root = world.is_root
         self.total_steps = self.plan_steps()
-
-    def _stop_at_signal(self, pos: Position) -> None:
-        """After each step: the heartbeat's step; on SIGINT/SIGTERM (hvdkit.interrupts), end
-        the loop here on every rank, as max_steps would (evaluation, final checkpoint)."""
-        report_step(pos.step)
-        if self.stop.requested(pos.step):
-            self.total_steps = pos.step
 
     def _resume_source(self) -> Path:
         if self.resume != "latest":
@@ -292,8 +289,9 @@ class Trainer:
                     break
             if not loader.even:
                 self.adapter.join()  # before the last flush: the others may still be stepping
-            if pending:
-                losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+            # Every rank flushes at the end of every epoch (even with no rows left), so the
+            # flushes match across ranks with uneven data, and a stop request reaches them all.
+            losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
             train_time = time.perf_counter() - epoch_started
             logs: Logs = {
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -325,15 +323,20 @@ class Trainer:
         one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count.
+        the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
+        more columns carry the ranks' stop requests (hvdkit.interrupts): once any rank has
+        one, every rank ends the loop at this step, as max_steps would.
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 1))
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
         buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
         buffer[:rows, width - 1] = times
         buffer[:rows, width] = 1.0
+        buffer[0, width + 1:] = self.stop.requests()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
+        if self.stop.agree(total[0, width + 1:]):
+            self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
         first = step - rows
         losses = []
         for i, lr in enumerate(lrs):
