@@ -330,9 +330,10 @@ class Trainer:
         width = len(STEP_METRICS)
         rows = len(handles)
         buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
-        buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
-        buffer[:rows, width - 1] = times
-        buffer[:rows, width] = 1.0
+        if rows:
+            buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
+            buffer[:rows, width - 1] = times
+            buffer[:rows, width] = 1.0
         buffer[0, width + 1:] = self.stop.requests()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
         if self.stop.agree(total[0, width + 1:]):
