@@ -1,6 +1,6 @@
-"""The cost of stopping at a step boundary: hvdkit's stop check (one 2-float allreduce every
-`train.log_every_steps` steps) and heartbeat step, np=2 torch, with and without, alternating
-inside one job (target ≥ 0.99).
+"""The cost of stopping at a step boundary: hvdkit's stop check (a stop-file read and two more
+columns in each metrics allreduce) and the heartbeat's step hook, np=2 torch, with and without,
+alternating inside one job (target ≥ 0.99).
 
     python benchmarks/bench_stop_check.py [--rounds 3]
 """
