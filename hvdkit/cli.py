@@ -12,15 +12,19 @@ import json
 import os
 import sys
 
+from hvdkit import __version__
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
+from hvdkit.mpirun import parse_mpi_args
 from hvdkit.parallel.pipeline import check_launch
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.worker import in_horovod_job, run_worker
+
+VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +46,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    default=None, help="OpenMPI mpi_yield_when_idle 1 (the default)")
     p.add_argument("--no-yield-when-idle", dest="yield_when_idle", action="store_false",
                    help="keep OpenMPI's busy-polling (hvdkit turns on mpi_yield_when_idle)")
-    p.add_argument("--mpi-args", default="", help="extra arguments for mpirun")
+    p.add_argument("--mpi-args", default="", metavar="ARGS",
+                   help="extra arguments for mpirun, e.g. --mpi-args '--report-bindings'; "
+                        "an --mca parameter hvdkit also sets takes your value")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show every rank's output raw (launcher tags and start-up lines too)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress output")
     p.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
@@ -62,13 +70,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="turn Horovod's stall inspector off")
 
 
+def _attach_values(argv: list[str]) -> list[str]:
+    """`--mpi-args '--report-bindings'` as `--mpi-args=--report-bindings`: argparse would
+    take a value starting with `-` for an option of its own."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in VALUE_MAY_START_WITH_DASH:
+            value = next(words, None)
+            out.append(word if value is None else f"{word}={value}")
+        else:
+            out.append(word)
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hvdkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hvdkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     add_study_parsers(sub)  # scale, bench allreduce, tune (hvdkit.bench.commands)
     sub.add_parser("info", help="versions, Horovod's build, ranks, threads and launch defaults")
-    return parser.parse_args(argv)
+    return parser.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -102,14 +125,14 @@ def train(args: argparse.Namespace) -> int:
         args.run_dir = run_dir
         return train_worker(args, recipe, {"launched_by": "in-process", "np": 1,
                                               "machine_defaults": machine})
-    return run_job(options, _worker_command(args, run_dir))
+    return run_job(options, _worker_command(args, run_dir), verbose=args.verbose)
 
 
 def _launch_options(args: argparse.Namespace, machine: dict | None) -> LaunchOptions:
     return LaunchOptions(
         np=args.np, controller=args.controller, hosts=args.hosts, hostfile=args.hostfile,
         network_interface=args.network_interface, yield_when_idle=args.yield_when_idle,
-        mpi_args=args.mpi_args.split(), elastic=args.elastic, min_np=args.min_np,
+        mpi_args=parse_mpi_args(args.mpi_args), elastic=args.elastic, min_np=args.min_np,
         max_np=args.max_np, host_discovery_script=args.host_discovery_script,
         stall_check=args.stall_check, stall_warning_seconds=args.stall_warning_seconds,
         stall_shutdown_seconds=args.stall_shutdown_seconds, peer_timeout=args.peer_timeout,
@@ -167,12 +190,19 @@ COMMANDS = {"train": train, "info": info, **STUDY_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `hvdkit` command (argv None: this process's own arguments)."""
     args = parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except UserError as exc:
         print(f"hvdkit: error: {exc}", file=sys.stderr)
         return 2
+    if argv is None and args.command == "train" and code == 0:
+        # This process trained (a rank, or -np 1): end it without the slow interpreter teardown.
+        from hvdkit.quick_exit import quick_exit
+
+        quick_exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import subprocess
 from dataclasses import fields
 from importlib.util import find_spec
 
-from hvdkit.launcher import HOROVOD_EXTENSIONS, LaunchOptions
+from hvdkit.horovodrun import HOROVOD_EXTENSIONS
+from hvdkit.launcher import LaunchOptions
 from hvdkit.world import cores, default_threads
 
 _PACKAGES = ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py")
