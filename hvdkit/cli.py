@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from hvdkit import __version__
 from hvdkit.adapters.base import FRAMEWORKS
@@ -19,10 +20,12 @@ from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
+from hvdkit.machines import machine_env
 from hvdkit.mpirun import parse_mpi_args
 from hvdkit.parallel.pipeline import check_launch
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.worker import in_horovod_job, run_worker
+from hvdkit.world import JOB_STARTED
 
 VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
 
@@ -102,6 +105,8 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 
 def train(args: argparse.Namespace) -> int:
+    if not in_horovod_job():  # the job starts here: summary.json's wall_time counts from now
+        os.environ[JOB_STARTED] = str(time.time())
     if args.framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {args.framework!r}; valid: {', '.join(FRAMEWORKS)}")
     # Flags left unset take this machine's tuned defaults (hvdkit tune), else the built-ins.
@@ -117,6 +122,8 @@ def train(args: argparse.Namespace) -> int:
     check_launch(recipe.parallel.stages, options.np, options.launch_controller)
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
+    if options.elastic:  # threads per rank follow the ranks on each machine, not per host name
+        os.environ.update(machine_env(str(options.host_discovery_script), options.np))
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,30 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def ranks_on_machine(local_size: int) -> int:
+    """Ranks sharing this machine: Horovod's local size, unless the launcher counted them
+    itself (an elastic job whose hosts name this machine more than once; hvdkit.machines)."""
+    table = os.environ.get("HVDKIT_MACHINE_RANKS", "")
+    host = os.environ.get("HOROVOD_HOSTNAME")
+    counts = dict(item.rsplit("=", 1) for item in table.split(",") if "=" in item)
+    if host in counts and counts[host].isdigit():
+        return max(local_size, int(counts[host]))
+    return local_size
+
+
 def default_threads(local_size: int) -> int:
-    """Intra-op threads per rank: the host's cores shared out, since oversubscription is slow."""
-    return max(1, cores() // max(1, local_size))
+    """Intra-op threads per rank: the machine's cores shared out among the ranks on it, since
+    oversubscription is slow."""
+    return max(1, cores() // max(1, ranks_on_machine(local_size)))
+
+
+JOB_STARTED = "HVDKIT_JOB_STARTED"
+
+
+def job_seconds_so_far() -> float:
+    """Seconds since `hvdkit train` started the job (its launcher sets HVDKIT_JOB_STARTED, the
+    epoch time, for every rank); 0 where it did not (another launcher)."""
+    try:
+        return max(0.0, time.time() - float(os.environ[JOB_STARTED]))
+    except (KeyError, ValueError):
+        return 0.0

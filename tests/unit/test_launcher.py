@@ -77,7 +77,7 @@ def test_one_host_mpi_jobs_run_mpirun_itself() -> None:
     command = job_command(LaunchOptions(np=2), ["python", "x.py"])
     assert command[:2] == ["mpirun", "--allow-run-as-root"]
     assert command[command.index("-H") + 1] == "localhost:2"
-    assert mca(command) == {"pml": "ob1", "btl": "^openib", "btl_tcp_if_include": "lo",
+    assert mca(command) == {"pml": "ob1", "btl": "^openib,ofi", "btl_tcp_if_include": "lo",
                             "mpi_yield_when_idle": "1"}
     assert command[-2:] == ["python", "x.py"]
     stalls = job_command(LaunchOptions(np=2, stall_warning_seconds=5, stall_check=True), ["p"])
@@ -92,7 +92,7 @@ def test_user_mpi_args_take_any_string_and_replace_ours() -> None:
         "--report-bindings --mca btl_tcp_if_include eth0 --mca mpi_yield_when_idle 0 "
         "--bind-to core"))
     command = job_command(options, ["p"])
-    assert mca(command) == {"pml": "ob1", "btl": "^openib", "btl_tcp_if_include": "eth0",
+    assert mca(command) == {"pml": "ob1", "btl": "^openib,ofi", "btl_tcp_if_include": "eth0",
                             "mpi_yield_when_idle": "0"}
     assert "--report-bindings" in command
     assert command.count("--bind-to") == 1 and command[command.index("--bind-to") + 1] == "core"
