@@ -24,10 +24,10 @@ RECIPE = "recipes/digits_mlp.yaml"
 TARGET_S = 1.5
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """Wall seconds of `command`, and seconds from its last output line to its exit."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     last, tail = started, []
@@ -41,17 +41,17 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def commands(framework: str, steps: int, run_dir: str, before: str | None
-             ) -> dict[str, tuple[list[str], dict[str, str]]]:
+             ) -> dict[str, tuple[list[str], dict[str, str], Path]]:
     job = [RECIPE, "-f", framework, "--set", f"train.max_steps={steps}", "--no-progress",
            "--run-dir", run_dir]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HVDKIT_NO_MACHINE_DEFAULTS": "1"}
     out = {
-        "hvdkit": ([sys.executable, "-m", "hvdkit", "train", *job, "-np", "2"], env),
-        "mpirun.sh": (["bash", "launch/mpirun.sh", *job], {**env, "NP": "2"}),
+        "hvdkit": ([sys.executable, "-m", "hvdkit", "train", *job, "-np", "2"], env, ROOT),
+        "mpirun.sh": (["bash", "launch/mpirun.sh", *job], {**env, "NP": "2"}, ROOT),
     }
-    if before:
+    if before:  # run from there: `python -m` puts the working folder first on sys.path
         out["before"] = ([sys.executable, "-m", "hvdkit", "train", *job, "-np", "2"],
-                         {**env, "PYTHONPATH": before})
+                         {**env, "PYTHONPATH": before}, Path(before))
     return out
 
 
@@ -63,8 +63,8 @@ def main(rounds: int, steps: int, before: str | None) -> dict[str, float]:
             walls: dict[str, list[float]] = {name: [] for name in jobs}
             tails: dict[str, list[float]] = {name: [] for name in jobs}
             for _ in range(rounds):
-                for name, (command, env) in jobs.items():  # alternating: drifts hit all alike
-                    wall, tail = timed(command, env)
+                for name, (command, env, cwd) in jobs.items():  # alternating: drifts hit all
+                    wall, tail = timed(command, env, cwd)
                     walls[name].append(wall)
                     tails[name].append(tail)
             medians = {name: statistics.median(values) for name, values in walls.items()}
