@@ -44,11 +44,15 @@ def pick_gpu(device: str, local_rank: int, local_size: int, gpus: int,
     """The GPU this rank trains on, or None for the CPU. `device` is train.device: `auto` (this
     rank's GPU when the host has any), `gpu` (an error without one) or `cpu`. Rank i on a host
     takes GPU i; ranks may share a GPU only where `shared_ok` (NCCL refuses two ranks of one
-    communicator on one GPU)."""
+    communicator on one GPU). Where the launcher gave each rank its own GPUs (HVDKIT_OWN_GPUS=1,
+    set by launch/slurm.sbatch under --gpus-per-task) and a rank sees fewer than the host's
+    ranks, the GPUs it sees are its own: it takes the first."""
     if device == "cpu" or (device == "auto" and gpus == 0):
         return None
     if gpus == 0:
         raise UserError("train.device is gpu but this process sees no GPU; use auto or cpu")
+    if local_size > gpus and os.environ.get("HVDKIT_OWN_GPUS") == "1":
+        return 0
     if local_size > gpus and not shared_ok:
         raise UserError(f"{local_size} ranks on this host but {gpus} GPU(s): NCCL needs a GPU "
                         "per rank; launch at most one rank per GPU (-np), or set train.device cpu")
