@@ -20,7 +20,7 @@ from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
-from hvdkit.machines import machine_env
+from hvdkit.machines import elastic_settings
 from hvdkit.mpirun import parse_mpi_args
 from hvdkit.parallel.pipeline import check_launch
 from hvdkit.recipe import Recipe, load_recipe
@@ -123,7 +123,9 @@ def train(args: argparse.Namespace) -> int:
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
     if options.elastic:  # threads per rank follow the ranks on each machine, not per host name
-        os.environ.update(machine_env(str(options.host_discovery_script), options.np))
+        env, options.network_interface = elastic_settings(
+            str(options.host_discovery_script), options.np, options.network_interface)
+        os.environ.update(env)
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))

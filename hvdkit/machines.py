@@ -69,7 +69,30 @@ def ranks_per_machine(hosts: list[tuple[str, int]], np_: int) -> dict[str, int]:
     return {name: placed.get(machines[name], 0) for name, _ in hosts}
 
 
-def machine_env(script: str, np_: int) -> dict[str, str]:
+def machine_env(hosts: list[tuple[str, int]], np_: int) -> dict[str, str]:
     """The variable that tells each rank how many ranks share its machine."""
-    table = ranks_per_machine(discovered_hosts(script), np_)
+    table = ranks_per_machine(hosts, np_)
     return {ENV: ",".join(f"{name}={count}" for name, count in table.items() if count)}
+
+
+def elastic_interface(hosts: list[tuple[str, int]], given: str | None) -> str | None:
+    """The --network-interface an elastic job needs. Without one, horovodrun waits for a
+    second host before it picks the interfaces the hosts share: a hosts file naming one host
+    would hang silently. That host being this machine, the loopback interface is the answer;
+    another single host needs the flag."""
+    names = {name for name, _ in hosts}
+    if given or len(names) >= 2:
+        return given
+    own = _addresses(socket.gethostname())
+    if all(machine_of(name, own) == "local" for name in names):
+        loopback = [name for _, name in socket.if_nameindex() if name == "lo"]
+        if loopback:
+            return loopback[0]
+    raise UserError(f"--elastic with one host ({', '.join(sorted(names)) or 'none yet'}) needs "
+                    "--network-interface NIC: horovodrun waits for a second host otherwise")
+
+
+def elastic_settings(script: str, np_: int, nic: str | None) -> tuple[dict[str, str], str | None]:
+    """For an elastic launch: the ranks' machine counts (env) and the network interface."""
+    hosts = discovered_hosts(script)
+    return machine_env(hosts, np_), elastic_interface(hosts, nic)

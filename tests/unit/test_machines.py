@@ -11,7 +11,7 @@ import pytest
 
 from hvdkit.callbacks import ProgressBar
 from hvdkit.errors import UserError
-from hvdkit.machines import ENV, discovered_hosts, machine_env, ranks_per_machine
+from hvdkit.machines import ENV, discovered_hosts, elastic_interface, machine_env, ranks_per_machine
 from hvdkit.world import cores, default_threads, ranks_on_machine
 
 
@@ -30,7 +30,7 @@ def test_ranks_read_their_machine_count(monkeypatch, tmp_path) -> None:
     script.write_text("#!/bin/sh\necho localhost:1\necho 127.0.0.1:1\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     assert discovered_hosts(str(script)) == [("localhost", 1), ("127.0.0.1", 1)]
-    env = machine_env(str(script), 2)
+    env = machine_env(discovered_hosts(str(script)), 2)
     assert env == {ENV: "localhost=2,127.0.0.1=2"}
     monkeypatch.setenv(ENV, env[ENV])
     monkeypatch.setenv("HOROVOD_HOSTNAME", "127.0.0.1")
@@ -65,3 +65,11 @@ def test_progress_follows_a_new_total_and_never_passes_100_percent(monkeypatch) 
     assert all("-" not in line.split("eta")[1] for line in lines)
     percents = [int(line.split("(")[1].split("%")[0]) for line in lines]
     assert max(percents) == 100
+
+
+def test_one_host_elastic_gets_loopback_or_names_the_flag() -> None:
+    assert elastic_interface([("localhost", 2)], None) == "lo"
+    assert elastic_interface([("localhost", 1), ("127.0.0.1", 1)], None) is None
+    assert elastic_interface([("192.0.2.7", 2)], "eth1") == "eth1"
+    with pytest.raises(UserError, match="needs --network-interface"):
+        elastic_interface([("192.0.2.7", 2)], None)
