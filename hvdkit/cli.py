@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
+from pathlib import Path
 
 from hvdkit import __version__
 from hvdkit.adapters.base import FRAMEWORKS
@@ -25,9 +27,10 @@ from hvdkit.machines import elastic_settings
 from hvdkit.mpirun import parse_mpi_args
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.worker import in_horovod_job, run_worker
-from hvdkit.world import JOB_STARTED
+from hvdkit.world import JOB_STARTED, default_threads
 
 VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
+LAUNCHER_REPORTS = "HVDKIT_LAUNCHER_REPORTS"  # the launcher prints the `done` line itself
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +55,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mpi-args", default="", metavar="ARGS",
                    help="extra arguments for mpirun, e.g. --mpi-args '--report-bindings'; "
                         "an --mca parameter hvdkit also sets takes your value")
+    p.add_argument("--launcher", choices=("auto", "ray"), default="auto",
+                   help="auto: mpirun on one host with MPI, else horovodrun; ray: Horovod's "
+                        "RayExecutor on a Ray cluster (make setup-ray)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="--launcher ray: the cluster to join (default: start one here)")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="show every rank's output raw (launcher tags and start-up lines too)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -109,6 +117,10 @@ def train(args: argparse.Namespace) -> int:
         os.environ[JOB_STARTED] = str(time.time())
     if args.framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {args.framework!r}; valid: {', '.join(FRAMEWORKS)}")
+    if args.launcher == "ray" and not in_horovod_job():
+        check_ray_flags(args)
+    elif args.ray_address:
+        raise UserError("--ray-address needs --launcher ray")
     # Flags left unset take this machine's tuned defaults (hvdkit tune), else the built-ins.
     machine = None if in_horovod_job() else apply_machine_defaults(args)
     recipe = _recipe(args)  # every recipe error surfaces here, before any worker starts
@@ -130,12 +142,42 @@ def train(args: argparse.Namespace) -> int:
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
+    if args.launcher == "ray":
+        return _train_on_ray(args, options, run_dir)
     if options.np == 1 and not (options.multi_host or options.elastic):
         # One rank needs no launcher: Horovod starts as an MPI singleton in this process.
         args.run_dir = run_dir
         return train_worker(args, recipe, {"launched_by": "in-process", "np": 1,
                                               "machine_defaults": machine})
     return run_job(options, _worker_command(args, run_dir), verbose=args.verbose)
+
+
+def check_ray_flags(args: argparse.Namespace) -> None:
+    """--launcher ray: Gloo, and the hosts are the Ray cluster's."""
+    if args.controller not in (None, "gloo"):
+        raise UserError("--launcher ray runs Horovod on Gloo; leave out --controller mpi")
+    if args.hosts or args.hostfile or args.elastic:
+        raise UserError("--launcher ray takes its hosts from the Ray cluster: leave out "
+                        "--hosts, --hostfile and --elastic")
+    args.controller = "gloo"
+
+
+def _train_on_ray(args: argparse.Namespace, options: LaunchOptions, run_dir: str) -> int:
+    from hvdkit.ray_launcher import run_ray_job
+
+    threads = args.threads or default_threads(options.np)
+    argv = _worker_command(args, str(Path(run_dir).resolve()))[3:]  # from `train` on
+    launch = json.dumps({**options.describe(), "launched_by": "ray",
+                         "ray_address": args.ray_address})
+    print(f"[hvdkit] launching on Ray ({args.ray_address or 'a local instance'}): -np "
+          f"{options.np}, {threads} CPU(s) per rank: hvdkit {shlex.join(argv)}",
+          file=sys.stderr, flush=True)
+    code = run_ray_job(options.np, threads, argv, args.ray_address,
+                       {"HVDKIT_LAUNCH": launch, LAUNCHER_REPORTS: "1"})
+    summary = Path(run_dir) / "summary.json"
+    if code == 0 and summary.is_file():  # Ray may drop an actor's last lines at shutdown
+        print(done_line(args.framework, json.loads(summary.read_text())), flush=True)
+    return code
 
 
 def _launch_options(args: argparse.Namespace, machine: dict | None) -> LaunchOptions:
@@ -167,6 +209,13 @@ def _worker_command(args: argparse.Namespace, run_dir: str) -> list[str]:
     return worker
 
 
+def done_line(framework: str, summary: dict) -> str:
+    accuracy = summary.get("test_accuracy")
+    shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
+    return (f"[hvdkit] done: {framework} np={summary['np']} {shown}, "
+            f"{summary['samples_per_sec']:.0f} samples/s, run files in {summary.get('run_dir')}")
+
+
 def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
     """Train in this process (one rank of a job); failures name the rank, exit non-zero."""
     from hvdkit.trainer import Trainer
@@ -178,12 +227,9 @@ def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
                           launch_info=launch or {"launched_by": "external"},
                           resume=args.resume, elastic=args.elastic)
         summary = trainer.fit()
-        if trainer.world is not None and trainer.world.is_root:
-            accuracy = summary.get("test_accuracy")
-            shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
-            print(f"[hvdkit] done: {args.framework} np={summary['np']} {shown}, "
-                  f"{summary['samples_per_sec']:.0f} samples/s, run files in "
-                  f"{summary.get('run_dir')}", flush=True)
+        if trainer.world is not None and trainer.world.is_root \
+                and not os.environ.get(LAUNCHER_REPORTS):
+            print(done_line(args.framework, summary), flush=True)
         return 0
 
     return run_worker(train_here)

@@ -150,3 +150,15 @@ def test_launching_a_job_imports_no_framework(tmp_path) -> None:
 
 def mca(command: list[str]) -> dict[str, str]:
     return {command[i + 1]: command[i + 2] for i, word in enumerate(command) if word == "--mca"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--launcher", "ray", "--controller", "mpi"], "runs Horovod on Gloo"),
+    (["--launcher", "ray", "-H", "a:1,b:1"], "takes its hosts from the Ray cluster"),
+    (["--ray-address", "auto"], "--ray-address needs --launcher ray"),
+])
+def test_ray_launcher_flag_errors(argv: list[str], message: str, capsys) -> None:
+    from hvdkit.cli import main
+
+    assert main(["train", "recipes/digits_mlp.yaml", "-np", "2", *argv]) == 2
+    assert message in capsys.readouterr().err
