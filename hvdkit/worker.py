@@ -6,8 +6,6 @@ the launcher (hvdkit.launcher.run_job) reads the `hvdkit: rank N failed` line to
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
 import sys
 import traceback
@@ -45,29 +43,11 @@ def in_horovod_job() -> bool:
     return any(name in os.environ for name in RANK_VARIABLES)
 
 
-_exit_code: int | None = None  # run_worker's result, for _exit_after_atexit
-
-
-def _exit_after_atexit() -> None:
-    """The last atexit handler of a rank (registered first): once Horovod and MPI have shut
-    down in theirs, end the process without the interpreter's teardown, which took 8 s per
-    torch rank under MPI on a loaded 2-core host (0.2 s this way) and delayed every job's end."""
-    if _exit_code is None:  # run_worker did not finish: leave the exit as it is
-        return
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_exit_code)
-
-
 def run_worker(main: Callable[[], int | None]) -> int:
     """Call `main`; a UserError exits 2, any other exception 1, each naming this rank. In a job
     started by `hvdkit train`, the rank's heartbeat (hvdkit.watchdog) runs meanwhile and its
     last beat says how the rank ended; a KeyboardInterrupt (a second Ctrl-C) exits 130."""
-    global _exit_code
     rank = rank_from_env()
-    if in_horovod_job():
-        atexit.register(_exit_after_atexit)
     watchdog.start_heartbeat(rank)
     code, kind = 1, watchdog.FAILED
     try:
@@ -94,5 +74,4 @@ def run_worker(main: Callable[[], int | None]) -> int:
                   flush=True)
     finally:
         watchdog.finish_heartbeat(code, kind)  # a no-op when already finished above
-    _exit_code = code
     return code
