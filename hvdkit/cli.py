@@ -21,12 +21,14 @@ from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
+from hvdkit.interrupts import finish_stopped
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
 from hvdkit.layout import ParallelLayout
 from hvdkit.machines import elastic_settings
 from hvdkit.mpirun import parse_mpi_args
 from hvdkit.recipe import Recipe, load_recipe
-from hvdkit.worker import in_horovod_job, run_worker
+from hvdkit.rundir import prepare_run_dir
+from hvdkit.worker import in_horovod_job, rank_from_env, run_worker
 from hvdkit.world import JOB_STARTED, default_threads
 
 VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
@@ -67,6 +69,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                    help="resume from a checkpoint: the newest good one of --run-dir, or a run "
                         "folder, checkpoint folder or file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --run-dir (its files are deleted first)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="no TensorBoard event files in <run dir>/tensorboard")
     p.add_argument("--elastic", action="store_true",
                    help="Horovod elastic training (needs --host-discovery-script)")
     p.add_argument("--min-np", type=int, help="elastic: fewest workers to keep going with")
@@ -102,6 +108,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     _add_train(sub)
     add_study_parsers(sub)  # scale, bench allreduce, tune (hvdkit.bench.commands)
     sub.add_parser("info", help="versions, Horovod's build, ranks, threads and launch defaults")
+    exp = sub.add_parser("export", help="write a run's trained model in its framework's format")
+    exp.add_argument("run", help="the run folder (runs/<run>)")
+    exp.add_argument("--format", default="native", help="native: PyTorch state_dict / .keras")
+    exp.add_argument("--out", help="where to write it (default <run>/export)")
     return parser.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
 
 
@@ -128,20 +138,23 @@ def train(args: argparse.Namespace) -> int:
         raise UserError("--resume without a path needs --run-dir (the run to resume), "
                         "or give the run folder: --resume runs/<run>")
     if in_horovod_job():
+        if "HVDKIT_LAUNCH" not in os.environ and args.run_dir and rank_from_env() == 0:
+            prepare_run_dir(args.run_dir, args.resume, args.overwrite)  # srun, mpirun
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
     options = _launch_options(args, machine)
     options.validate()
     ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
                                source=args.recipe)
+    from hvdkit.trainer import default_run_dir
+
+    run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
+    prepare_run_dir(run_dir, args.resume, args.overwrite)  # before check_horovod loads a framework
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
     if options.elastic:  # threads per rank follow the ranks on each machine, not per host name
         env, options.network_interface = elastic_settings(
             str(options.host_discovery_script), options.np, options.network_interface)
         os.environ.update(env)
-    from hvdkit.trainer import default_run_dir
-
-    run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))
     if args.launcher == "ray":
         return _train_on_ray(args, options, run_dir)
     if options.np == 1 and not (options.multi_host or options.elastic):
@@ -202,6 +215,8 @@ def _worker_command(args: argparse.Namespace, run_dir: str) -> list[str]:
         worker += ["--threads", str(args.threads)]
     if not args.progress:
         worker.append("--no-progress")
+    if not args.tensorboard:
+        worker.append("--no-tensorboard")
     if args.resume:
         worker += ["--resume", args.resume]
     if args.elastic:
@@ -223,10 +238,12 @@ def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
     def train_here() -> int:
         # Started by mpirun or srun directly: rank 0 picks the run folder if none was given.
         trainer = Trainer(recipe, args.framework, run_dir=args.run_dir or "auto",
-                          progress=args.progress,
+                          progress=args.progress, tensorboard=args.tensorboard,
                           launch_info=launch or {"launched_by": "external"},
                           resume=args.resume, elastic=args.elastic)
         summary = trainer.fit()
+        if summary.get("interrupted"):  # SIGINT/SIGTERM: stopped at a step with a checkpoint
+            return finish_stopped(trainer)
         if trainer.world is not None and trainer.world.is_root \
                 and not os.environ.get(LAUNCHER_REPORTS):
             print(done_line(args.framework, summary), flush=True)
@@ -242,7 +259,14 @@ def info(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "info": info, **STUDY_COMMANDS}
+def export(args: argparse.Namespace) -> int:
+    from hvdkit.export import export_run
+
+    export_run(args.run, args.format, args.out)
+    return 0
+
+
+COMMANDS = {"train": train, "info": info, "export": export, **STUDY_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"hvdkit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a job started (or after it): no traceback
+        print("hvdkit: interrupted", file=sys.stderr)
+        return 130
     if argv is None and args.command == "train" and code == 0:
         # This process trained (a rank, or -np 1): end it without the slow interpreter teardown.
         from hvdkit.quick_exit import quick_exit

@@ -1,6 +1,7 @@
 # Shared by the launch scripts (sourced, not run): where hvdkit is, and how a command is run.
-#   show_and_run CMD...   prints the exact command (shell-quoted), then runs it in place of the
-#                         script; with DRY_RUN=1 it only prints it.
+#   show CMD...           prints the exact command (shell-quoted).
+#   show_and_run CMD...   prints it, then runs it in place of the script; with DRY_RUN=1 it
+#                         only prints it.
 #   total_slots H1:2,H2:2 | total_slots_in FILE   the number of ranks a host list holds.
 #   given "-f|--framework" ARGS...   true when ARGS hold that option (`-f x` or `--framework=x`).
 
@@ -10,13 +11,17 @@ if [[ -z "${HVDKIT:-}" ]]; then
   else HVDKIT=hvdkit; fi
 fi
 
-show_and_run() {
+show() {
   local word line="[launch]"
   for word in "$@"; do
     if [[ "$word" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then line+=" $word"
     else line+=" '${word//\'/\'\\\'\'}'"; fi
   done
   echo "$line"
+}
+
+show_and_run() {
+  show "$@"
   if [[ "${DRY_RUN:-0}" == 1 ]]; then exit 0; fi
   exec "$@"
 }

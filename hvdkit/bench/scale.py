@@ -104,7 +104,7 @@ def trial_command(spec: SweepSpec, trial: dict[str, Any], run_dir: Path) -> list
     """The `hvdkit train` command of one trial (same threads per rank at every point)."""
     command = [sys.executable, "-m", "hvdkit", "train", spec.recipe, "-f", trial["framework"],
                "-np", str(trial["np"]), "--controller", trial["controller"],
-               "--run-dir", str(run_dir), "--no-progress",
+               "--run-dir", str(run_dir), "--overwrite", "--no-progress",  # a rerun replaces it
                "--threads", str(spec.threads_per_rank())]
     for item in trial_overrides(spec, trial):
         command += ["--set", item]

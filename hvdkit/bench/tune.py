@@ -43,7 +43,8 @@ def run_settings(recipe: str, settings: dict[str, Any], np_: int, framework: str
     run_dir = out / "runs" / f"trial-{index}"
     command = [sys.executable, "-m", "hvdkit", "train", recipe, "-f", framework,
                "-np", str(np_), "--controller", settings["controller"],
-               "--threads", str(settings["threads"]), "--run-dir", str(run_dir), "--no-progress",
+               "--threads", str(settings["threads"]), "--run-dir", str(run_dir), "--overwrite",
+               "--no-progress",
                "--set", f"train.max_steps={steps}",
                "--yield-when-idle" if settings["yield_when_idle"] else "--no-yield-when-idle"]
     for item in overrides:

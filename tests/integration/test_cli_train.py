@@ -6,6 +6,7 @@ naming its rank, without a hang."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -86,4 +87,39 @@ def test_crashing_rank_ends_the_job_and_is_named() -> None:
     assert result.returncode != 0
     assert "RuntimeError: injected failure at step 3" in output  # the rank's traceback
     assert "hvdkit: the job failed (exit code" in output and "rank 1 failed" in output
+    assert "): rank 1 (pid " in output and "its traceback is above" in output
     assert elapsed < 60, f"took {elapsed:.0f}s to end"
+
+
+def test_failure_messages_say_only_what_is_known(tmp_path: Path) -> None:
+    # mpirun refuses an option: no rank ever started, and none printed a traceback.
+    refused = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--run-dir",
+                           str(tmp_path / "a"), "--mpi-args", "--no-such-option")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and 'unknown option "--no-such-option"' in output
+    assert "hvdkit: the job failed (exit code 1) before any rank reported starting" in output
+    assert "traceback" not in output.lower()
+    # Every rank refuses the batch size: the first to stop is named, its error (not a traceback)
+    # is above; when every rank's last beat says the same error, it is said once.
+    too_big = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--controller", "gloo",
+                           "--threads", "1", "--run-dir", str(tmp_path / "b"), "--set",
+                           "train.batch_size=5000")
+    output = too_big.stdout + too_big.stderr
+    assert too_big.returncode != 0
+    error = ("train.batch_size x parallel.accumulation x ranks = 10000 is larger than the 1438 "
+             "training samples")
+    assert re.search(rf"hvdkit: error \(rank [01]\): {error}", output), output[-3000:]
+    assert re.search(r"hvdkit: the job failed \(exit code \d+\): (rank [01] \(pid \d+ on "
+                     r"localhost\) failed first \(last heard before its first step\): it "
+                     rf"stopped with the error above|every rank stopped with the same error: "
+                     rf"{error})\n", output), output[-3000:]
+    assert "traceback is above" not in output
+    # One host cannot be reached: the job started nowhere; that host is named with ssh's
+    # reason, and the local host is not called lost "during the run".
+    bad_host = hvdkit_train("recipes/digits_mlp.yaml", "-np", "2", "--controller", "gloo",
+                            "-H", "localhost:1,nohost.invalid:1", "--run-dir", str(tmp_path / "c"))
+    output = bad_host.stdout + bad_host.stderr
+    assert bad_host.returncode != 0
+    assert "hvdkit: could not start on nohost.invalid: ssh: Could not resolve hostname" in output
+    assert "localhost is unreachable" not in output and "during the run" not in output
+    assert "could not start on localhost" not in output
