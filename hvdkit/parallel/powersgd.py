@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hvdkit.bench.bandwidth import ring_bytes_per_rank
+from hvdkit.parallel.exchange import GradientExchange
 
 DEFAULT_RANK = 2
 DEFAULT_WARMUP_STEPS = 10
@@ -106,3 +108,29 @@ class PowerSGDPlan:
                 "uncompressed_tensors": len(self.uncompressed),
                 "warmup_steps": self.warmup_steps,
                 "compression_ratio": self.compression_ratio()}
+
+
+class PowerSGD(GradientExchange):
+    """PowerSGD in the exchange slot (hvdkit.parallel.exchange), over this rank's replicas.
+    The adapter's `powersgd_reducer` hook installs the framework's mechanics; a step is then
+    the adapter's `optimizer_step`, compiled into TensorFlow's step."""
+
+    name = "allreduce"
+    collective_state = True  # every rank's errors go into a checkpoint
+
+    def __init__(self, op: str, ranks: list[int] | None, rank: int, warmup_steps: int) -> None:
+        super().__init__()
+        self.op, self.ranks, self.rank, self.warmup_steps = op, ranks, rank, warmup_steps
+        self.plan: PowerSGDPlan | None = None
+
+    def attach(self, adapter: Any) -> None:
+        super().attach(adapter)
+        self.plan = adapter.powersgd_reducer(self.op, self.ranks, self.rank, self.warmup_steps)
+        self.bytes_per_step = float(self.plan.elements_per_step(True) * self.plan.itemsize)
+
+    def report(self) -> dict[str, Any]:
+        assert self.plan is not None
+        return {**super().report(), "compression": "powersgd",
+                "bytes_sent_per_step": self.plan.bytes_per_step(True),
+                "bytes_sent_per_step_uncompressed": self.plan.bytes_per_step(False),
+                **self.plan.describe()}

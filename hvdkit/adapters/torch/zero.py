@@ -55,20 +55,26 @@ class ZeroExchange:
     def param_groups(self) -> list[dict[str, Any]]:
         return self.optimizer.param_groups
 
+    @property
+    def state(self) -> Any:
+        """The shard optimizer's state (this rank's share only)."""
+        return self.optimizer.state
+
     @torch.no_grad()
     def _pull(self) -> None:
         """Copy this rank's part of the parameters into the shard (after a load or broadcast
         the model is the truth)."""
         for piece in self.plan.pieces:
             flat = self.params[piece.param].detach().reshape(-1)
-            self.shard[piece.shard_offset:piece.shard_offset + piece.size].copy_(
+            self.shard[piece.shard_offset:piece.shard_offset + piece.size].copy_(  # any device
                 flat[piece.param_offset:piece.param_offset + piece.size])
 
     def _bucket_grads(self) -> list[torch.Tensor]:
         flats = []
         for bucket in self.plan.buckets:
-            parts = [self.params[i].grad.reshape(-1) if self.params[i].grad is not None
-                     else self.params[i].new_zeros(self.params[i].numel())
+            parts = [self.params[i].grad.reshape(-1).to(self.shard.device)
+                     if self.params[i].grad is not None
+                     else self.shard.new_zeros(self.params[i].numel())
                      for i in bucket.params]
             if bucket.padded > bucket.size:
                 parts.append(parts[0].new_zeros(bucket.padded - bucket.size))
