@@ -1,6 +1,8 @@
 """ZeRO-1 and PowerSGD in real 2-rank Horovod jobs (MPI and Gloo), against plain data
 parallelism. One job per controller runs every case of workers/exchanges.py on both
-frameworks; PowerSGD's convergence on the digits MLP runs under MPI only.
+frameworks; under MPI it also trains the digits MLP with PowerSGD and runs ZeRO-1 through the
+Trainer (equal to the ring, checkpoint and exact resume), and one process then resumes that
+2-rank checkpoint.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ def results(request, tmp_path_factory) -> dict:
     controller = request.param
     if controller not in _cache:
         out = tmp_path_factory.mktemp(f"exchanges-{controller}")
-        extra = ["--convergence"] if controller == "mpi" else []
+        extra = ["--convergence", "--trainer"] if controller == "mpi" else []
         run_job(worker("exchanges", "--out", str(out), *extra), np=2, controller=controller,
                 timeout=600)
         _cache[controller] = json.loads((out / "results.json").read_text())
+        if controller == "mpi":
+            run_job(worker("exchanges", "--out", str(out), "--resume-at-one"), np=1)
+            one = json.loads((out / "one.json").read_text())
+            for framework, values in one.items():
+                _cache[controller][framework].update(values)
     return _cache[controller]
 
 
@@ -72,3 +79,23 @@ def test_powersgd_keeps_accuracy_with_a_tenth_of_the_bytes(results, framework: s
         pytest.skip("the convergence runs in the MPI job only")
     assert r["accuracy_powersgd"] >= r["accuracy_none"] - 0.01, r
     assert r["powersgd_uncompressed_bytes"] >= 10 * r["powersgd_bytes"], r
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_zero1_through_the_trainer(results, framework: str) -> None:
+    r = results[framework]
+    if "trainer_zero_vs_ring" not in r:
+        pytest.skip("the Trainer cases run in the MPI job only")
+    assert r["trainer_zero_vs_ring"] <= TOLERANCE  # parallel.sync zero1 == allreduce
+    zero_bytes, ring_bytes = r["trainer_state_bytes"]  # as the run summary reports them
+    assert zero_bytes <= 0.55 * ring_bytes
+    assert r["trainer_resume"] == 0.0  # stopped at step 6, resumed: bit for bit
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_zero1_checkpoint_resumes_on_one_rank(results, framework: str) -> None:
+    r = results[framework]
+    if "one_rank_state" not in r:
+        pytest.skip("runs after the MPI job only")
+    assert r["one_rank_state"] <= TOLERANCE  # the whole state, as the ring's checkpoint has it
+    assert r["one_rank_loss"] < 2.5  # and it trains on

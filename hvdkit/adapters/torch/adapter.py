@@ -231,7 +231,9 @@ class TorchAdapter(Adapter):
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
-        if isinstance(self.optimizer, torch.optim.Optimizer):  # not ZeRO-1's shards
+        # Not ZeRO-1's shards; nor an empty state, which Horovod would first fill by a step
+        # with zero gradients: Adam would count that step, and weight decay would move p.
+        if isinstance(self.optimizer, torch.optim.Optimizer) and self.optimizer.state:
             self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
 
     def state(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """ZeRO-1 and PowerSGD exchanges against plain data parallelism, both frameworks in one
 Horovod job. Rank 0 writes results.json: differences, byte counts, accuracies.
 
-    horovodrun -np 2 python exchanges.py --out DIR [--frameworks torch,tensorflow] [--convergence]
+    horovodrun -np 2 python exchanges.py --out DIR [--frameworks torch,tensorflow]
+        [--convergence] [--trainer]
 
 Plain data parallelism here is the textbook step: grouped allreduce (average) of the
 gradients, then the whole optimizer's step on every rank.
@@ -267,20 +268,89 @@ def check(side, ds, results: dict, convergence: bool) -> None:
                 results["powersgd_uncompressed_bytes"] = exchange.plan.bytes_per_step(False)
 
 
+def trainer_recipe(sync: str, steps: int, **train):
+    from hvdkit import recipe_from_dict
+
+    return recipe_from_dict({
+        "name": "zero-check", "model": {"name": "mlp", "hidden": [32]},
+        "data": {"name": "digits"}, "optimizer": {"name": "adam", "lr": 0.01},
+        "train": {"batch_size": BATCH, "max_steps": steps, "log_every_steps": 3, **train},
+        "parallel": {"sync": sync},
+    })
+
+
+def trainer_checks(framework: str, out: Path, results: dict) -> None:
+    """Through the Trainer: zero1 equals the ring; a checkpoint resumes exactly; its file holds
+    the whole optimizer state (a later np=1 process resumes it: tests/integration)."""
+    from hvdkit import Trainer
+
+    def fit(r, **kw) -> tuple[list[np.ndarray], dict]:
+        trainer = Trainer(r, framework, progress=False, **kw)
+        summary = trainer.fit()
+        return trainer.adapter.parameters_as_numpy(), summary
+
+    whole, summary = fit(trainer_recipe("zero1", 2 * STEPS))
+    ring, ring_summary = fit(trainer_recipe("allreduce", 2 * STEPS))
+    results["trainer_zero_vs_ring"] = diff(whole, ring)
+    results["trainer_state_bytes"] = [summary["exchange"]["optimizer_state_bytes"],
+                                      ring_summary["exchange"]["optimizer_state_bytes"]]
+    for sync in ("zero1", "allreduce"):
+        fit(trainer_recipe(sync, STEPS), run_dir=out / f"ckpt-{framework}-{sync}")
+    resumed, _ = fit(trainer_recipe("zero1", 2 * STEPS), run_dir=out / "resumed",
+                     resume=out / f"ckpt-{framework}-zero1")
+    results["trainer_resume"] = diff(whole, resumed)
+
+
+def flat_optimizer_state(value) -> list[np.ndarray]:
+    """Every array in a saved optimizer state, in a stable order (either framework)."""
+    if isinstance(value, dict):
+        return [a for k in sorted(value, key=str) for a in flat_optimizer_state(value[k])]
+    if isinstance(value, list | tuple):
+        return [a for v in value for a in flat_optimizer_state(v)]
+    return [np.asarray(value, np.float64).ravel()] if isinstance(value, np.ndarray) else []
+
+
+def resume_at_one(framework: str, out: Path, results: dict) -> None:
+    """One process resumes the 2-rank ZeRO-1 checkpoint: its optimizer holds what the 2-rank
+    ring's checkpoint holds (the whole state), and it trains on."""
+    from hvdkit import Trainer
+    from hvdkit.checkpoint import list_checkpoints, load
+
+    trainer = Trainer(trainer_recipe("zero1", STEPS), framework, progress=False,
+                      resume=out / f"ckpt-{framework}-zero1")
+    trainer.fit()  # nothing left to train: the optimizer holds what was loaded
+    ring = load(list_checkpoints(out / f"ckpt-{framework}-allreduce" / "checkpoints")[-1])
+    results["one_rank_state"] = diff(flat_optimizer_state(trainer.adapter.state()["optimizer"]),
+                                     flat_optimizer_state(ring["state"]["optimizer"]))
+    more = Trainer(trainer_recipe("zero1", STEPS + 3), framework, progress=False,
+                   resume=out / f"ckpt-{framework}-zero1").fit()
+    results["one_rank_loss"] = more["test_loss"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--frameworks", default="torch,tensorflow")
     parser.add_argument("--convergence", action="store_true")
+    parser.add_argument("--trainer", action="store_true")
+    parser.add_argument("--resume-at-one", action="store_true",
+                        help="one process: resume the --trainer job's ZeRO-1 checkpoints")
     args = parser.parse_args()
     ds = data()
+    args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    if args.resume_at_one:
+        for framework in args.frameworks.split(","):
+            resume_at_one(framework, args.out, results.setdefault(framework, {}))
+        (args.out / "one.json").write_text(json.dumps(results, indent=1))
+        return 0
     for framework in args.frameworks.split(","):
         side = TorchSide() if framework == "torch" else TensorFlowSide()
         results[framework] = {}
         check(side, ds, results[framework], args.convergence)
+        if args.trainer:
+            trainer_checks(framework, args.out, results[framework])
     if side.rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 
