@@ -103,3 +103,41 @@ def test_powersgd_low_rank_step_in_numpy_recovers_a_low_rank_gradient() -> None:
     p, _ = np.linalg.qr(grad @ q)
     approx = p @ (grad.T @ p).T
     assert np.abs(approx - grad).max() < 1e-4
+
+
+# The layout rules of the two options (hvdkit.layout), each one line naming the field.
+
+def _recipe(**parallel: object):
+    from hvdkit.recipe import recipe_from_dict
+
+    return recipe_from_dict({"model": {"name": "mlp", "hidden": [16]},
+                             "data": {"name": "digits"}, "optimizer": {"name": "adam"},
+                             "parallel": parallel})
+
+
+@pytest.mark.parametrize("parallel, elastic, message", [
+    ({"sync": "zero1", "reduction": "adasum"}, False, "parallel.reduction adasum needs"),
+    ({"compression": "powersgd", "sync": "zero1"}, False, "set parallel.sync allreduce"),
+    ({"compression": "powersgd", "reduction": "adasum"}, False, "average or sum"),
+    ({"compression": "powersgd", "powersgd_rank": 0}, False, "parallel.powersgd_rank"),
+    ({"powersgd_warmup_steps": -1}, False, "parallel.powersgd_warmup_steps"),
+    ({"sync": "zero1"}, True, "parallel.sync zero1 keeps per-rank state"),
+    ({"compression": "powersgd"}, True, "parallel.compression powersgd keeps"),
+])
+def test_layout_refuses_what_the_exchanges_cannot_do(parallel: dict, elastic: bool,
+                                                     message: str) -> None:
+    from hvdkit.errors import UserError
+    from hvdkit.layout import ParallelLayout
+
+    with pytest.raises(UserError, match=message):
+        ParallelLayout.from_recipe(_recipe(**parallel), 2, controller="gloo", elastic=elastic)
+
+
+def test_layout_takes_both_options_in_a_hybrid_pipeline() -> None:
+    from hvdkit.layout import ParallelLayout
+
+    for parallel in ({"sync": "zero1", "compression": "fp16"}, {"compression": "powersgd"}):
+        layout = ParallelLayout.from_recipe(
+            _recipe(stages=2, microbatches=2, **parallel), 4, controller="mpi")
+        assert (layout.replicas, layout.powersgd_rank, layout.powersgd_warmup_steps) == \
+            (2, 2, 10)

@@ -126,6 +126,9 @@ class TensorFlowSide:
         import tensorflow as tf
 
         self.tf, self.hvd = tf, hvd
+        # The Trainer's adapter sets the same later (train.threads 1): TF refuses a change.
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
         hvd.init()
         self.rank, self.size = hvd.rank(), hvd.size()
 
@@ -274,7 +277,8 @@ def trainer_recipe(sync: str, steps: int, **train):
     return recipe_from_dict({
         "name": "zero-check", "model": {"name": "mlp", "hidden": [32]},
         "data": {"name": "digits"}, "optimizer": {"name": "adam", "lr": 0.01},
-        "train": {"batch_size": BATCH, "max_steps": steps, "log_every_steps": 3, **train},
+        "train": {"batch_size": BATCH, "max_steps": steps, "log_every_steps": 3, "threads": 1,
+                  **train},
         "parallel": {"sync": sync},
     })
 
