@@ -288,6 +288,12 @@ class TensorFlowAdapter(Adapter):
     def assign_parameters(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.trainable, arrays, strict=True):
             v.assign(a)
+        self._parameters_changed()
+
+    def _parameters_changed(self) -> None:
+        """ZeRO-1's shard follows variables changed outside its step."""
+        if self.sharded is not None:
+            self.sharded.pull()
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.trainable]
@@ -309,6 +315,7 @@ class TensorFlowAdapter(Adapter):
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_variables([v.value for v in self._all_variables()],
                                      root_rank=root_rank)
+        self._parameters_changed()
 
     def state(self) -> dict[str, Any]:
         """Model and optimizer variables (the step counter included) and TF's global RNG. Under
@@ -328,6 +335,7 @@ class TensorFlowAdapter(Adapter):
                                    [*state["model"], *([] if self.sharded
                                                        else state["optimizer"])], strict=True):
             variable.assign(value)
+        self._parameters_changed()
         if self.powersgd is not None and "powersgd" in state:
             self.powersgd.load_state_dict(state["powersgd"])
         if "rng" in state:

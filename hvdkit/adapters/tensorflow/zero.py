@@ -57,6 +57,8 @@ class ZeroExchange:
         if slots != sorted(slots):
             raise ValueError("ZeRO-1 expects the optimizer's scalars before its slots")
         self._step = tf.function(self.apply, autograph=False)
+        self._pull = tf.function(lambda: self.shard.assign(self._mine()), autograph=False)
+        self.pull()
         self.seconds = 0.0  # eager `step` calls only: inside a compiled step, the timeline sees it
 
     def _is_slot(self, variable: Any) -> bool:
@@ -68,12 +70,16 @@ class ZeroExchange:
         flat = tf.concat([tf.reshape(v.value, [-1]) for v in self.variables] + [[0.0]], 0)
         return tf.gather(flat, self._index)
 
+    def pull(self) -> None:
+        """Take this rank's part of the variables into the shard: after anything but `apply`
+        changed them (a load, a broadcast). `apply` keeps the two equal itself."""
+        self._pull()
+
     def apply(self, grads: Sequence[tf.Tensor], lr: Any = None) -> None:
         """Reduce `grads` (one per variable), step the shard, gather every variable.
         Graph-safe: call it inside the step's tf.function."""
         if lr is not None:
             self.optimizer.learning_rate.assign(lr)
-        self.shard.assign(self._mine())  # the model is the truth (after a load or broadcast)
         flats = []
         for bucket in self.plan.buckets:
             parts = [tf.reshape(grads[i], [-1]) for i in bucket.params]
