@@ -14,18 +14,15 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 
+from hvdkit.console import Console
 from hvdkit.errors import UserError
+from hvdkit.horovodrun import extension_built, horovod_installed
 from hvdkit.hosts import gloo_timeout_env, host_names, mpi_keepalive_args, report_lost_hosts
+from hvdkit.mpirun import for_horovodrun, merge_mpi_args, mpirun_command, uses_mpirun
 from hvdkit.world import cores
 
-# Extension modules that exist only when Horovod was built with that framework.
-HOROVOD_EXTENSIONS = {
-    "torch": "horovod.torch.mpi_lib_v2",
-    "tensorflow": "horovod.tensorflow.mpi_lib",
-}
 CONTROLLERS = ("mpi", "gloo")
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
 # A rank killed by a signal prints nothing itself; its launcher names it.
@@ -116,7 +113,7 @@ class LaunchOptions:
         args = ["--mca", "mpi_yield_when_idle", "1"] if self.yield_when_idle else []
         if self.multi_host:  # a host cut off mid-run ends the job instead of hanging it
             args += mpi_keepalive_args(self.peer_timeout)
-        return args + self.mpi_args
+        return merge_mpi_args(args, self.mpi_args)  # the user's values replace ours
 
     def describe(self) -> dict:
         """What a run records in its config.yaml, the resolved mpirun arguments included."""
@@ -125,9 +122,9 @@ class LaunchOptions:
 
 def check_horovod(framework: str, controller: str) -> None:
     """Fail early, with the fix, when Horovod or the chosen pieces of it are missing."""
-    if find_spec("horovod") is None:
+    if not horovod_installed():
         raise UserError("Horovod is not installed in this Python; run `make setup`")
-    if find_spec(HOROVOD_EXTENSIONS[framework]) is None:
+    if not extension_built(framework):  # a file check: no framework is imported here
         raise UserError(f"Horovod was built without {framework}; run `make setup` to rebuild it")
     if controller == "mpi" and shutil.which("mpirun") is None:
         raise UserError("mpirun is not on PATH (OpenMPI missing); run `make setup`, "
@@ -136,10 +133,11 @@ def check_horovod(framework: str, controller: str) -> None:
 
 def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The horovodrun command line that runs `program` (an argv) on every rank."""
-    horovodrun = Path(sys.executable).with_name("horovodrun")
     controller = options.launch_controller
-    command = [str(horovodrun) if horovodrun.exists() else "horovodrun",
-               "-np", str(options.np), f"--{controller}"]
+    # horovodrun's own command line, with its build probe kept off TensorFlow.
+    command = [sys.executable, "-m", "hvdkit.horovodrun", "-np", str(options.np),
+               f"--{controller}"]
+    mpi_args, nic = for_horovodrun(options) if controller == "mpi" else ([], None)
     if options.elastic:
         command += ["--min-np", str(options.min_np or 1), "--max-np",
                     str(options.max_np or options.np), "--host-discovery-script",
@@ -149,12 +147,20 @@ def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
         command += ["-H", options.hosts]
     if options.hostfile:
         command += ["--hostfile", options.hostfile]
-    if options.network_interface:
-        command += ["--network-interface", options.network_interface]
-    mpi_args = options.effective_mpi_args()
-    if controller == "mpi" and mpi_args:
+    nic = nic or options.network_interface
+    if nic:
+        command += ["--network-interface", nic]
+    if mpi_args:
         command += ["--mpi-args", shlex.join(mpi_args)]
     return [*command, *program]
+
+
+def job_command(options: LaunchOptions, program: list[str]) -> list[str]:
+    """The command that runs `program` on every rank: mpirun itself for a one-host MPI job
+    (seconds faster, see hvdkit.mpirun), else horovodrun."""
+    if uses_mpirun(options):
+        return mpirun_command(options, program)
+    return horovodrun_command(options, program)
 
 
 def stall_arguments(options: LaunchOptions) -> list[str]:
@@ -175,9 +181,12 @@ def warn_oversubscription(options: LaunchOptions) -> None:
               "ranks will share cores and run slower", file=sys.stderr)
 
 
-def run_job(options: LaunchOptions, program: list[str]) -> int:
-    """Run `program` on every rank, streaming the output; on failure, name the failed rank(s)."""
-    command = horovodrun_command(options, program)
+def run_job(options: LaunchOptions, program: list[str], verbose: bool = False) -> int:
+    """Run `program` on every rank, relaying the output (hvdkit.console: rank 0's lines clean,
+    other ranks' warnings and errors prefixed, start-up noise out; `verbose`: all of it raw);
+    on failure, name the failed rank(s)."""
+    command = job_command(options, program)
+    console = Console(verbose=verbose)
     print("[hvdkit] launching:", shlex.join(command), file=sys.stderr, flush=True)
     # TensorFlow's C++ info lines (oneDNN, CPU features) repeat on every rank; keep warnings.
     peer_env = gloo_timeout_env(options.peer_timeout) if options.multi_host else {}
@@ -189,8 +198,7 @@ def run_job(options: LaunchOptions, program: list[str]) -> int:
                           text=True, bufsize=1) as job:
         assert job.stdout is not None
         for line in job.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            console.feed(line)
             match = _RANK_FAILED.search(line) or _RANK_LOST.search(line)
             if match:
                 failed.add(int(next(g for g in match.groups() if g is not None)))
@@ -198,6 +206,7 @@ def run_job(options: LaunchOptions, program: list[str]) -> int:
             if stopped:
                 followers.add(int(stopped.group(1)))
         code = job.wait()
+    console.close()
     failed = (failed - followers) or failed
     if code != 0:
         who = f"rank {', '.join(map(str, sorted(failed)))}" if failed else "a worker"

@@ -31,7 +31,7 @@ from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
 from hvdkit.timing import ThroughputWindow
 from hvdkit.worker import controller_from_env, size_from_env
-from hvdkit.world import World
+from hvdkit.world import World, job_seconds_so_far
 
 EVAL_BATCH = 512
 STEP_METRICS = ("loss", "accuracy", "step_time")
@@ -192,12 +192,12 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
+        started = time.perf_counter() - job_seconds_so_far()  # wall_time is the job's
         self._setup()
         recipe, world = self.recipe, self.world
         assert world is not None
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
-        started = time.perf_counter()
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
                                        self.total_steps, self.runner.comm_seconds)
         if self.elastic:
@@ -313,7 +313,7 @@ class Trainer:
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
-            logs.update(epoch=epoch, lr=lr,
+            logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
                         samples_per_sec=self.loader.global_batch / logs["step_time"])
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])

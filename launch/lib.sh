@@ -2,6 +2,7 @@
 #   show_and_run CMD...   prints the exact command (shell-quoted), then runs it in place of the
 #                         script; with DRY_RUN=1 it only prints it.
 #   total_slots H1:2,H2:2 | total_slots_in FILE   the number of ranks a host list holds.
+#   given "-f|--framework" ARGS...   true when ARGS hold that option (`-f x` or `--framework=x`).
 
 HVDKIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${HVDKIT:-}" ]]; then
@@ -48,4 +49,17 @@ total_slots_in() {
 usage() {
   awk 'NR > 1 && /^#/ && !/^#SBATCH/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
+}
+
+# True when one of the |-separated options appears in the arguments that follow.
+given() {
+  local options=$1 arg option
+  shift
+  for arg in "$@"; do
+    IFS='|' read -ra names <<<"$options"
+    for option in "${names[@]}"; do
+      if [[ "$arg" == "$option" || "$arg" == "$option="* ]]; then return 0; fi
+    done
+  done
+  return 1
 }

@@ -1,5 +1,7 @@
-"""`hvdkit train` end to end: a real 2-rank job from the command line, its files and output,
-and a crashing worker that ends the job non-zero, naming its rank, without a hang."""
+"""`hvdkit train` end to end: a real 2-rank job from the command line, its files and its
+console (no launcher tags, no framework start-up lines, user mpirun arguments taken), the
+console's handling of other ranks' warnings, and a crashing worker that ends the job non-zero,
+naming its rank, without a hang."""
 
 from __future__ import annotations
 
@@ -25,12 +27,19 @@ def hvdkit_train(*args: str, timeout: float = 300) -> subprocess.CompletedProces
 @pytest.mark.parametrize("framework, controller", [("torch", "mpi"), ("tensorflow", "gloo")])
 def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str) -> None:
     run_dir = tmp_path / "run"
+    # mpirun arguments that argparse and OpenMPI used to refuse: a value that starts with
+    # dashes, and an MCA parameter hvdkit sets too (the user's value wins)
+    user_mpi = ["--report-bindings", "--mca", "btl_tcp_if_include", "lo"]
     result = hvdkit_train("recipes/digits_mlp.yaml", "-f", framework, "-np", "2",
                           "--controller", controller, "--set", "train.epochs=3",
-                          "--run-dir", str(run_dir))
+                          "--run-dir", str(run_dir), "--mpi-args", " ".join(user_mpi))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "[hvdkit] launching:" in output and f"--{controller}" in output
+    launched = "launching: mpirun " if controller == "mpi" else "-m hvdkit.horovodrun -np 2 --gloo"
+    assert "[hvdkit] launching: " in output and launched in output
+    # the console: rank 0's lines whole and untagged, no framework start-up noise
+    assert "<stderr>:" not in output and "<stdout>:" not in output
+    assert "absl::InitializeLog" not in output and "oneDNN" not in output
     assert "[hvdkit] epoch 3/3 | train loss" in output
     assert f"[hvdkit] done: {framework} np=2 test accuracy" in output
 
@@ -38,7 +47,9 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
     assert config["recipe"]["train"]["epochs"] == 3 and config["world"]["size"] == 2
     assert config["threads_per_rank"] >= 1
     if controller == "mpi":
-        assert config["launch"]["resolved_mpi_args"] == ["--mca", "mpi_yield_when_idle", "1"]
+        assert config["launch"]["resolved_mpi_args"] == \
+            ["--mca", "mpi_yield_when_idle", "1", *user_mpi]
+        assert "MCW rank 1" in output  # --report-bindings took effect
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
@@ -48,6 +59,20 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
     assert {"loss", "accuracy", "samples_per_sec", "step_time", "lr"} <= set(steps[0])
     assert epochs[-1]["test_accuracy"] == summary["test_accuracy"] > 0.8
     assert summary["np"] == 2 and summary["global_batch"] == 64
+
+
+def test_console_shows_other_ranks_warnings_once_and_prefixed() -> None:
+    code = ("import sys; from hvdkit.launcher import LaunchOptions, run_job; "
+            f"sys.exit(run_job(LaunchOptions(np=2), {worker('console')!r}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "first half, second half\n"
+    err = result.stderr.splitlines()
+    assert sum("UserWarning: every rank says this" in line for line in err) == 1
+    own = [line for line in err if "only rank 1 says this" in line]
+    assert len(own) == 1 and own[0].startswith("rank 1: ")
+    assert not any("absl" in line or "oneDNN" in line or "chatter" in line for line in err)
 
 
 def test_crashing_rank_ends_the_job_and_is_named() -> None:
