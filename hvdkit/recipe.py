@@ -104,12 +104,19 @@ class TrainConfig:
 class ParallelConfig:
     reduction: Literal["average", "sum", "adasum"] = "average"
     """How Horovod combines the ranks' gradients."""
-    compression: Literal["none", "fp16"] = "none"
-    """Gradient compression on the wire."""
+    compression: Literal["none", "fp16", "powersgd"] = "none"
+    """Gradient compression on the wire: fp16 halves; powersgd sends low-rank factors of each
+    weight matrix with error feedback (hvdkit.parallel.powersgd)."""
+    powersgd_rank: int = 2
+    """Rank of PowerSGD's factors (compression: powersgd)."""
+    powersgd_warmup_steps: int = 10
+    """Optimizer steps exchanged uncompressed before PowerSGD starts (compression: powersgd)."""
     accumulation: int = 1
     """Backward passes per optimizer step (gradient accumulation)."""
-    sync: Literal["allreduce", "ps"] = "allreduce"
-    """Gradient exchange: Horovod's ring-allreduce, or a parameter server on rank 0 (mpi4py)."""
+    sync: Literal["allreduce", "ps", "zero1"] = "allreduce"
+    """Gradient exchange: Horovod's ring-allreduce, a parameter server on rank 0 (mpi4py), or
+    zero1: reduce-scatter, each rank steps the optimizer on its shard of the parameters and
+    holds only that shard's state, all-gather (hvdkit.parallel.zero)."""
     stages: int = 1
     """Pipeline stages, one rank each; world size = stages x data-parallel degree."""
     microbatches: int = 1

@@ -164,6 +164,24 @@ class Adapter(ABC):
         """Install Horovod ring-allreduce of the gradients over these ranks (None: all), to
         fire after `passes` backward passes; returns a counter of the bytes handed to it."""
 
+    @abstractmethod
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        """Make the optimizer a ZeRO-1 one over these ranks (None: all): gradients
+        reduce-scattered per bucket, the step on this rank's shard (holding only its state),
+        parameters all-gathered; `state()` then gathers the whole optimizer state (every rank
+        calls it). Returns the `hvdkit.parallel.zero.ShardPlan`."""
+
+    @abstractmethod
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        """Install PowerSGD over these ranks (None: all) for `optimizer_step`; `state()` then
+        gathers every rank's errors. Returns the `hvdkit.parallel.powersgd.PowerSGDPlan`."""
+
+    @abstractmethod
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state this rank holds (its shard's alone under ZeRO-1)."""
+
     # -- collectives, state, fault tolerance ----------------------------------------------
 
     @abstractmethod

@@ -65,8 +65,8 @@ class SweepSpec:
             raise UserError("--np needs rank counts of at least 1, e.g. 1,2")
         choices = {"--framework": (self.frameworks, FRAMEWORKS),
                    "--controller": (self.controllers, CONTROLLERS),
-                   "--sync": (self.syncs, ("allreduce", "ps")),
-                   "--compression": (self.compressions, ("none", "fp16"))}
+                   "--sync": (self.syncs, ("allreduce", "ps", "zero1")),
+                   "--compression": (self.compressions, ("none", "fp16", "powersgd"))}
         for flag, (given, valid) in choices.items():
             bad = [g for g in given if g not in valid]
             if bad or not given:
@@ -131,7 +131,10 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
     timed = summary.get("timed") or {}
     n = trial["np"]
     grad_bytes = summary["parameters"] * (2 if trial["compression"] == "fp16" else 4)
-    if trial["sync"] == "ps":
+    sent = (summary.get("exchange") or {}).get("bytes_sent_per_step")
+    if sent is not None and n > 1:  # counted by the exchange itself (zero1, powersgd)
+        moved = sent
+    elif trial["sync"] == "ps":
         moved = ps_bytes_at_root(grad_bytes, 4 * summary["parameters"], n)
     else:
         moved = ring_bytes_per_rank(grad_bytes, n)

@@ -162,7 +162,10 @@ class PipelineStep(LocalStep):
     def state(self) -> dict[str, Any] | None:
         """Every stage's state, on rank 0 (None elsewhere); every rank must call it. Replica 0
         of each stage sends its own (the replicas of a stage are equal after each step)."""
-        mine = self.adapter.state() if self.replica == 0 else None
+        # Under ZeRO-1 or PowerSGD every replica takes part in gathering its stage's state.
+        mine = self.adapter.state() if self.replica == 0 or \
+            self.adapter.exchange.collective_state else None
+        mine = mine if self.replica == 0 else None
         gathered = self.comm.gather(mine, root=0)
         if gathered is None:
             return None

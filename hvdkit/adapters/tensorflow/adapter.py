@@ -52,6 +52,8 @@ class TensorFlowAdapter(Adapter):
         self.device = "/CPU:0"
         self._saved: dict[int, tuple[Any, tf.Tensor, tf.Tensor]] = {}
         self._reduce = _unchanged  # the ring's grouped allreduce, once installed
+        self.sharded: Any = None  # ZeRO-1's ZeroExchange, once installed
+        self.powersgd: Any = None  # a PowerSGDExchange, once installed
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class TensorFlowAdapter(Adapter):
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
         self._grads_fn = tf.function(self._local_grads, autograph=False,
                                      reduce_retracing=True)
+        self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
 
     def _call(self, x: tf.Tensor, training: bool) -> tf.Tensor:
@@ -138,6 +141,48 @@ class TensorFlowAdapter(Adapter):
         return float(sum(int(np.prod(v.shape)) * codec.compress(tf.zeros((), v.dtype))[0]
                          .dtype.size for v in self.trainable))
 
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        from hvdkit.adapters.tensorflow.zero import ZeroExchange
+
+        self.sharded = ZeroExchange(self.trainable, self.optimizer, self.hvd,
+                                    self.process_set(process_set_ranks), op, compression)
+        self.optimizer = self.sharded.optimizer  # over this rank's shard alone
+        return self.sharded.plan
+
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        from hvdkit.adapters.tensorflow.powersgd import PowerSGDExchange
+
+        self.powersgd = PowerSGDExchange(self.trainable, self.optimizer, self.hvd,
+                                         self.process_set(process_set_ranks), op, rank,
+                                         warmup_steps)
+        return self.powersgd.plan
+
+    def optimizer_state_bytes(self) -> int:
+        from hvdkit.adapters.tensorflow.zero import optimizer_state_bytes
+
+        return optimizer_state_bytes(self.optimizer)
+
+    def _compressing(self) -> bool:
+        """PowerSGD past its warm-up (a Python value: a step traces once per value)."""
+        return self.powersgd is not None and self.powersgd.compressing
+
+    def _apply(self, grads: list[tf.Tensor], compressing: bool) -> None:
+        """Combine the replicas' gradients and update (graph-safe; the learning rate is set)."""
+        if self.sharded is not None:
+            self.sharded.apply(grads)
+            return
+        if self.powersgd is not None:
+            grads = self.powersgd.reduce(grads, compressing)
+        else:
+            grads = self._reduce(grads)
+        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+
+    def _stepped(self) -> None:
+        if self.powersgd is not None:
+            self.powersgd.done()
+
     # -- one step on the whole kept model -------------------------------------------------
 
     def _local_grads(self, x: tf.Tensor, y: tf.Tensor,
@@ -159,15 +204,18 @@ class TensorFlowAdapter(Adapter):
             sums += tf.stack([loss * count, tf.cast(correct, tf.float32)])
         return sums / tf.cast(n, tf.float32), grads
 
-    def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int) -> tf.Tensor:
+    def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int,
+                    compressing: bool) -> tf.Tensor:
         self.optimizer.learning_rate.assign(lr)
         metrics, grads = self._local_grads(x, y, k)
-        self.optimizer.apply_gradients(zip(self._reduce(grads), self.trainable, strict=True))
+        self._apply(grads, compressing)
         return metrics
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         if self.exchange.in_step:
-            return self._step(x, y, np.float32(lr), accumulation)
+            metrics = self._step(x, y, np.float32(lr), accumulation, self._compressing())
+            self._stepped()
+            return metrics
         self.optimizer.learning_rate.assign(lr)
         metrics, self._grads = self._grads_fn(x, y, accumulation)
         self.exchange.step()
@@ -228,8 +276,8 @@ class TensorFlowAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        grads = self._reduce(self._grads)
-        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+        self._apply_fn(self._grads, self._compressing())
+        self._stepped()
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [g.numpy() for g in self._grads]
@@ -240,6 +288,12 @@ class TensorFlowAdapter(Adapter):
     def assign_parameters(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.trainable, arrays, strict=True):
             v.assign(a)
+        self._parameters_changed()
+
+    def _parameters_changed(self) -> None:
+        """ZeRO-1's shard follows variables changed outside its step."""
+        if self.sharded is not None:
+            self.sharded.pull()
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.trainable]
@@ -255,22 +309,35 @@ class TensorFlowAdapter(Adapter):
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
     def _all_variables(self) -> list[Any]:
-        return [*self.variables, *self.optimizer.variables]
+        """What a broadcast makes equal: not ZeRO-1's shards, which differ by rank."""
+        return [*self.variables, *([] if self.sharded else self.optimizer.variables)]
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_variables([v.value for v in self._all_variables()],
                                      root_rank=root_rank)
+        self._parameters_changed()
 
     def state(self) -> dict[str, Any]:
-        """Model and optimizer variables (the step counter included) and TF's global RNG."""
-        return {"model": [v.numpy() for v in self.variables],
-                "optimizer": [v.numpy() for v in self.optimizer.variables],
-                "rng": tf.random.get_global_generator().state.numpy()}
+        """Model and optimizer variables (the step counter included) and TF's global RNG. Under
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
+        state = {"model": [v.numpy() for v in self.variables],
+                 "optimizer": self.sharded.state_dict() if self.sharded else
+                 [v.numpy() for v in self.optimizer.variables],
+                 "rng": tf.random.get_global_generator().state.numpy()}
+        if self.powersgd is not None:
+            state["powersgd"] = self.powersgd.state_dict()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if self.sharded is not None:
+            self.sharded.load_state_dict(state["optimizer"])
         for variable, value in zip(self._all_variables(),
-                                   [*state["model"], *state["optimizer"]], strict=True):
+                                   [*state["model"], *([] if self.sharded
+                                                       else state["optimizer"])], strict=True):
             variable.assign(value)
+        self._parameters_changed()
+        if self.powersgd is not None and "powersgd" in state:
+            self.powersgd.load_state_dict(state["powersgd"])
         if "rng" in state:
             tf.random.get_global_generator().state.assign(state["rng"])
 

@@ -43,6 +43,7 @@ class TorchAdapter(Adapter):
 
         self.hvd = hvd
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.powersgd: Any = None  # a PowerSGDExchange once installed
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -111,6 +112,29 @@ class TorchAdapter(Adapter):
         return float(sum(_nbytes(codec.compress(torch.zeros_like(p))[0])
                          for p in self.model.parameters()))
 
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        from hvdkit.adapters.torch.zero import ZeroExchange
+
+        # It takes the optimizer's place: the same members, over this rank's shard.
+        self.optimizer = ZeroExchange(self.model.parameters(), self.optimizer, self.hvd,
+                                      self.process_set(process_set_ranks), op, compression)
+        return self.optimizer.plan
+
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        from hvdkit.adapters.torch.powersgd import PowerSGDExchange
+
+        self.powersgd = PowerSGDExchange(self.model.parameters(), self.optimizer, self.hvd,
+                                         self.process_set(process_set_ranks), op, rank,
+                                         warmup_steps)
+        return self.powersgd.plan
+
+    def optimizer_state_bytes(self) -> int:
+        from hvdkit.adapters.torch.zero import optimizer_state_bytes
+
+        return optimizer_state_bytes(self.optimizer)
+
     # -- one step on the whole kept model -------------------------------------------------
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
@@ -172,7 +196,10 @@ class TorchAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()  # the ring: waits for the allreduces still in flight first
+        if self.powersgd is not None:
+            self.powersgd.step()  # reduces the gradients, then steps the optimizer
+        else:
+            self.optimizer.step()  # the ring: waits for the allreduces still in flight first
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [p.grad.detach().cpu().numpy() if p.grad is not None
@@ -204,13 +231,19 @@ class TorchAdapter(Adapter):
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
-        self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
+        # Not ZeRO-1's shards; nor an empty state, which Horovod would first fill by a step
+        # with zero gradients: Adam would count that step, and weight decay would move p.
+        if isinstance(self.optimizer, torch.optim.Optimizer) and self.optimizer.state:
+            self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
 
     def state(self) -> dict[str, Any]:
-        """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors)."""
+        """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors). Under
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
         state = {"model": to_numpy(self.model.state_dict()),
                  "optimizer": to_numpy(self.optimizer.state_dict()),
                  "rng": torch.get_rng_state().numpy().copy()}
+        if self.powersgd is not None:
+            state["powersgd"] = to_numpy(self.powersgd.state_dict())
         if torch.cuda.is_available() and "cuda" in self.device:
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
         return state
@@ -218,6 +251,8 @@ class TorchAdapter(Adapter):
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(to_torch(state["optimizer"]))
+        if self.powersgd is not None and "powersgd" in state:
+            self.powersgd.load_state_dict(to_torch(state["powersgd"]))
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
         if "cuda_rng" in state and "cuda" in self.device:
