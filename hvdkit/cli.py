@@ -15,6 +15,7 @@ import sys
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
+from hvdkit.data.checks import check_data
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
@@ -89,6 +90,7 @@ def train(args: argparse.Namespace) -> int:
                         "or give the run folder: --resume runs/<run>")
     if in_horovod_job():
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
+    check_data(recipe)  # files read and checked against the model, before any worker starts
     options = _launch_options(args, machine)
     options.validate()
     check_launch(recipe.parallel.stages, options.np, options.launch_controller)

@@ -23,7 +23,10 @@ import yaml
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.checkpoint import Checkpointer, Position
-from hvdkit.data import ShardedLoader, build_dataset, eval_shard
+from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
+from hvdkit.data.checks import check_model_fits
+from hvdkit.data.loader import eval_batches
+from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
@@ -50,6 +53,10 @@ class Trainer:
     `resume` restores a checkpoint before training: "latest" (the newest good one of
     `run_dir`), a run folder, a checkpoint folder or a file. `elastic` runs the loop under
     Horovod elastic (`hvdkit.parallel.elastic`), inside `horovodrun --host-discovery-script`.
+
+    `data` replaces the recipe's data set with your own: a `hvdkit.data.Dataset` of arrays, a
+    map-style data set (`len()` and `[i] -> (x, y)` numpy; `data.workers` processes decode
+    it), or a (train, test) pair of them; see `hvdkit.data.to_source`.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class Trainer:
         framework: str = "torch",
         *,
         model: Any = None,
+        data: Any = None,
         callbacks: Sequence[Callback] = (),
         run_dir: str | Path | None = None,
         progress: bool = True,
@@ -70,6 +78,7 @@ class Trainer:
         self.framework = framework
         self.adapter = adapter or get_adapter(framework, recipe.parallel)
         self.model = model
+        self.user_data = data
         self.user_callbacks = list(callbacks)
         self.run_dir = None if run_dir in (None, "auto") else Path(run_dir)
         self._auto_run_dir = run_dir == "auto"
@@ -87,18 +96,24 @@ class Trainer:
                                                           recipe.train.device)
         if self._auto_run_dir:
             self.run_dir = default_run_dir(recipe, self.framework, world.size)
-        self.data = build_dataset(recipe.data, recipe.train.seed)
+        if self.user_data is not None:
+            self.data = to_source(self.user_data, recipe.data)
+        else:
+            self.data = build_source(recipe.data, recipe.train.seed)
+        if self.model is None:
+            check_model_fits(recipe.model.name, self.data)
         per_step = recipe.train.batch_size * recipe.parallel.accumulation
         self.loader = ShardedLoader(
-            self.data.x_train, self.data.y_train, batch_size=per_step,
+            self.data.train, batch_size=per_step,
             rank=world.data_rank, size=world.data_size, seed=recipe.train.seed,
-            drop_last=recipe.data.drop_last,
+            drop_last=recipe.data.drop_last, prefetch=recipe.data.prefetch,
         )
         if self.loader.steps_per_epoch == 0:
             raise UserError(
                 f"train.batch_size x parallel.accumulation x ranks = {self.loader.global_batch} "
-                f"is larger than the {len(self.data.x_train)} training samples"
+                f"is larger than the {self.loader.n} training samples"
             )
+        start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
         self.adapter.build(recipe, self.data.input_shape, self.data.num_classes, model=self.model)
         self.adapter.broadcast_state(root_rank=0)
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
@@ -163,12 +178,15 @@ class Trainer:
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
                                        self.total_steps,
                                        getattr(self.adapter, "comm_seconds", None))
-        if self.elastic:
-            from hvdkit.parallel.elastic import run_elastic
+        try:
+            if self.elastic:
+                from hvdkit.parallel.elastic import run_elastic
 
-            run_elastic(self)
-        else:
-            self.train_from_position()
+                run_elastic(self)
+            else:
+                self.train_from_position()
+        finally:
+            self.data.close()  # worker processes, if any
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
@@ -181,6 +199,7 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
+        summary["peak_rss_mib"] = self._peak_rss()
         self._emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -281,15 +300,21 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Test loss and accuracy over the whole test set, each rank taking a share."""
         assert self.world is not None
-        x, y = self.data.x_test, self.data.y_test
-        mine = eval_shard(len(x), self.world.data_rank, self.world.data_size)
         sums = np.zeros(3)
-        for start in range(0, len(mine), EVAL_BATCH):
-            idx = mine[start : start + EVAL_BATCH]
-            out = self.adapter.eval_step(x[idx], y[idx])
+        for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
+                                 EVAL_BATCH, self.recipe.data.prefetch):
+            out = self.adapter.eval_step(x, y)
             sums += (out["loss_sum"], out["correct"], out["count"])
         loss_sum, correct, count = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {"test_loss": float(loss_sum / count), "test_accuracy": float(correct / count)}
+
+    def _peak_rss(self) -> list[float]:
+        """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""
+        assert self.world is not None
+        mine = np.zeros(self.world.size)
+        mine[self.world.rank] = peak_rss_mib()
+        return [round(float(v), 1) for v in self.adapter.allreduce(mine, op="sum",
+                                                                  name="hvdkit.rss")]
 
     def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:
         assert self.world is not None

@@ -58,8 +58,9 @@ def _take_world(trainer: Any, world: World) -> None:
     old = trainer.loader
     trainer.world = world
     trainer.checkpointer.is_root = world.is_root
-    trainer.loader = ShardedLoader(old.x, old.y, batch_size=old.batch_size, rank=world.rank,
-                                   size=world.size, seed=old.seed, drop_last=old.drop_last)
+    trainer.loader = ShardedLoader(old.samples, batch_size=old.batch_size, rank=world.rank,
+                                   size=world.size, seed=old.seed, drop_last=old.drop_last,
+                                   prefetch=old.prefetch)
     trainer.total_steps = trainer.plan_steps()
     if changed and world.is_root:
         pos = trainer.position
