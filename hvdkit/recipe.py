@@ -39,7 +39,7 @@ class DataConfig:
     (a flat file of uint16 token ids)."""
     path: str = ""
     """npy: the folder holding x_train.npy, y_train.npy and optionally x_test.npy, y_test.npy;
-    text, tokens: the file. Opened memory-mapped, never read whole."""
+    text, tokens: the file. Read a batch at a time, never whole."""
     test_fraction: float = 0.2
     """Share of the samples held out as the test set (npy without test files: a fixed random
     share; text, tokens: the file's tail)."""

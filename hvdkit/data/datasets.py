@@ -25,7 +25,7 @@ HOLDOUT_SEED = 1234
 
 @dataclass
 class Dataset:
-    """Your own data as arrays: in memory, or memory-mapped (`np.load(f, mmap_mode="r")`).
+    """Your own data as arrays: in memory, or on disk (`hvdkit.data.open_npy(path)`).
 
     Inputs are channels last; uint8 inputs are scaled to [0, 1] batch by batch. For language
     modelling (`task="language_model"`) x and y are (samples, block_size) token ids and

@@ -1,12 +1,12 @@
-"""Data sets read from disk, memory-mapped and never read whole: npy, text and tokens.
+"""Data sets read from disk a batch at a time, never whole: npy, text and tokens.
 
     data: {name: npy, path: DIR}            x_train.npy, y_train.npy [, x_test.npy, y_test.npy]
     data: {name: text, path: FILE, block_size: N}                   UTF-8 text, byte tokens
     data: {name: tokens, path: FILE, vocab_size: V, block_size: N}  flat uint16 token ids
 
 Every problem with the files is a one-line UserError naming the file, found here, before
-training: the checks that read every value (labels, UTF-8, token ids) scan in chunks whose
-pages are handed back, so they never make a rank resident in the whole file.
+training: the checks that read every value (UTF-8, token ids) scan the file in chunks, so a
+rank never holds it whole (hvdkit.data.memory). Labels, one integer a sample, are read whole.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hvdkit.data.datasets import DATASETS, check_labels, check_pair, holdout, resolve_classes
-from hvdkit.data.memory import MappedArray, open_npy
+from hvdkit.data.memory import DiskArray, open_npy
 from hvdkit.data.samples import ArraySamples, DataSource, WindowSamples
 from hvdkit.errors import UserError
 from hvdkit.recipe import DataConfig
@@ -38,7 +38,7 @@ def existing(path: str, kind: str) -> Path:
     return p
 
 
-def _inputs(path: Path) -> MappedArray:
+def _inputs(path: Path) -> DiskArray:
     try:
         x = open_npy(path)
     except (OSError, ValueError) as exc:
@@ -102,7 +102,7 @@ def text(config: DataConfig, seed: int) -> DataSource:
     size = path.stat().st_size
     if size == 0:
         raise UserError(f"data.path: {path} is empty")
-    tokens = MappedArray(path, np.uint8, (size,))
+    tokens = DiskArray(path, np.uint8, (size,))
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     for chunk in tokens.chunks():
@@ -125,7 +125,7 @@ def tokens(config: DataConfig, seed: int) -> DataSource:
                         f"token ids (a multiple of 2)")
     if not config.vocab_size:
         raise UserError("data.vocab_size is required for tokens: ids lie in [0, vocab_size)")
-    ids = MappedArray(path, TOKEN_DTYPE, (size // TOKEN_DTYPE.itemsize,))
+    ids = DiskArray(path, TOKEN_DTYPE, (size // TOKEN_DTYPE.itemsize,))
     offset = 0
     for chunk in ids.chunks():
         high = int(chunk.max())
@@ -137,7 +137,7 @@ def tokens(config: DataConfig, seed: int) -> DataSource:
     return _windows(ids, config, config.vocab_size)
 
 
-def _windows(tokens: MappedArray, config: DataConfig, vocab: int) -> DataSource:
+def _windows(tokens: DiskArray, config: DataConfig, vocab: int) -> DataSource:
     """Training windows from the head, test windows from the held-out tail."""
     block = config.block_size
     if block < 1:

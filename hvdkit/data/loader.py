@@ -1,7 +1,7 @@
 """Each rank's share of every epoch: one seeded shuffle, the same on all ranks, cut in turn.
 
 Step s of an epoch takes the global batch `order[s*B:(s+1)*B]` (B = per-rank batch x ranks),
-and rank r takes its r-th contiguous slice, sorted (a memory-mapped file is then read in
+and rank r takes its r-th contiguous slice, sorted (a file on disk is then read in
 order). So the ranks' batches at a step are disjoint, and together they are exactly the
 samples one process would take with batch size B: that is what makes 2-rank training equal
 single-process training, and a position counted in global samples valid at any number of

@@ -2,7 +2,7 @@
 
 `prefetched(samples, plan, depth, stage)` yields `stage(*samples.take(idx))` for each index
 array of `plan`, in order, with up to `depth` batches ready ahead. The thread gathers (the
-indices are sorted, so a memory-mapped file is read in order), converts, and runs `stage`: an
+indices are sorted, so a file on disk is read in order), converts, and runs `stage`: an
 adapter's hook that pins the batch and starts its copy to the device. A data set decoded by
 worker processes (`samples.pool`) keeps `workers + depth` batches in flight. An exception in the
 thread is raised in the consumer at the batch it concerns; leaving the loop early stops it.

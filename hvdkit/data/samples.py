@@ -5,7 +5,7 @@ model), and a `DataSource` pairs a training and a test split with what the model
 the task, the input shape and dtype, and the number of classes (the vocabulary for language
 modelling). Three kinds cover the built-in sources and the user's own data:
 
-  ArraySamples   x and y arrays: in memory, or memory-mapped (`MappedArray`, pages released)
+  ArraySamples   x and y arrays: in memory, or on disk (`DiskArray`, read a batch at a time)
   WindowSamples  a flat token array cut in block_size windows; targets = inputs shifted by one
   MapSamples     a map-style data set (`len()`, `[i] -> (x, y)`), optionally decoded by a
                  pool of worker processes (hvdkit.data.workers)
@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from hvdkit.data.memory import MappedArray
+from hvdkit.data.memory import DiskArray
 from hvdkit.errors import UserError
 
 Task = Literal["classification", "language_model"]
@@ -43,11 +43,11 @@ def model_inputs(x: np.ndarray) -> np.ndarray:
 class ArraySamples:
     """Samples `x[i], y[i]` of two arrays; `index` restricts them to a subset (a held-out split).
 
-    `x` may be a numpy array (in memory, or np.load(mmap_mode="r")) or a `MappedArray`.
+    `x` may be a numpy array (in memory, or np.load(mmap_mode="r")) or a `DiskArray`.
     With `tokens`, x holds token ids (language modelling) and stays integer.
     """
 
-    def __init__(self, x: np.ndarray | MappedArray, y: np.ndarray,
+    def __init__(self, x: np.ndarray | DiskArray, y: np.ndarray,
                  index: np.ndarray | None = None, tokens: bool = False) -> None:
         self.x, self.y, self.index, self.tokens = x, y, index, tokens
 
@@ -56,7 +56,7 @@ class ArraySamples:
 
     def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = self.index[idx] if self.index is not None else np.asarray(idx)
-        x = self.x.gather(rows) if isinstance(self.x, MappedArray) else self.x[rows]
+        x = self.x.gather(rows) if isinstance(self.x, DiskArray) else self.x[rows]
         x = x.astype(np.int64, copy=False) if self.tokens else model_inputs(x)
         return x, np.asarray(self.y[rows]).astype(np.int64, copy=False)
 
@@ -65,19 +65,18 @@ class WindowSamples:
     """Windows of a flat token array: sample i is tokens[first + i*block : ... + block] and
     its targets the same window one token later (so windows do not overlap)."""
 
-    def __init__(self, tokens: MappedArray, block_size: int, first: int, last: int,
+    def __init__(self, tokens: DiskArray, block_size: int, first: int, last: int,
                  vocab_size: int) -> None:
         self.tokens, self.block_size, self.first = tokens, block_size, first
         self.vocab_size = vocab_size
         self.count = max(0, (last - first - 1) // block_size)
-        self._offsets = np.arange(block_size + 1)
 
     def __len__(self) -> int:
         return self.count
 
     def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         starts = self.first + np.asarray(idx, dtype=np.int64) * self.block_size
-        windows = self.tokens.gather(starts[:, None] + self._offsets).astype(np.int64)
+        windows = self.tokens.spans(starts, self.block_size + 1).astype(np.int64)
         if windows.size and windows.max() >= self.vocab_size:  # a guard, checked up front too
             raise UserError(f"{self.tokens.path}: token id {int(windows.max())} is not below "
                             f"data.vocab_size {self.vocab_size}")

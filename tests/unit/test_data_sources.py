@@ -1,5 +1,5 @@
-"""The data sources: npy (memory-mapped), text and tokens windows, your own arrays and map-style
-data; each bad input is a one-line UserError naming the file or field."""
+"""The data sources: npy (read from disk a batch at a time), text and tokens windows, your own
+arrays and map-style data; each bad input is a one-line UserError naming the file or field."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from hvdkit.data import Dataset, build_source, to_source
 from hvdkit.data.checks import check_data, check_model_fits
-from hvdkit.data.memory import MappedArray
+from hvdkit.data.memory import DiskArray, open_npy
 from hvdkit.errors import UserError
 from hvdkit.recipe import recipe_from_dict
 
@@ -39,10 +39,10 @@ def _error(**data) -> str:
     return message
 
 
-def test_npy_is_memory_mapped_and_uint8_is_scaled_per_batch(tmp_path: Path) -> None:
+def test_npy_is_read_from_disk_and_uint8_is_scaled_per_batch(tmp_path: Path) -> None:
     folder = _npy(tmp_path / "d", n=40, test=10)
     data = build_source(_config(name="npy", path=str(folder)), 0)
-    assert isinstance(data.train.x, MappedArray)
+    assert isinstance(data.train.x, DiskArray)
     assert (data.task, data.input_shape, data.input_dtype) == ("classification", (4, 4, 2),
                                                                "float32")
     assert data.num_classes == 1 + int(np.load(folder / "y_train.npy").max())
@@ -66,15 +66,21 @@ def test_npy_without_test_files_holds_out_a_fixed_share(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.test.take(np.arange(10))[0], x_test)
 
 
-def test_mapped_array_hands_its_pages_back(tmp_path: Path) -> None:
-    path = tmp_path / "big.npy"
-    np.save(path, np.ones((64, 1024, 16), dtype=np.float32))  # 4 MiB
-    x = MappedArray(path, np.float32, (64, 1024, 16), offset=128, release_bytes=2**20)
-    x.gather(np.arange(10))  # 640 KiB: kept
-    assert x._read > 0
-    x.gather(np.arange(10, 20))  # past 1 MiB: released
-    assert x._read == 0
-    assert sum(len(c) for c in x.chunks()) == 64
+def test_disk_array_reads_any_rows_and_spans(tmp_path: Path) -> None:
+    path = tmp_path / "x_train.npy"
+    np.save(tmp_path / "y_train.npy", np.zeros(5, dtype=np.int64))
+    want = np.arange(5 * 3 * 2, dtype=np.float64).reshape(5, 3, 2)
+    np.save(path, want)
+    x = open_npy(path)
+    for idx in ([0, 1, 2, 4], [4, 0, 3, 3], [], [2]):
+        np.testing.assert_array_equal(x.gather(np.array(idx, dtype=int)), want[idx])
+    np.testing.assert_array_equal(x.spans(np.array([0, 3]), 2), want[[[0, 1], [3, 4]]])
+    assert sum(len(c) for c in x.chunks()) == 5
+    with pytest.raises(IndexError):
+        x.gather(np.array([5]))
+    np.save(path, np.asfortranarray(want))
+    with pytest.raises(UserError, match="Fortran order"):
+        build_source(_config(name="npy", path=str(tmp_path)), 0)
 
 
 def test_text_windows_are_bytes_with_targets_shifted_by_one(tmp_path: Path) -> None:
