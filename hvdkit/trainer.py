@@ -222,7 +222,8 @@ class Trainer:
             pending_lr: list[float] = []
             losses: list[float] = []
             samples, stopped = 0, False
-            for x, y in loader.batches(epoch, start_sample=pos.sample):
+            stage = getattr(self.adapter, "stage", None)  # device copies, in the prefetch thread
+            for x, y in loader.batches(epoch, start_sample=pos.sample, stage=stage):
                 lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
                                    self.total_steps, world.data_size)
                 self.window.before_step(pos.step)
@@ -302,7 +303,8 @@ class Trainer:
         assert self.world is not None
         sums = np.zeros(3)
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
-                                 EVAL_BATCH, self.recipe.data.prefetch):
+                                 EVAL_BATCH, self.recipe.data.prefetch,
+                                 getattr(self.adapter, "stage", None)):
             out = self.adapter.eval_step(x, y)
             sums += (out["loss_sum"], out["correct"], out["count"])
         loss_sum, correct, count = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")

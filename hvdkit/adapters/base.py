@@ -33,6 +33,11 @@ class Adapter(Protocol):
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:
         """One optimizer step on this rank's batch; returns this rank's loss and accuracy."""
 
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Optional, run in the data prefetch thread: turn a numpy batch into what `train_step`
+        and `eval_step` take (the framework's tensors, copied to the device ahead of the step).
+        An adapter without it gets numpy batches."""
+
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Sums over the batch: `loss_sum`, `correct`, `count` (summed across ranks later)."""
 

@@ -160,6 +160,12 @@ class TensorFlowAdapter:
         compiled step, where only Horovod's timeline sees it)."""
         return self.ps.seconds if self.ps is not None else float("nan")
 
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        """The input path's last step, run in the prefetch thread: the batch as tensors on this
+        rank's device (on a GPU, copied there while the previous step runs)."""
+        with tf.device(self.device):
+            return tf.identity(x), tf.identity(y)
+
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         loss, correct = self._eval(x, y)
         return {"loss_sum": float(loss), "correct": int(correct), "count": len(y)}

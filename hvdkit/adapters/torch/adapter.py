@@ -33,6 +33,7 @@ class TorchAdapter:
         self.device = "cpu"
         self.ps: Any = None  # a ParameterServer when parallel.sync is ps
         self._comm = 0.0
+        self._copy_stream: Any = None  # the side stream of host-to-GPU batch copies
 
     def init(self, threads: int = 0, device: str = "auto") -> World:
         self.hvd.init()
@@ -129,8 +130,30 @@ class TorchAdapter:
         correct = (logits.argmax(1) == labels).sum()
         return {"loss_sum": loss.item(), "correct": correct.item(), "count": len(y)}
 
-    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+    def _on_device(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(array, torch.Tensor):  # staged by `stage` already
+            return array.to(self.device, non_blocking=True)
         return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input path's last step, run in the prefetch thread: a batch as tensors on this
+        rank's device. On a GPU: pinned host memory, an asynchronous copy on a side stream,
+        waited for here (off the step's thread); the step's stream then owns the memory."""
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        if not self.device.startswith("cuda"):
+            return xt, yt
+        device = torch.device(self.device)
+        with torch.cuda.device(device):
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(device)
+            with torch.cuda.stream(self._copy_stream):
+                xd = xt.pin_memory().to(device, non_blocking=True)
+                yd = yt.pin_memory().to(device, non_blocking=True)
+            self._copy_stream.synchronize()
+            compute = torch.cuda.default_stream(device)
+            xd.record_stream(compute)  # freed only once the step's kernels are done with it
+            yd.record_stream(compute)
+        return xd, yd
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
