@@ -19,7 +19,7 @@ from hvdkit.data.checks import check_data
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
-from hvdkit.parallel.pipeline import check_launch
+from hvdkit.layout import ParallelLayout
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.worker import in_horovod_job, run_worker
 
@@ -93,7 +93,8 @@ def train(args: argparse.Namespace) -> int:
     check_data(recipe)  # files read and checked against the model, before any worker starts
     options = _launch_options(args, machine)
     options.validate()
-    check_launch(recipe.parallel.stages, options.np, options.launch_controller)
+    ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
+                               source=args.recipe)
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
     from hvdkit.trainer import default_run_dir

@@ -1,7 +1,7 @@
-"""The TensorFlow / Keras 3 adapter: tensorflow, keras and horovod.tensorflow live only here."""
+"""The TensorFlow / Keras 3 adapter: `tensorflow`, `keras` and `horovod.tensorflow` are
+imported only below this folder."""
 
 from hvdkit.adapters.tensorflow.adapter import TensorFlowAdapter as Adapter
 from hvdkit.adapters.tensorflow.models import MODELS
-from hvdkit.adapters.tensorflow.pipeline import TensorFlowPipelineAdapter as PipelineAdapter
 
-__all__ = ["MODELS", "Adapter", "PipelineAdapter"]
+__all__ = ["MODELS", "Adapter"]

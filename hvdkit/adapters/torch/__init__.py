@@ -2,6 +2,5 @@
 
 from hvdkit.adapters.torch.adapter import TorchAdapter as Adapter
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.adapters.torch.pipeline import TorchPipelineAdapter as PipelineAdapter
 
-__all__ = ["MODELS", "Adapter", "PipelineAdapter"]
+__all__ = ["MODELS", "Adapter"]
