@@ -4,7 +4,7 @@
     → metrics averaged across ranks every `log_every_steps` → callbacks → evaluation
 
 It never imports a framework: the adapter does the framework's work, and every array that
-passes between them is numpy, but for batches the adapter staged itself (`stage`, run in the
+passes between them is numpy, but for batches the adapter staged itself (`stage_batch`, in the
 data prefetch thread: its tensors, on its device) and step metrics (on the device until
 logged). The data side is hvdkit.data: a source, the sharded loader, the prefetch thread.
 """
@@ -270,7 +270,8 @@ class Trainer:
             samples, stopped = 0, False
             # The batches are staged (as the framework's tensors, on the device) in the
             # prefetch thread while the previous steps run.
-            for x, y in loader.batches(epoch, start_sample=pos.sample, stage=self.runner.stage):
+            staged = loader.batches(epoch, start_sample=pos.sample, stage=self.runner.stage_batch)
+            for x, y in staged:
                 lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
                                    self.total_steps, world.data_size)
                 self.window.before_step(pos.step)
@@ -353,7 +354,8 @@ class Trainer:
         assert self.world is not None
         sums = np.zeros(len(self.adapter.task.eval_sums))
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
-                                 EVAL_BATCH, self.recipe.data.prefetch, self.runner.stage):
+                                 EVAL_BATCH, self.recipe.data.prefetch,
+                                 self.runner.stage_batch):
             sums += self.runner.eval_step(x, y)
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")

@@ -51,7 +51,7 @@ class PipelineStep(LocalStep):
 
     # -- one batch ------------------------------------------------------------------------
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The schedule cuts numpy micro-batches: batches stay numpy."""
         return x, y
 

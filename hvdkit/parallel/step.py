@@ -25,10 +25,10 @@ class LocalStep:
     def __init__(self, adapter: Any, layout: ParallelLayout) -> None:
         self.adapter, self.layout = adapter, layout
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         """Run in the data prefetch thread: the batch as the adapter's step takes it (its
         tensors, copied to their devices while earlier steps run)."""
-        return self.adapter.stage(x, y)
+        return self.adapter.stage_batch(x, y)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> Any:
         """One optimizer step on this rank's batch; its metrics stay on the device."""

@@ -176,7 +176,7 @@ class TensorFlowAdapter(Adapter):
     def read_metrics(self, handles: list[Any]) -> np.ndarray:
         return tf.stack(handles).numpy().astype(np.float64)
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
         """In the prefetch thread: the batch as tensors, the inputs on the first part's device
         and the labels on the last's (to a GPU: copied while the previous step runs)."""
         with tf.device(self.devices[0]):

@@ -234,7 +234,7 @@ class TorchAdapter(Adapter):
             return array.to(device, non_blocking=True)
         return torch.from_numpy(array).to(device, non_blocking=True)
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """In the prefetch thread: the inputs on the first part's device, the labels on the
         last's. To a GPU: pinned host memory and an asynchronous copy on a side stream, waited
         for here (off the step's thread); the GPU's default stream, which runs the step, then
