@@ -114,11 +114,17 @@ def test_tokens_file_is_uint16_windows(tmp_path: Path) -> None:
     np.testing.assert_array_equal(y[0], ids[81:97])
 
 
-def test_arrays_and_map_style_data_of_your_own() -> None:
+def test_arrays_and_map_style_data_of_your_own(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     x, y = rng.random((30, 5), dtype=np.float32), rng.integers(0, 4, 30)
     data = to_source(Dataset(x[:20], y[:20], x[20:], y[20:]), _config(name="digits"))
     assert data.num_classes == int(y[:20].max()) + 1 and data.input_shape == (5,)
+    np.save(tmp_path / "x.npy", x[:20])
+    on_disk = to_source(Dataset(open_npy(tmp_path / "x.npy"), y[:20], x[20:], y[20:]),
+                        _config(name="digits"))
+    for a, b in zip(on_disk.train.take(np.array([2, 9])), data.train.take(np.array([2, 9])),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
 
     class Pairs:
         num_classes = 4
