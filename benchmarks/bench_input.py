@@ -1,7 +1,7 @@
 """The input path: data read from disk costs nothing next to data in memory, and a GPU is kept
 busy. Each figure is a ratio of two runs measured side by side in one job.
 
-- CPU, np=2, 1 thread per rank: hvdkit on `npy` memory-mapped files ÷ hvdkit on the same
+- CPU, np=2, 1 thread per rank: hvdkit on `npy` files read from disk ÷ hvdkit on the same
   uint8 arrays in memory (synthetic CNN, 32x32x3; rounds alternate; target >= 0.97).
 - GPU, one process, where CUDA is present: hvdkit ÷ a plain PyTorch loop with the whole data
   set resident on the GPU, synthetic CNN at batch 512 and ResNet-50 at 224x224, batch 128
@@ -73,10 +73,10 @@ def main(rounds: int, samples: int) -> float:
         rates = _json_line(horovodrun_command(LaunchOptions(np=2), worker))
     ratios = [n / m for n, m in zip(rates["npy"], rates["memory"], strict=True)]
     print(f"CPU np=2 synthetic CNN: in memory {statistics.median(rates['memory']):.0f} "
-          f"samples/s, npy memory-mapped {statistics.median(rates['npy']):.0f} samples/s "
+          f"samples/s, npy on disk {statistics.median(rates['npy']):.0f} samples/s "
           f"(rounds: {[round(r) for r in rates['memory']]} / {[round(r) for r in rates['npy']]})")
     ratio = statistics.median(ratios)
-    print(f"npy memory-mapped / in memory, np=2 CPU: {ratio:.3f} (target >= 0.97)")
+    print(f"npy on disk / in memory, np=2 CPU: {ratio:.3f} (target >= 0.97)")
     return ratio
 
 

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -270,29 +271,31 @@ class Trainer:
             samples, stopped = 0, False
             # The batches are staged (as the framework's tensors, on the device) in the
             # prefetch thread while the previous steps run.
-            staged = loader.batches(epoch, start_sample=pos.sample, stage=self.runner.stage_batch)
-            for x, y in staged:
-                lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
-                                   self.total_steps, world.data_size)
-                self.window.before_step(pos.step)
-                t0 = time.perf_counter()
-                pending.append(self.runner.train_step(x, y, lr))
-                pending_times.append(time.perf_counter() - t0)
-                # A pipeline's stages all see the replica's batch: count it once per replica.
-                self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
-                pending_lr.append(lr)
-                taken = loader.step_samples(pos.sample)
-                pos.advance(taken)
-                samples += taken
-                self.samples_trained += taken
-                if len(pending) >= recipe.train.log_every_steps:
-                    losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
-                    pending, pending_times, pending_lr = [], [], []
-                for hook in self.step_hooks:  # checkpoints; elastic commits
-                    hook(pos)
-                if pos.step >= self.total_steps:
-                    stopped = True
-                    break
+            # (closed however the loop ends: a stop, an exception, an elastic reset)
+            with closing(loader.batches(epoch, start_sample=pos.sample,
+                                        stage=self.runner.stage_batch)) as staged:
+                for x, y in staged:
+                    lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
+                                       self.total_steps, world.data_size)
+                    self.window.before_step(pos.step)
+                    t0 = time.perf_counter()
+                    pending.append(self.runner.train_step(x, y, lr))
+                    pending_times.append(time.perf_counter() - t0)
+                    # A pipeline's stages all see the replica's batch: count it once per replica.
+                    self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
+                    pending_lr.append(lr)
+                    taken = loader.step_samples(pos.sample)
+                    pos.advance(taken)
+                    samples += taken
+                    self.samples_trained += taken
+                    if len(pending) >= recipe.train.log_every_steps:
+                        losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+                        pending, pending_times, pending_lr = [], [], []
+                    for hook in self.step_hooks:  # checkpoints; elastic commits
+                        hook(pos)
+                    if pos.step >= self.total_steps:
+                        stopped = True
+                        break
             if not loader.even:
                 self.adapter.join()  # before the last flush: the others may still be stepping
             if pending:

@@ -1,5 +1,5 @@
 """Runs inside a 2-rank Horovod job: hvdkit trains the synthetic CNN on the same uint8 images
-held in memory (a `Dataset` of arrays) and memory-mapped from .npy files (`data.name: npy`),
+held in memory (a `Dataset` of arrays) and read from .npy files on disk (`data.name: npy`),
 alternating rounds so both see the same machine load. Rank 0 prints one JSON line with each
 round's barrier-timed samples/s.
 
