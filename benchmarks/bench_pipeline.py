@@ -16,7 +16,8 @@ Batch 2048 gives micro-batches of 256 rows at m=8. Smaller ones cost more per sa
 thread (each micro-batch pays the per-operation overheads, and the weight-gradient products
 accumulate into weight-sized outputs whatever the rows), which slows the stages themselves:
 not the schedule's bubble, which this measures. The bubble is the busiest stage's idle share
-(hvdkit.parallel.pipeline_step); the idle share of each stage and the imbalance are printed beside it.
+(hvdkit.parallel.pipeline_step); the idle share of each stage and the imbalance are printed
+beside it.
 Each line also shows busy ÷ CPU time per stage: above 1 when other processes share the cores.
 """
 

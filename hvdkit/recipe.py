@@ -166,12 +166,17 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `key=value` overrides, validate, and return it typed."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"recipe {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"recipe {path} is not a file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    except (UnicodeDecodeError, OSError) as exc:  # a binary file, a folder, no permission
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise UserError(f"recipe {path} cannot be read as YAML text ({why})") from None
     return recipe_from_dict(data or {}, source=str(path), overrides=overrides)
 
 

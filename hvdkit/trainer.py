@@ -31,17 +31,25 @@ from hvdkit.data.checks import check_model_fits
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
+from hvdkit.interrupts import StepBoundaryStop
 from hvdkit.layout import ParallelLayout
 from hvdkit.parallel import parallelize
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
 from hvdkit.tasks import TASKS
+from hvdkit.tensorboard import TensorBoard
 from hvdkit.timing import ThroughputWindow
+from hvdkit.watchdog import report_step
 from hvdkit.worker import controller_from_env, size_from_env
-from hvdkit.world import World
+from hvdkit.world import World, job_seconds_so_far
 
 EVAL_BATCH = 512
 STEP_METRICS = ("loss", "accuracy", "step_time")
+
+
+def _report_step(pos: Position) -> None:
+    """The step hook that puts this rank's step into its heartbeat (hvdkit.watchdog)."""
+    report_step(pos.step)
 
 
 def default_run_dir(recipe: Recipe, framework: str, np_: int) -> Path:
@@ -64,6 +72,8 @@ class Trainer:
     `data` replaces the recipe's data set with your own: a `hvdkit.data.Dataset` of arrays, a
     map-style data set (`len()` and `[i] -> (x, y)` numpy; `data.workers` processes decode
     it), or a (train, test) pair of them; see `hvdkit.data.to_source`.
+
+    `tensorboard` writes `run_dir/tensorboard/` event files (hvdkit.tensorboard).
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class Trainer:
         adapter: Adapter | None = None,
         resume: str | Path | None = None,
         elastic: bool = False,
+        tensorboard: bool = True,
     ) -> None:
         self.recipe = recipe
         self.framework = framework
@@ -95,6 +106,7 @@ class Trainer:
         self.world: World | None = None
         self.resume = resume
         self.elastic = elastic
+        self.tensorboard = tensorboard
         # The run's state, set by `fit`: the layout, this rank's step runner, and where
         # training stands (position, world, this rank's data shard, the step it ends at).
         self.layout: ParallelLayout | None = None
@@ -145,7 +157,9 @@ class Trainer:
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step]
+        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed in _flush
+        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
+                                                             _report_step]
         if self.resume is not None:
             self.position, path = self.checkpointer.restore(self._resume_source())
             if world.is_root:
@@ -197,6 +211,10 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._write_config()
                 callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
+                if self.tensorboard:
+                    callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
+                        "recipe": self.recipe.to_dict(), "framework": self.framework,
+                        "np": self.world.size}))
             if self.progress:
                 callbacks.append(ProgressBar())
         return callbacks + self.user_callbacks
@@ -222,14 +240,15 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
+        started = time.perf_counter() - job_seconds_so_far()  # wall_time is the job's
         self._setup()
         recipe, world = self.recipe, self.world
         assert world is not None
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
-        started = time.perf_counter()
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
                                        self.total_steps, self.runner.comm_seconds)
+        self.stop.install()
         try:
             if self.elastic:
                 from hvdkit.parallel.elastic import run_elastic
@@ -239,6 +258,7 @@ class Trainer:
                 self.train_from_position()
         finally:
             self.data.close()  # worker processes, if any
+            self.stop.restore()
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
@@ -253,6 +273,8 @@ class Trainer:
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
         summary["peak_rss_mib"] = self._peak_rss()
+        if self.stop.signum:
+            summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -305,8 +327,9 @@ class Trainer:
                         break
             if not loader.even:
                 self.adapter.join()  # before the last flush: the others may still be stepping
-            if pending:
-                losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+            # Every rank flushes at the end of every epoch (even with no rows left), so the
+            # flushes match across ranks with uneven data, and a stop request reaches them all.
+            losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
             train_time = time.perf_counter() - epoch_started
             logs: Logs = {
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -338,21 +361,27 @@ class Trainer:
         one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count.
+        the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
+        more columns carry the ranks' stop requests (hvdkit.interrupts): once any rank has
+        one, every rank ends the loop at this step, as max_steps would.
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 1))
-        buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
-        buffer[:rows, width - 1] = times
-        buffer[:rows, width] = 1.0
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
+        if rows:
+            buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
+            buffer[:rows, width - 1] = times
+            buffer[:rows, width] = 1.0
+        buffer[0, width + 1:] = self.stop.requests()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
+        if self.stop.agree(total[0, width + 1:]):
+            self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
         first = step - rows
         losses = []
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
-            logs.update(epoch=epoch, lr=lr,
+            logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
                         samples_per_sec=self.loader.global_batch / logs["step_time"])
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])
