@@ -19,6 +19,7 @@ from hvdkit import __version__
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
+from hvdkit.data.checks import check_data
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.interrupts import finish_stopped
@@ -141,6 +142,7 @@ def train(args: argparse.Namespace) -> int:
         if "HVDKIT_LAUNCH" not in os.environ and args.run_dir and rank_from_env() == 0:
             prepare_run_dir(args.run_dir, args.resume, args.overwrite)  # srun, mpirun
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
+    check_data(recipe)  # files read and checked against the model, before any worker starts
     options = _launch_options(args, machine)
     options.validate()
     ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,

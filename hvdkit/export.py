@@ -37,9 +37,9 @@ def export_run(run: str | Path, fmt: str = "native", out: str | Path | None = No
     if "pipeline_stages" in state:
         raise UserError(f"{run} is a pipeline run: exporting its stages as one model is not "
                         "supported yet")
-    from hvdkit.data import build_dataset
+    from hvdkit.data import build_source
 
-    data = build_dataset(recipe.data, recipe.train.seed)  # the model's input and output sizes
+    data = build_source(recipe.data, recipe.train.seed)  # the model's input and output sizes
     exporter = importlib.import_module(f"hvdkit.adapters.{framework}.export")
     out = Path(out) if out is not None else run / "export"
     out.mkdir(parents=True, exist_ok=True)

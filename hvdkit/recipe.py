@@ -34,15 +34,33 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str
-    """Registered data set: `digits` (scikit-learn's 8x8 digits) or `synthetic`."""
+    """Registered data set: `digits` (scikit-learn's 8x8 digits), `synthetic`, or one read
+    from disk: `npy` (a folder of .npy arrays), `text` (a UTF-8 file, byte tokens), `tokens`
+    (a flat file of uint16 token ids)."""
+    path: str = ""
+    """npy: the folder holding x_train.npy, y_train.npy and optionally x_test.npy, y_test.npy;
+    text, tokens: the file. Read a batch at a time, never whole."""
     test_fraction: float = 0.2
-    """Share of the samples held out as the test set."""
+    """Share of the samples held out as the test set (npy without test files: a fixed random
+    share; text, tokens: the file's tail)."""
     samples: int = 4096
     """Number of samples (synthetic only)."""
     shape: list[int] = field(default_factory=lambda: [8, 8, 1])
     """Shape of one sample, channels last (synthetic only)."""
-    classes: int = 10
-    """Number of classes (synthetic only)."""
+    classes: int = 0
+    """Number of classes; labels must lie in [0, classes). 0: synthetic makes 10; npy and
+    arrays of your own take the largest training label + 1; a map-style data set of your own
+    needs it (or a `num_classes` attribute)."""
+    block_size: int = 0
+    """Tokens per input window (text, tokens); the targets are the next block_size tokens."""
+    vocab_size: int = 0
+    """Token ids lie in [0, vocab_size) (tokens; text is bytes, 256)."""
+    workers: int = 0
+    """Processes decoding a map-style data set's samples ahead (0: the prefetch thread
+    decodes them)."""
+    prefetch: int = 2
+    """Batches prepared ahead in a background thread: gathered, converted and, on a GPU,
+    copied to the device (0: prepared in the step's thread)."""
     drop_last: bool = True
     """Drop the last global batch of an epoch when it is incomplete (training only)."""
 
@@ -255,7 +273,6 @@ def _check(recipe: Recipe, source: str) -> None:
         "train.commit_every_steps": recipe.train.commit_every_steps,
         "optimizer.step_every_epochs": recipe.optimizer.step_every_epochs,
         "data.samples": recipe.data.samples,
-        "data.classes": recipe.data.classes,
     }
     for key, value in positive.items():
         if value < 1:
@@ -288,5 +305,8 @@ def _check(recipe: Recipe, source: str) -> None:
     if recipe.data.name not in DATASETS:
         raise UserError(f"{source}: unknown data set {recipe.data.name!r}; "
                         f"valid: {', '.join(DATASETS.names())}")
+    from hvdkit.data.checks import check_data_config
+
+    check_data_config(recipe.data, source)
     if any(w < 1 for w in recipe.model.hidden + recipe.model.channels):
         raise UserError(f"{source}: model.hidden and model.channels must be positive widths")

@@ -12,7 +12,7 @@ mechanics of one framework, and declares here every member they use. It is appli
     adapter.train_step(x, y, lr) / forward / backward per micro-batch in a pipeline
 
 Every array that crosses the boundary is numpy, except step metrics, which stay on the device
-until `read_metrics` (no host synchronisation per step).
+until `read_metrics` (no host synchronisation per step), and batches from `stage_batch`.
 """
 
 from __future__ import annotations
@@ -92,6 +92,12 @@ class Adapter(ABC):
         exchange.attach(self)
 
     # -- one step on this rank's whole model (no pipeline) --------------------------------
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Run in the data prefetch thread, ahead of the step: the batch as `train_step` and
+        `eval_step` take it best (the framework's tensors, already on their devices). The
+        default hands numpy on; the steps take either."""
+        return x, y
 
     @abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:

@@ -27,6 +27,11 @@ class LocalStep:
         optimizer's state over the ranks); False where rank 0 alone calls it."""
         return self.adapter.exchange.collective_state
 
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Run in the data prefetch thread: the batch as the adapter's step takes it (its
+        tensors, copied to their devices while earlier steps run)."""
+        return self.adapter.stage_batch(x, y)
+
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> Any:
         """One optimizer step on this rank's batch; its metrics stay on the device."""
         return self.adapter.train_step(x, y, lr, self.layout.accumulation)

@@ -183,20 +183,21 @@ def test_exported_torch_model_gives_the_runs_accuracy(interrupted: dict[str, dic
 
     from hvdkit import load_recipe
     from hvdkit.adapters.torch.models import MODELS
-    from hvdkit.data import build_dataset
+    from hvdkit.data import build_source
 
     run_dir = interrupted["gloo"]["run_dir"]
     done = run([sys.executable, "-m", "hvdkit", "export", str(run_dir)])
     assert done.returncode == 0, done.stdout + done.stderr
     recipe = load_recipe(run_dir / "export" / "recipe.yaml")
     weights = torch.load(run_dir / "export" / "model.pt", weights_only=True)
-    data = build_dataset(recipe.data, recipe.train.seed)
+    data = build_source(recipe.data, recipe.train.seed)
+    x_test, y_test = data.test.take(np.arange(len(data.test)))
     model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
     model.load_state_dict(weights)
     with torch.no_grad():
-        predicted = model(torch.from_numpy(data.x_test)).argmax(1).numpy()
+        predicted = model(torch.from_numpy(x_test)).argmax(1).numpy()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert float((predicted == data.y_test).mean()) == pytest.approx(summary["test_accuracy"],
+    assert float((predicted == y_test).mean()) == pytest.approx(summary["test_accuracy"],
                                                                      abs=1e-9)
 
 

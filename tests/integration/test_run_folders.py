@@ -48,11 +48,12 @@ def test_run_folder_resume_export_and_overwrite(tmp_path: Path) -> None:
     accuracy = subprocess.run([sys.executable, "-c", f"""
 import keras, numpy as np
 from hvdkit import load_recipe
-from hvdkit.data import build_dataset
+from hvdkit.data import build_source
 recipe = load_recipe({str(run_dir / 'export' / 'recipe.yaml')!r})
-data = build_dataset(recipe.data, recipe.train.seed)
+data = build_source(recipe.data, recipe.train.seed)
+x_test, y_test = data.test.take(np.arange(len(data.test)))
 model = keras.saving.load_model({str(run_dir / 'export' / 'model.keras')!r})
-print(float((np.argmax(model.predict(data.x_test, verbose=0), 1) == data.y_test).mean()))
+print(float((np.argmax(model.predict(x_test, verbose=0), 1) == y_test).mean()))
 """], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert accuracy.returncode == 0, accuracy.stderr[-3000:]
     assert float(accuracy.stdout.split()[-1]) == pytest.approx(summary["test_accuracy"], abs=1e-9)

@@ -60,7 +60,8 @@ def test_choice_lists_valid_values() -> None:
 def test_unknown_model_and_data_set_list_valid_names() -> None:
     message = _error({**MINIMAL, "model": {"name": "resnet"}})
     assert "unknown model 'resnet'; valid: mlp, cnn" in message
-    assert "valid: digits, synthetic" in _error({**MINIMAL, "data": {"name": "mnist"}})
+    message = _error({**MINIMAL, "data": {"name": "mnist"}})
+    assert "valid: digits, npy, synthetic, text, tokens" in message
 
 
 def test_ranges_are_checked() -> None:

@@ -224,6 +224,14 @@ class TensorFlowAdapter(Adapter):
     def read_metrics(self, handles: list[Any]) -> np.ndarray:
         return tf.stack(handles).numpy().astype(np.float64)
 
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        """In the prefetch thread: the batch as tensors, the inputs on the first part's device
+        and the labels on the last's (to a GPU: copied while the previous step runs)."""
+        with tf.device(self.devices[0]):
+            x = tf.identity(x)
+        with tf.device(self.devices[-1]):
+            return x, tf.identity(y)
+
     def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return losses.eval_sums(self.task, self._call(x, False), y)
 

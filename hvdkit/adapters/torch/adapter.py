@@ -44,6 +44,7 @@ class TorchAdapter(Adapter):
         self.hvd = hvd
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.powersgd: Any = None  # a PowerSGDExchange once installed
+        self._copy_streams: dict[torch.device, Any] = {}  # host-to-GPU batch copies
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -263,8 +264,31 @@ class TorchAdapter(Adapter):
         return self.hvd.elastic.TorchState(self.model, self.optimizer, **values)
 
     @staticmethod
-    def _to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _to(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        if isinstance(array, torch.Tensor):  # staged already (a no-op where it is on device)
+            return array.to(device, non_blocking=True)
         return torch.from_numpy(array).to(device, non_blocking=True)
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """In the prefetch thread: the inputs on the first part's device, the labels on the
+        last's. To a GPU: pinned host memory and an asynchronous copy on a side stream, waited
+        for here (off the step's thread); the GPU's default stream, which runs the step, then
+        owns the memory."""
+        return (self._stage(torch.from_numpy(x), self.first_device),
+                self._stage(torch.from_numpy(y), self.last_device))
+
+    def _stage(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if device.type != "cuda":
+            return tensor
+        with torch.cuda.device(device):
+            stream = self._copy_streams.get(device)
+            if stream is None:
+                stream = self._copy_streams[device] = torch.cuda.Stream(device)
+            with torch.cuda.stream(stream):
+                staged = tensor.pin_memory().to(device, non_blocking=True)
+            stream.synchronize()
+            staged.record_stream(torch.cuda.default_stream(device))  # freed after the step
+        return staged
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

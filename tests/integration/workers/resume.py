@@ -49,9 +49,9 @@ class UnevenLoader(ShardedLoader):
 
     even = False
 
-    def batches(self, epoch: int, start_step: int = 0,
-                start_sample: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        batches = list(super().batches(epoch, start_step, start_sample))
+    def batches(self, epoch: int, start_step: int = 0, start_sample: int = 0,
+                stage=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        batches = list(super().batches(epoch, start_step, start_sample, stage))
         yield from batches[: len(batches) - 3] if self.rank == 1 else batches
 
 
@@ -72,8 +72,9 @@ def uneven(framework: str) -> dict:
 
     def train_from_position() -> None:
         old = trainer.loader
-        trainer.loader = UnevenLoader(old.x, old.y, batch_size=old.batch_size, rank=old.rank,
-                                      size=old.size, seed=old.seed, drop_last=old.drop_last)
+        trainer.loader = UnevenLoader(old.samples, batch_size=old.batch_size, rank=old.rank,
+                                      size=old.size, seed=old.seed, drop_last=old.drop_last,
+                                      prefetch=old.prefetch)
         original()
 
     trainer.train_from_position = train_from_position  # type: ignore[method-assign]
