@@ -15,6 +15,7 @@ import sys
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
+from hvdkit.builders import check_builders
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
@@ -94,6 +95,13 @@ def train(args: argparse.Namespace) -> int:
     check_launch(recipe.parallel.stages, options.np, options.launch_controller)
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
+    launching = options.np > 1 or options.multi_host or options.elastic
+    # A bad builder fails here, once, not on every rank (one process: imported, not called).
+    check_builders(recipe, args.framework, call=launching)
+    if launching and recipe.folder and (recipe.model.builder or recipe.data.builder):
+        # The ranks on every host import builders from the recipe's folder (hvdkit.builders).
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = recipe.folder + (os.pathsep + path if path else "")
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -23,18 +23,50 @@ from hvdkit.errors import UserError
 
 @dataclass
 class ModelConfig:
-    name: str
-    """Registered model builder: `mlp` or `cnn` (see `hvdkit info`)."""
+    name: str = ""
+    """Built-in model: `mlp`, `cnn`, `resnet` or `gpt` (hvdkit/models.py); empty with `builder`."""
     hidden: list[int] = field(default_factory=lambda: [128, 64])
-    """Widths of the fully connected hidden layers."""
+    """Widths of the fully connected hidden layers (mlp, cnn)."""
     channels: list[int] = field(default_factory=lambda: [16, 32])
     """Output channels of each 3x3 convolution (cnn only)."""
+    depth: int = 18
+    """ResNet depth: 18, 34 (basic blocks), 50, 101, 152 (bottleneck blocks)."""
+    stem: Literal["imagenet", "small"] = "imagenet"
+    """ResNet stem: `imagenet` (7x7 stride-2 convolution and 3x3 max-pooling, for 224x224
+    images) or `small` (one 3x3 stride-1 convolution, no pooling, for 32x32 images)."""
+    width: int = 64
+    """resnet: channels of the first stage (64 in the paper; each stage doubles them);
+    gpt: the embedding width (divisible by heads)."""
+    layers: int = 4
+    """gpt: transformer blocks."""
+    heads: int = 4
+    """gpt: attention heads per block."""
+    block_size: int = 128
+    """gpt: the longest context in tokens (the size of the position table)."""
+    dropout: float = 0.0
+    """gpt: dropout after the embeddings, on the attention weights and after each residual
+    branch (0: none, which keeps runs comparable across ranks and frameworks)."""
+    builder: str = ""
+    """Your own model instead of `name`: "package.module:function", imported from the
+    recipe's folder or PYTHONPATH and called as `function(input_shape, num_classes, **args)`;
+    it returns an `nn.Module` or a `keras.Model` for the run's framework, or a dict
+    {"torch": ..., "tensorflow": ...} holding either or both."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `builder`."""
+    channels_first: bool = False
+    """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
+    as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    output: Literal["auto", "logits", "probabilities"] = "auto"
+    """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
+    hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
+    the first batch's outputs: rows of non-negative numbers summing to 1 are probabilities."""
 
 
 @dataclass
 class DataConfig:
-    name: str
-    """Registered data set: `digits` (scikit-learn's 8x8 digits) or `synthetic`."""
+    name: str = ""
+    """Registered data set: `digits` (scikit-learn's 8x8 digits) or `synthetic`; empty with
+    `builder`."""
     test_fraction: float = 0.2
     """Share of the samples held out as the test set."""
     samples: int = 4096
@@ -45,6 +77,12 @@ class DataConfig:
     """Number of classes (synthetic only)."""
     drop_last: bool = True
     """Drop the last global batch of an epoch when it is incomplete (training only)."""
+    builder: str = ""
+    """Your own data instead of `name`: "package.module:function", imported from the recipe's
+    folder or PYTHONPATH and called as `function(**args)` on every rank; it returns an
+    `hvdkit.data.Dataset` or a tuple (x_train, y_train, x_test, y_test) of numpy arrays."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `builder`."""
 
 
 @dataclass
@@ -135,6 +173,9 @@ class Recipe:
     """Name of the recipe; the default run folder starts with it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    folder: ClassVar[str | None] = None
+    """The recipe file's folder, where model and data builders are looked for first (set by
+    `load_recipe`; not a recipe field)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,7 +195,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    return recipe_from_dict(data or {}, source=str(path), overrides=overrides)
+    recipe = recipe_from_dict(data or {}, source=str(path), overrides=overrides)
+    recipe.folder = str(path.resolve().parent)  # type: ignore[misc]
+    return recipe
 
 
 def recipe_from_dict(
@@ -219,6 +262,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, source, key)
+    if hint is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"{source}: {key} must be a mapping of names to values, "
+                            f"got {value!r}")
+        return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -271,13 +321,15 @@ def _check(recipe: Recipe, source: str) -> None:
     if not 0 < recipe.data.test_fraction < 1:
         raise UserError(f"{source}: data.test_fraction must lie between 0 and 1")
     from hvdkit.data.datasets import DATASETS  # here: the data sets import this module
-    from hvdkit.models import MODEL_NAMES
+    from hvdkit.models import check_model
 
-    if recipe.model.name not in MODEL_NAMES:
-        raise UserError(f"{source}: unknown model {recipe.model.name!r}; "
-                        f"valid: {', '.join(MODEL_NAMES)}")
-    if recipe.data.name not in DATASETS:
+    check_model(recipe.model, source)
+    if bool(recipe.data.name) == bool(recipe.data.builder):
+        raise UserError(f"{source}: the data section needs exactly one of data.name (a "
+                        "registered data set) and data.builder (\"package.module:function\")")
+    if recipe.data.args and not recipe.data.builder:
+        raise UserError(f"{source}: data.args are the arguments of data.builder; "
+                        "set data.builder or remove data.args")
+    if recipe.data.name and recipe.data.name not in DATASETS:
         raise UserError(f"{source}: unknown data set {recipe.data.name!r}; "
                         f"valid: {', '.join(DATASETS.names())}")
-    if any(w < 1 for w in recipe.model.hidden + recipe.model.channels):
-        raise UserError(f"{source}: model.hidden and model.channels must be positive widths")

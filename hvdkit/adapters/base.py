@@ -72,17 +72,23 @@ class Adapter(Protocol):
         """The trainable parameters, in the model's order."""
 
 
-def get_adapter(framework: str, parallel: ParallelConfig | None = None) -> Adapter:
-    """A fresh adapter for `framework`, with a clear error for an unknown or missing one.
-    Pipeline stages or a device placement in `parallel` get the framework's PipelineAdapter."""
+def load_framework(framework: str) -> Any:
+    """The adapter package of `framework` (hvdkit.adapters.<name>), with a clear error for an
+    unknown or missing one."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
     try:
-        module = importlib.import_module(FRAMEWORKS[framework])
+        return importlib.import_module(FRAMEWORKS[framework])
     except ImportError as exc:
         raise UserError(
             f"framework {framework!r} cannot be loaded ({exc}); run `make setup`"
         ) from None
+
+
+def get_adapter(framework: str, parallel: ParallelConfig | None = None) -> Adapter:
+    """A fresh adapter for `framework`, with a clear error for an unknown or missing one.
+    Pipeline stages or a device placement in `parallel` get the framework's PipelineAdapter."""
+    module = load_framework(framework)
     if parallel is not None and (parallel.stages > 1 or parallel.placement):
         return module.PipelineAdapter(parallel)
     return module.Adapter()

@@ -29,11 +29,17 @@ class Dataset:
 DATASETS: Registry = Registry("data set")
 
 
-def build_dataset(config: DataConfig, seed: int) -> Dataset:
+def build_dataset(config: DataConfig, seed: int, folder: str | None = None) -> Dataset:
+    """The recipe's data set: a registered one, or `data.builder`'s (looked for in `folder`,
+    the recipe's, first; hvdkit.builders)."""
+    if config.builder:
+        from hvdkit.builders import build_data
+
+        return build_data(config, seed, folder)
     return DATASETS.get(config.name)(config, seed)
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
+def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
@@ -49,7 +55,7 @@ def digits(config: DataConfig, seed: int) -> Dataset:
     x = (raw.images / 16.0).astype(np.float32)[..., None]
     y = raw.target.astype(np.int64)
     # The split is fixed by the data, not the run's seed, so every run tests on the same set.
-    return Dataset(*_split(x, y, config.test_fraction, seed=1234), num_classes=10)
+    return Dataset(*split(x, y, config.test_fraction, seed=1234), num_classes=10)
 
 
 @DATASETS.register("synthetic")
@@ -59,4 +65,4 @@ def synthetic(config: DataConfig, seed: int) -> Dataset:
     x = rng.standard_normal((config.samples, *config.shape), dtype=np.float32)
     teacher = rng.standard_normal((int(np.prod(config.shape)), config.classes))
     y = np.argmax(x.reshape(len(x), -1) @ teacher, axis=1).astype(np.int64)
-    return Dataset(*_split(x, y, config.test_fraction, seed=seed), num_classes=config.classes)
+    return Dataset(*split(x, y, config.test_fraction, seed=seed), num_classes=config.classes)

@@ -9,16 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from hvdkit.errors import UserError
+from hvdkit.models import layer_count
 from hvdkit.parallel.placement import check_placement
-
-
-def builtin_layers(model: Any) -> int | None:
-    """Layers with parameters in a built-in model (None for an unknown name)."""
-    if model.name == "mlp":
-        return len(model.hidden) + 1
-    if model.name == "cnn":
-        return len(model.channels) + len(model.hidden) + 1
-    return None
 
 
 def check_pipeline_recipe(recipe: Any, source: str) -> None:
@@ -45,7 +37,7 @@ def check_pipeline_recipe(recipe: Any, source: str) -> None:
     if p.boundaries and len(p.boundaries) != parts - 1:
         raise UserError(f"{source}: parallel.boundaries needs {parts - 1} entries (the first "
                         f"layer of each part after the first), got {len(p.boundaries)}")
-    layers = builtin_layers(recipe.model)
+    layers = layer_count(recipe.model)
     if layers is not None and parts > layers:
         raise UserError(f"{source}: parallel.stages is {parts} but model {recipe.model.name} "
                         f"has only {layers} layers with parameters; use at most {layers}")
