@@ -95,15 +95,15 @@ def test_model_builder_dict_picks_the_framework(folder: Path) -> None:
 
 def test_recipe_sections_take_a_name_or_a_builder(folder: Path) -> None:
     base = {"optimizer": {"name": "sgd"}, "data": {"name": "digits"}}
-    with pytest.raises(UserError, match="exactly one of model.name"):
+    with pytest.raises(UserError, match=r"exactly one of model.name"):
         recipe_from_dict({**base, "model": {"name": "mlp", "builder": "a:b"}})
-    with pytest.raises(UserError, match="exactly one of model.name"):
+    with pytest.raises(UserError, match=r"exactly one of model.name"):
         recipe_from_dict({**base, "model": {}})
-    with pytest.raises(UserError, match="model.args are the arguments of model.builder"):
+    with pytest.raises(UserError, match=r"model.args are the arguments of model.builder"):
         recipe_from_dict({**base, "model": {"name": "mlp", "args": {"a": 1}}})
-    with pytest.raises(UserError, match="model.args must be a mapping"):
+    with pytest.raises(UserError, match=r"model.args must be a mapping"):
         recipe_from_dict({**base, "model": {"builder": "a:b", "args": [1]}})
-    with pytest.raises(UserError, match="exactly one of data.name"):
+    with pytest.raises(UserError, match=r"exactly one of data.name"):
         recipe_from_dict({**base, "model": {"name": "mlp"}, "data": {}})
     recipe = load_recipe(folder / "recipe.yaml")
     assert recipe.folder == str(folder) and recipe.data.args == {"rows": 30}
@@ -160,11 +160,12 @@ def test_user_models_in_each_framework() -> None:
         out = tu.probe(logits, np.ones((5, 4), np.float32), "cpu", False)
         print("TKIND", resolve_output("auto", out, 3, "m"))
         log_probs = nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(-1))
-        print("LOGP", resolve_output("auto", tu.probe(log_probs, np.ones((5, 4), np.float32), "cpu", False), 3, "m"))
+        out = tu.probe(log_probs, np.ones((5, 4), np.float32), "cpu", False)
+        print("LOGP", resolve_output("auto", out, 3, "m"))
         image = np.zeros((2, 8, 8, 3), np.float32)
         print("NHWC", fails(lambda: tu.probe(conv, image, "cpu", False)))
         print("NCHW", tu.probe(conv, image, "cpu", True).shape)
-        print("SHAPE", fails(lambda: resolve_output("auto", out, 10, "the model")))
+        print("SHAPE", fails(lambda: resolve_output("auto", out[:, :2], 10, "the model")))
     ''')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"TF_CPP_MIN_LOG_LEVEL": "3", **__import__("os").environ})

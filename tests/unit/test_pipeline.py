@@ -150,3 +150,13 @@ def test_cli_refuses_bad_layouts_before_launching(capsys, monkeypatch, argv: lis
     assert cli_main(["train", RECIPE, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_shared_weights_are_the_ones_used_on_several_stages() -> None:
+    from hvdkit.parallel.tied import shared_weights
+
+    # A GPT cut in 3 stages: embeddings (weights 1, 2) and block on stage 0, a block on
+    # stage 1, the head (final norm 9, tied weight 1) on stage 2.
+    layers = [[1, 2], [3, 4], [5, 6], [9, 1]]
+    assert shared_weights(layers, [0, 0, 1, 2]) == {1: (0, 2)}
+    assert shared_weights(layers, [0, 0, 0, 0]) == {}
