@@ -10,7 +10,9 @@ module too (the folder must exist there, as the recipe file must), and a script 
 someone else's `horovodrun`/`mpirun`/`srun` resolves it the same way.
 
 The model builder is called as `function(input_shape, num_classes, **args)` and returns an
-`nn.Module` or a `keras.Model` (or a dict with one per framework); the data builder as
+`nn.Module` or a `keras.Model`, or a dict with one per framework, whose entries may also be
+factories `(input_shape, num_classes) -> model` (so that a module serving both frameworks
+imports only the run's); the data builder as
 `function(**args)`, returning a `Dataset` or numpy arrays. A builder that cannot be imported,
 or returns the wrong type, is a one-line `UserError`; `hvdkit train` calls both once before
 it launches workers (`check_builders`). Framework-free: the adapter checks a model's type.
@@ -136,5 +138,5 @@ def check_builders(recipe: Any, framework: str, call: bool = True) -> None:
     if model.builder:
         shape = model_input_shape(dataset.input_shape, model.channels_first)
         built = call_model_builder(model, framework, shape, dataset.num_classes, recipe.folder)
-        load_framework(framework).usermodel.check_model_type(
-            built, f"model.builder {model.builder!r}")
+        load_framework(framework).usermodel.as_model(
+            built, shape, dataset.num_classes, f"model.builder {model.builder!r}")

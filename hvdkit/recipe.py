@@ -50,7 +50,8 @@ class ModelConfig:
     """Your own model instead of `name`: "package.module:function", imported from the
     recipe's folder or PYTHONPATH and called as `function(input_shape, num_classes, **args)`;
     it returns an `nn.Module` or a `keras.Model` for the run's framework, or a dict
-    {"torch": ..., "tensorflow": ...} holding either or both."""
+    {"torch": ..., "tensorflow": ...} of models or of factories (input_shape, num_classes)
+    -> model, so that one module serves both frameworks and imports only the run's."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `builder`."""
     channels_first: bool = False
