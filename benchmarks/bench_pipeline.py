@@ -16,7 +16,7 @@ Batch 2048 gives micro-batches of 256 rows at m=8. Smaller ones cost more per sa
 thread (each micro-batch pays the per-operation overheads, and the weight-gradient products
 accumulate into weight-sized outputs whatever the rows), which slows the stages themselves:
 not the schedule's bubble, which this measures. The bubble is the busiest stage's idle share
-(hvdkit.parallel.runner); the idle share of each stage and the imbalance are printed beside it.
+(hvdkit.parallel.pipeline_step); the idle share of each stage and the imbalance are printed beside it.
 Each line also shows busy ÷ CPU time per stage: above 1 when other processes share the cores.
 """
 
@@ -104,16 +104,20 @@ def worker(out: Path) -> None:
     from mpi4py import MPI
 
     from hvdkit.adapters.base import get_adapter
+    from hvdkit.layout import ParallelLayout
+    from hvdkit.parallel import parallelize
     from hvdkit.parallel.p2p import idle_wait
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD
     pipelines = {}
-    for m in MICROBATCHES:
+    for m in MICROBATCHES:  # one pipeline per m, each on its own adapter, in this one job
         r = recipe(STAGES, m)
-        pipelines[m] = adapter = get_adapter("torch", r.parallel)
-        adapter.init(threads=1)
-        adapter.build(r, (IN_WIDTH,), 10)
+        adapter = get_adapter("torch")
+        rank = adapter.init([], threads=1, device="cpu", exclusive_gpu=False)[0]
+        model = adapter.build_model(r, (IN_WIDTH,), 10)
+        layout = ParallelLayout.from_recipe(r, STAGES)
+        pipelines[m] = parallelize(adapter, layout, r, model, (IN_WIDTH,), rank)
     single = single_process_step() if comm.Get_rank() == 0 else None
     x, y = batch()
     rounds = []
@@ -122,11 +126,11 @@ def worker(out: Path) -> None:
         if single is not None:
             row["single"] = timed_steps(single, lambda: None)
         idle_wait([comm.Ibarrier()])  # rank 1 sleeps here while rank 0 runs alone
-        for m, adapter in pipelines.items():
-            seconds = timed_steps(lambda a=adapter: a.train_step(x, y, 0.01),
-                                  lambda a=adapter: a.allreduce(np.zeros(1)),
-                                  after_warmup=adapter.epoch_metrics)  # counts start afresh
-            report = adapter.epoch_metrics()["pipeline"]
+        for m, runner in pipelines.items():
+            seconds = timed_steps(lambda a=runner: a.train_step(x, y, 0.01),
+                                  lambda: idle_wait([comm.Ibarrier()]),
+                                  after_warmup=runner.epoch_metrics)  # counts start afresh
+            report = runner.epoch_metrics()["pipeline"]
             row[m] = {"seconds": seconds, **{k: report[k] for k in (
                 "bubble", "imbalance", "stage_idle", "stage_busy_s", "stage_busy_cpu_s",
                 "bounds", "stage_peak_microbatches")}}

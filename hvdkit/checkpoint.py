@@ -2,7 +2,8 @@
 
 A checkpoint is one file, `<dir>/ckpt-<step>.hvdk`: a header line with a SHA-256 of the
 body, then the pickled payload (numpy arrays and plain Python only: the model and optimizer
-state from `adapter.state()`, the data position, the RNG states, the recipe and its hash).
+state from the step runner's `state()` (hvdkit.parallel.step), the data position, the RNG
+states, the recipe and its hash).
 Writing goes to a temporary file that is fsynced and then renamed, so a crash mid-write
 leaves the previous checkpoints intact. A truncated or corrupted file fails its checksum;
 `load_latest` then reports it and falls back to the newest older checkpoint that verifies.
@@ -213,9 +214,9 @@ class Checkpointer:
     """The trainer's checkpoint hook: rank 0 saves every N steps and at the end; `restore`
     reads on rank 0 and broadcasts the payload, so every rank loads the same state."""
 
-    def __init__(self, adapter: Any, recipe: Recipe, directory: Path | None, is_root: bool,
+    def __init__(self, runner: Any, recipe: Recipe, directory: Path | None, is_root: bool,
                  framework: str) -> None:
-        self.adapter, self.recipe, self.directory = adapter, recipe, directory
+        self.runner, self.recipe, self.directory = runner, recipe, directory
         self.is_root, self.framework = is_root, framework
         self.every = recipe.train.checkpoint_every_steps
         self.last_saved = -1
@@ -227,9 +228,9 @@ class Checkpointer:
     def save(self, position: Position) -> Path | None:
         if self.directory is None or position.step == self.last_saved:
             return None
-        if not (self.is_root or self.adapter.collective_state):
+        if not (self.is_root or self.runner.collective_state):
             return None
-        state = self.adapter.state()  # on every rank where the adapter gathers it to rank 0
+        state = self.runner.state()  # on every rank where the runner gathers it to rank 0
         self.last_saved = position.step
         if not self.is_root:
             return None
@@ -252,11 +253,11 @@ class Checkpointer:
                 found = (str(path), payload)
             except CheckpointError as exc:
                 found = exc
-        found = self.adapter.broadcast_object(found, root_rank=0, name="hvdkit.checkpoint")
+        found = self.runner.broadcast_object(found, root_rank=0, name="hvdkit.checkpoint")
         if isinstance(found, Exception):
             raise CheckpointError(str(found))
         path, payload = found
-        self.adapter.load_state(payload["state"])
+        self.runner.load_state(payload["state"])
         set_rng_state(payload["rng"])
         self.last_saved = payload["position"]["step"]
         return Position(**payload["position"]), Path(path)

@@ -19,7 +19,7 @@ from hvdkit.builders import check_builders
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
 from hvdkit.launcher import LaunchOptions, check_horovod, run_job, warn_oversubscription
-from hvdkit.parallel.pipeline import check_launch
+from hvdkit.layout import ParallelLayout
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.worker import in_horovod_job, run_worker
 
@@ -92,7 +92,8 @@ def train(args: argparse.Namespace) -> int:
         return train_worker(args, recipe, json.loads(os.environ.get("HVDKIT_LAUNCH", "{}")))
     options = _launch_options(args, machine)
     options.validate()
-    check_launch(recipe.parallel.stages, options.np, options.launch_controller)
+    ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
+                               source=args.recipe)
     check_horovod(args.framework, options.controller)
     warn_oversubscription(options)
     launching = options.np > 1 or options.multi_host or options.elastic

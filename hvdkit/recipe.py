@@ -292,7 +292,6 @@ def _check(recipe: Recipe, source: str) -> None:
         "train.log_every_steps": recipe.train.log_every_steps,
         "train.keep_checkpoints": recipe.train.keep_checkpoints,
         "train.commit_every_steps": recipe.train.commit_every_steps,
-        "parallel.accumulation": recipe.parallel.accumulation,
         "optimizer.step_every_epochs": recipe.optimizer.step_every_epochs,
         "data.samples": recipe.data.samples,
         "data.classes": recipe.data.classes,
@@ -312,19 +311,17 @@ def _check(recipe: Recipe, source: str) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"{source}: {key} must not be negative, got {value}")
-    if recipe.parallel.sync == "ps" and recipe.parallel.reduction == "adasum":
-        raise UserError(f"{source}: parallel.reduction adasum needs parallel.sync allreduce")
-    from hvdkit.parallel.checks import check_pipeline_recipe
+    from hvdkit.layout import ParallelLayout  # the parallel fields' rules, in one place
+    from hvdkit.models import check_model
 
-    check_pipeline_recipe(recipe, source)
+    check_model(recipe.model, source)
+    ParallelLayout.from_recipe(recipe, source=source)
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
     if not 0 < recipe.data.test_fraction < 1:
         raise UserError(f"{source}: data.test_fraction must lie between 0 and 1")
     from hvdkit.data.datasets import DATASETS  # here: the data sets import this module
-    from hvdkit.models import check_model
 
-    check_model(recipe.model, source)
     if bool(recipe.data.name) == bool(recipe.data.builder):
         raise UserError(f"{source}: the data section needs exactly one of data.name (a "
                         "registered data set) and data.builder (\"package.module:function\")")

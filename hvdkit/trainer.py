@@ -25,9 +25,12 @@ from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.checkpoint import Checkpointer, Position
 from hvdkit.data import ShardedLoader, build_dataset, eval_shard
 from hvdkit.errors import UserError
+from hvdkit.layout import ParallelLayout
+from hvdkit.parallel import parallelize
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
 from hvdkit.timing import ThroughputWindow
+from hvdkit.worker import controller_from_env, size_from_env
 from hvdkit.world import World
 
 EVAL_BATCH = 512
@@ -68,7 +71,8 @@ class Trainer:
     ) -> None:
         self.recipe = recipe
         self.framework = framework
-        self.adapter = adapter or get_adapter(framework, recipe.parallel)
+        self.adapter = adapter
+        """The framework adapter (made in `fit` unless given): this rank's model and state."""
         self.model = model
         self.user_callbacks = list(callbacks)
         self.run_dir = None if run_dir in (None, "auto") else Path(run_dir)
@@ -78,44 +82,76 @@ class Trainer:
         self.world: World | None = None
         self.resume = resume
         self.elastic = elastic
+        # The run's state, set by `fit`: the layout, this rank's step runner, and where
+        # training stands (position, world, this rank's data shard, the step it ends at).
+        self.layout: ParallelLayout | None = None
+        self.runner: Any = None
+        self.position = Position()
+        self.loader: ShardedLoader | None = None
+        self.total_steps = 0
+        self.checkpointer: Checkpointer | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
     def _setup(self) -> None:
         recipe = self.recipe
-        self.world = world = self.adapter.init(recipe.train.threads,
-                                                          recipe.train.device)
+        # The layout's rules, checked again in this worker before any framework loads.
+        self.layout = layout = self._layout(size_from_env())
+        adapter = self.adapter = self.adapter or get_adapter(self.framework)
+        sets = ([layout.stage_ranks(s) for s in range(layout.stages)]
+                if layout.pipelined and layout.replicas > 1 else [])
+        rank, size, local_rank, local_size = adapter.init(
+            sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
+        if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env
+            self.layout = layout = self._layout(size)
         if self._auto_run_dir:
-            self.run_dir = default_run_dir(recipe, self.framework, world.size)
+            self.run_dir = default_run_dir(recipe, self.framework, size)
         self.data = build_dataset(recipe.data, recipe.train.seed)
-        per_step = recipe.train.batch_size * recipe.parallel.accumulation
-        self.loader = ShardedLoader(
-            self.data.x_train, self.data.y_train, batch_size=per_step,
-            rank=world.data_rank, size=world.data_size, seed=recipe.train.seed,
-            drop_last=recipe.data.drop_last,
-        )
+        world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
+                      data_size=layout.replicas)
+        self.rebind(world)
         if self.loader.steps_per_epoch == 0:
             raise UserError(
                 f"train.batch_size x parallel.accumulation x ranks = {self.loader.global_batch} "
                 f"is larger than the {len(self.data.x_train)} training samples"
             )
-        self.adapter.build(recipe, self.data.input_shape, self.data.num_classes, model=self.model)
-        self.adapter.broadcast_state(root_rank=0)
+        model = adapter.build_model(recipe, self.data.input_shape, self.data.num_classes,
+                                    self.model)
+        self.runner = parallelize(adapter, layout, recipe, model, self.data.input_shape, rank)
+        self.runner.broadcast_state()
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
-        self.checkpointer = Checkpointer(self.adapter, recipe, checkpoints, world.is_root,
+        self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
         self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step]
-        self.position = Position()
         if self.resume is not None:
             self.position, path = self.checkpointer.restore(self._resume_source())
             if world.is_root:
                 print(f"[hvdkit] resumed from {path}: epoch {self.position.epoch + 1}, "
                       f"step {self.position.step}", file=sys.stderr, flush=True)
-        self.total_steps = self.plan_steps()
+            self.total_steps = self.plan_steps()
         self.history: list[Logs] = []
         self.samples_trained = 0
         self.elastic_resets = 0
         self.callbacks = self._make_callbacks()
+
+    def _layout(self, world_size: int) -> ParallelLayout:
+        return ParallelLayout.from_recipe(self.recipe, world_size, controller_from_env(),
+                                          self.elastic)
+
+    def rebind(self, world: World) -> None:
+        """Take `world` (at the start, or after an elastic job changed size): this rank's
+        shard of the data at that size, and the steps left from the current position."""
+        self.world = world
+        old = self.loader
+        per_step = self.recipe.train.batch_size * self.recipe.parallel.accumulation
+        self.loader = ShardedLoader(
+            self.data.x_train, self.data.y_train, batch_size=per_step,
+            rank=world.data_rank, size=world.data_size, seed=self.recipe.train.seed,
+            drop_last=self.recipe.data.drop_last,
+        ) if old is None or (old.rank, old.size) != (world.data_rank, world.data_size) else old
+        if self.checkpointer is not None:
+            self.checkpointer.is_root = world.is_root
+        self.total_steps = self.plan_steps()
 
     def _resume_source(self) -> Path:
         if self.resume != "latest":
@@ -143,6 +179,8 @@ class Trainer:
             "world": {"size": self.world.size, "local_size": self.world.local_size},
             "threads_per_rank": self.adapter.threads,
             "device": self.adapter.device,
+            "layout": {"stages": self.layout.stages, "replicas": self.layout.replicas,
+                       "sync": self.layout.sync, "compression": self.layout.compression},
             "launch": self.launch_info,
         }
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -161,8 +199,7 @@ class Trainer:
                                       "epochs": recipe.train.epochs, "world_size": world.size})
         started = time.perf_counter()
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
-                                       self.total_steps,
-                                       getattr(self.adapter, "comm_seconds", None))
+                                       self.total_steps, self.runner.comm_seconds)
         if self.elastic:
             from hvdkit.parallel.elastic import run_elastic
 
@@ -175,6 +212,7 @@ class Trainer:
         summary = self._summary(history, self.position.step, time.perf_counter() - started)
         summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.timing)
         summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
+        summary["exchange"] = self.runner.report()
         if history and "pipeline" in history[-1]:
             summary["pipeline"] = history[-1]["pipeline"]
         # Global samples: taken by the final position, and computed (a reset repeats some).
@@ -199,7 +237,8 @@ class Trainer:
             epoch = pos.epoch
             self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
-            pending: list[list[float]] = []
+            pending: list[Any] = []  # the steps' metrics, still on the device
+            pending_times: list[float] = []
             pending_lr: list[float] = []
             losses: list[float] = []
             samples, stopped = 0, False
@@ -208,27 +247,27 @@ class Trainer:
                                    self.total_steps, world.data_size)
                 self.window.before_step(pos.step)
                 t0 = time.perf_counter()
-                metrics = self.adapter.train_step(x, y, lr)
-                pending.append([metrics["loss"], metrics["accuracy"], time.perf_counter() - t0])
+                pending.append(self.runner.train_step(x, y, lr))
+                pending_times.append(time.perf_counter() - t0)
                 # A pipeline's stages all see the replica's batch: count it once per replica.
-                self.window.after_step(len(x) * world.data_size / world.size, pending[-1][2])
+                self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
                 pending_lr.append(lr)
                 taken = loader.step_samples(pos.sample)
                 pos.advance(taken)
                 samples += taken
                 self.samples_trained += taken
                 if len(pending) >= recipe.train.log_every_steps:
-                    losses += self._flush(pending, pending_lr, pos.step, epoch)
-                    pending, pending_lr = [], []
+                    losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+                    pending, pending_times, pending_lr = [], [], []
                 for hook in self.step_hooks:  # checkpoints; elastic commits
                     hook(pos)
                 if pos.step >= self.total_steps:
                     stopped = True
                     break
-            if not loader.even and hasattr(self.adapter, "join"):
+            if not loader.even:
                 self.adapter.join()  # before the last flush: the others may still be stepping
             if pending:
-                losses += self._flush(pending, pending_lr, pos.step, epoch)
+                losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
             train_time = time.perf_counter() - epoch_started
             logs: Logs = {
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -241,8 +280,7 @@ class Trainer:
                 paused_at = self.window.pause()
                 logs.update(self.evaluate())
                 self.window.resume(paused_at)
-            if hasattr(self.adapter, "epoch_metrics"):  # pipelines: per-stage busy, bubble, memory
-                logs.update(self.adapter.epoch_metrics())
+            logs.update(self.runner.epoch_metrics())  # pipelines: per-stage busy, bubble, memory
             if not stopped or loader.steps_left(pos.sample) == 0:
                 pos.next_epoch()
             self.history.append(logs)
@@ -255,19 +293,22 @@ class Trainer:
         total = pos.step + max(left, 0)
         return min(total, self.recipe.train.max_steps) if self.recipe.train.max_steps else total
 
-    def _flush(self, rows: list[list[float]], lrs: list[float], step: int,
+    def _flush(self, handles: list[Any], times: list[float], lrs: list[float], step: int,
                epoch: int) -> list[float]:
-        """Average the buffered step metrics across ranks in one allreduce, then log them.
+        """Read the buffered step metrics back from the device, average them across ranks in
+        one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
         the same shape, and zeros from a rank that has joined (uneven data) do not count.
         """
         width = len(STEP_METRICS)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, len(rows)), width + 1))
-        buffer[: len(rows), :width] = rows
-        buffer[: len(rows), width] = 1.0
+        rows = len(handles)
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 1))
+        buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
+        buffer[:rows, width - 1] = times
+        buffer[:rows, width] = 1.0
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        first = step - len(rows)
+        first = step - rows
         losses = []
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
@@ -279,17 +320,18 @@ class Trainer:
         return losses
 
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy over the whole test set, each rank taking a share."""
+        """The task's test metrics over the whole test set, each replica taking a share (a
+        pipeline's stages count their replica's sums once: they all hold the last stage's)."""
         assert self.world is not None
         x, y = self.data.x_test, self.data.y_test
         mine = eval_shard(len(x), self.world.data_rank, self.world.data_size)
-        sums = np.zeros(3)
+        sums = np.zeros(len(self.adapter.task.eval_sums))
         for start in range(0, len(mine), EVAL_BATCH):
             idx = mine[start : start + EVAL_BATCH]
-            out = self.adapter.eval_step(x[idx], y[idx])
-            sums += (out["loss_sum"], out["correct"], out["count"])
-        loss_sum, correct, count = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
-        return {"test_loss": float(loss_sum / count), "test_accuracy": float(correct / count)}
+            sums += self.runner.eval_step(x[idx], y[idx])
+        sums *= self.world.data_size / self.world.size
+        total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
+        return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
 
     def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:
         assert self.world is not None

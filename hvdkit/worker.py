@@ -24,6 +24,19 @@ def rank_from_env() -> int:
     return 0
 
 
+def size_from_env() -> int:
+    """The job's number of ranks as its launcher set it (1 outside a job)."""
+    for name in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 1
+
+
+def controller_from_env() -> str:
+    """`gloo` inside a horovodrun Gloo job, else `mpi` (mpirun, srun, horovodrun --mpi)."""
+    return "gloo" if os.environ.get("HOROVOD_CONTROLLER") == "gloo" else "mpi"
+
+
 def in_horovod_job() -> bool:
     """True inside a process started by horovodrun, mpirun or srun with PMI."""
     return any(name in os.environ for name in _RANK_VARIABLES)

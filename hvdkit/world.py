@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from hvdkit.errors import UserError
 
@@ -31,11 +30,6 @@ class World:
     @property
     def is_root(self) -> bool:
         return self.rank == 0
-
-    @classmethod
-    def from_horovod(cls, hvd: Any) -> World:
-        """Read the layout from an initialised `horovod.torch` or `horovod.tensorflow` module."""
-        return cls(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
 
 
 def pick_gpu(device: str, local_rank: int, local_size: int, gpus: int,

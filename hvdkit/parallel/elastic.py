@@ -19,7 +19,6 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from hvdkit.checkpoint import Position
-from hvdkit.data import ShardedLoader
 from hvdkit.world import World
 
 FIELDS = tuple(f.name for f in fields(Position))
@@ -46,23 +45,15 @@ def run_elastic(trainer: Any) -> None:
     @adapter.elastic_run
     def train(state: Any) -> None:
         trainer.position = Position(**{name: getattr(state, name) for name in FIELDS})
-        _take_world(trainer, World.from_horovod(adapter.hvd))
+        hvd = adapter.hvd
+        world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+        changed = trainer.world != world
+        trainer.rebind(world)
+        if changed and world.is_root:
+            pos = trainer.position
+            print(f"[hvdkit] elastic: {world.size} worker(s); going on from epoch "
+                  f"{pos.epoch + 1}, sample {pos.sample}, step {pos.step} "
+                  f"(reset {trainer.elastic_resets})", file=sys.stderr, flush=True)
         trainer.train_from_position()
 
     train(state)
-
-
-def _take_world(trainer: Any, world: World) -> None:
-    """After a (re)start: this rank's shard at the new size, and the steps left at that size."""
-    changed = trainer.world != world
-    old = trainer.loader
-    trainer.world = world
-    trainer.checkpointer.is_root = world.is_root
-    trainer.loader = ShardedLoader(old.x, old.y, batch_size=old.batch_size, rank=world.rank,
-                                   size=world.size, seed=old.seed, drop_last=old.drop_last)
-    trainer.total_steps = trainer.plan_steps()
-    if changed and world.is_root:
-        pos = trainer.position
-        print(f"[hvdkit] elastic: {world.size} worker(s); going on from epoch {pos.epoch + 1}, "
-              f"sample {pos.sample}, step {pos.step} (reset {trainer.elastic_resets})",
-              file=sys.stderr, flush=True)

@@ -7,15 +7,17 @@ layers that follow it (activations, pooling, flatten), so a PyTorch `Linear, ReL
     plan = plan_stages([4096, 4160, 650], stages=2)         # balanced by cost → Plan([0, 2, 3])
     schedule("1f1b", stage=0, stages=2, microbatches=4)     # [F0, F1, B0, F2, B1, F3, B2, B3]
 
-Ranks are laid out pipeline by pipeline: rank = replica × stages + stage, so the stages of one
-replica are neighbours and the ranks of one stage form a Horovod process set.
+Ranks are laid out pipeline by pipeline (hvdkit.layout): rank = replica × stages + stage, so the
+stages of one replica are neighbours and the ranks of one stage form a Horovod process set.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hvdkit.errors import UserError
 
@@ -89,47 +91,6 @@ def plan_stages(costs: list[float], stages: int, boundaries: list[int] | None = 
                             f"1..{n - 1} (the model has {n} layers)")
         return Plan(tuple(bounds))
     return Plan(tuple(balanced_bounds(costs, stages)))
-
-
-# -- the rank layout ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a rank sits: its stage, its replica (pipeline), and how many of each there are."""
-
-    rank: int
-    stages: int
-    replicas: int
-
-    @property
-    def stage(self) -> int:
-        return self.rank % self.stages
-
-    @property
-    def replica(self) -> int:
-        return self.rank // self.stages
-
-    def stage_ranks(self, stage: int) -> list[int]:
-        """The global ranks that run `stage`, one per replica (a Horovod process set)."""
-        return [r * self.stages + stage for r in range(self.replicas)]
-
-
-def make_layout(rank: int, size: int, stages: int) -> Layout:
-    if size % stages:
-        raise UserError(f"world size {size} is not parallel.stages ({stages}) x a data-parallel "
-                        f"degree; launch a multiple of {stages} ranks (-np)")
-    return Layout(rank, stages, size // stages)
-
-
-def check_launch(stages: int, np_: int, controller: str) -> None:
-    """The checks a launch can make before any worker starts (one line each)."""
-    if stages <= 1:
-        return
-    if controller != "mpi":
-        raise UserError(f"parallel.stages {stages} sends activations with mpi4py, which needs an "
-                        f"MPI launch; use --controller mpi, not {controller}")
-    make_layout(0, np_, stages)
 
 
 # -- the schedules --------------------------------------------------------------------------
@@ -216,3 +177,14 @@ def group_layers(has_params: list[bool]) -> list[list[int]]:
         else:
             groups[-1].append(i)
     return groups
+
+
+def median_seconds(work: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Median wall seconds of `work(*args)` over `repeats` runs, after one untimed run."""
+    work(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work(*args)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]

@@ -16,6 +16,7 @@ e.g. on a 2-GPU host, `placement: [cuda:0, cuda:1]` runs on either framework.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hvdkit.errors import UserError
 
@@ -44,10 +45,7 @@ def device_for(name: str, framework: str) -> str:
     return "/CPU:0" if kind == "cpu" else f"/GPU:{index}"
 
 
-def check_placement(devices: list[str], stages: int) -> None:
-    """Recipe-time check: every name parses, and with stages there is one device per stage."""
-    for name in devices:
-        parse_device(name)
-    if devices and stages > 1 and len(devices) != stages:
-        raise UserError(f"parallel.placement lists {len(devices)} devices but parallel.stages "
-                        f"is {stages}; give one device per stage")
+def apply_placement(layout: Any, rank: int, default: str) -> list[str]:
+    """The devices of this rank's parts: the placement's for its stage, else `default` (the
+    device train.device chose for this rank)."""
+    return layout.devices(layout.stage_of(rank), default)

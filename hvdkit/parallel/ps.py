@@ -1,13 +1,15 @@
-"""A parameter server on rank 0, over mpi4py: the baseline ring-allreduce is weighed against.
+"""A parameter server over mpi4py: the baseline ring-allreduce is weighed against.
 
-Every rank sends its gradients to rank 0 (`Reduce`, or `Gather` of fp16 halves when
-compression is on, summed in float32 on the root); rank 0 alone runs the optimizer and sends
-the parameters back (`Bcast`). The arithmetic is that of an averaged allreduce followed by the
-same update on every rank, so a run trains to the same parameters — only the traffic differs:
+The replicas' first rank is the server (rank 0 in pure data parallelism; replica 0 of each
+stage in a hybrid pipeline). Every replica sends its gradients to it (`Reduce`, or `Gather` of
+fp16 halves when compression is on, summed in float32 on the root); the root alone runs the
+optimizer and sends the parameters back (`Bcast`). The arithmetic is that of an averaged
+allreduce followed by the same update on every rank, so a run trains to the same parameters —
+only the traffic differs:
 the root receives and sends (n−1) full copies per step where a ring moves 2(n−1)/n per rank.
 
-Adapters call it with flat float32 numpy buffers; it needs Horovod's MPI controller (the
-job's processes must form one MPI world). Run with `--set parallel.sync=ps`.
+It moves flat float32 numpy buffers through the adapter's numpy gradient hooks; it needs an MPI
+launch (hvdkit.layout checks). Run with `--set parallel.sync=ps`.
 """
 
 from __future__ import annotations
@@ -17,24 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from hvdkit.errors import UserError
+from hvdkit.layout import ParallelLayout
+from hvdkit.parallel.exchange import GradientExchange
 
 ROOT = 0
 
 
 class ParameterServer:
-    """Gradient push to rank 0 and parameter pull from it; counts its seconds and bytes."""
+    """Gradient push to the communicator's rank 0 and parameter pull from it; counts its
+    seconds and bytes."""
 
-    def __init__(self, world_size: int, compression: str = "none") -> None:
+    def __init__(self, comm: Any, compression: str = "none") -> None:
         from mpi4py import MPI
 
-        self.comm: Any = MPI.COMM_WORLD
-        if self.comm.Get_size() != world_size:
-            raise UserError("parallel.sync ps needs the MPI controller (--controller mpi): "
-                            f"MPI sees {self.comm.Get_size()} ranks, Horovod {world_size}")
+        self.comm = comm
         self.MPI = MPI
-        self.rank = self.comm.Get_rank()
-        self.size = world_size
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
         self.fp16 = compression == "fp16"
         self.seconds = 0.0
         self.bytes_sent = 0
@@ -71,6 +72,41 @@ class ParameterServer:
             self.bytes_sent += params.nbytes * (self.size - 1)
         self.seconds += time.perf_counter() - started
         return params
+
+
+class ParameterServerExchange(GradientExchange):
+    """The parameter server in the exchange slot (hvdkit.parallel.exchange), over this rank's
+    replicas."""
+
+    name = "ps"
+    in_step = False
+
+    def __init__(self, layout: ParallelLayout, rank: int) -> None:
+        super().__init__()
+        from mpi4py import MPI
+
+        # The replicas of this rank's stage, ordered by replica: the first is the server.
+        comm = MPI.COMM_WORLD.Split(layout.stage_of(rank), layout.replica_of(rank))
+        self.server = ParameterServer(comm, layout.compression)
+        self.average = layout.reduction == "average"
+
+    def step(self) -> None:
+        adapter, server = self.adapter, self.server
+        started = time.perf_counter()
+        grads = adapter.gradients_as_numpy()
+        total = server.push(flatten(grads), average=self.average)
+        if total is not None:
+            adapter.set_gradients(unflatten(total, grads))
+            adapter.optimizer_step()
+        params = adapter.parameters_as_numpy()
+        adapter.assign_parameters(unflatten(server.pull(flatten(params)), params))
+        self.calls += 1
+        self.bytes_per_step = server.bytes_sent / self.calls
+        self.seconds += time.perf_counter() - started
+
+    def comm_seconds(self) -> float:
+        """Seconds in the server's Reduce/Gather and Bcast."""
+        return self.server.seconds
 
 
 def flatten(arrays: list[np.ndarray]) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Per framework: one process computes the references (plain training at batch 16 and 32, and a
 model placed over two devices), one 2-rank job runs GPipe then 1F1B with m=4 through the
-trainer; one 4-rank PyTorch job runs 2 stages x 2 replicas. Parameters must agree to 1e-5.
+trainer, and a placement over two devices on each of the 2 ranks (data parallel); one 4-rank
+PyTorch job runs 2 stages x 2 replicas, without and with fp16 compression. Parameters must
+agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -67,6 +69,15 @@ def test_placement_over_two_devices_matches_unsplit(tmp_path_factory, framework:
     assert diff <= TOLERANCE
 
 
+def test_placement_with_two_ranks_trains_data_parallel(tmp_path_factory, framework: str) -> None:
+    """Each rank places the model over two devices; the ranks still average their gradients."""
+    reference = _run(tmp_path_factory, framework, "reference")
+    pipeline = _run(tmp_path_factory, framework, "pipeline")
+    expected = load_arrays(reference / "single32.npz")
+    assert max_abs_diff(load_arrays(pipeline / "placed_rank0.npz"), expected) <= TOLERANCE
+    assert max_abs_diff(load_arrays(pipeline / "placed_rank1.npz"), expected) <= TOLERANCE
+
+
 def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
                                                              framework: str) -> None:
     pipeline = _run(tmp_path_factory, framework, "pipeline")
@@ -92,3 +103,17 @@ def test_hybrid_two_stages_two_replicas_match_double_batch(tmp_path_factory) -> 
     assert max_abs_diff(load_arrays(hybrid / "hybrid.npz"), expected) <= TOLERANCE
     assert max_abs_diff(load_arrays(hybrid / "hybrid_replica1.npz"), expected) <= TOLERANCE
     assert json.loads((hybrid / "hybrid.json").read_text())["replicas"] == 2
+
+
+def test_fp16_compression_applies_in_a_hybrid_pipeline(tmp_path_factory) -> None:
+    hybrid = _run(tmp_path_factory, "torch", "hybrid")
+    plain = json.loads((hybrid / "hybrid.json").read_text())["exchange"]
+    fp16 = json.loads((hybrid / "hybrid_fp16.json").read_text())["exchange"]
+    assert (plain["compression"], fp16["compression"]) == ("none", "fp16")
+    assert plain["replicas"] == fp16["replicas"] == 2
+    assert fp16["bytes_per_step"] == pytest.approx(plain["bytes_per_step"] / 2)
+    diff = max_abs_diff(load_arrays(hybrid / "hybrid_fp16.npz"),
+                        load_arrays(hybrid / "hybrid.npz"))
+    assert 0 < diff <= 1e-4  # compressed on the wire (not bit-equal), yet the same training
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_fp16.npz"),
+                        load_arrays(hybrid / "hybrid_fp16_replica1.npz")) == 0.0

@@ -1,29 +1,21 @@
-"""Pipeline planning without a job: schedules, the stage splitter, layout and recipe errors."""
+"""Pipeline planning without a job: schedules, the stage splitter, device names."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from hvdkit.cli import main as cli_main
 from hvdkit.errors import UserError
 from hvdkit.parallel.pipeline import (
     Op,
     balanced_bounds,
-    check_launch,
     group_layers,
     ideal_bubble,
-    make_layout,
     peak_in_flight,
     plan_stages,
     schedule,
     simulate,
 )
 from hvdkit.parallel.placement import device_for
-from hvdkit.recipe import recipe_from_dict
-
-RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "pipeline_mlp.yaml")
 
 
 def ops(text: str) -> list[Op]:
@@ -89,67 +81,12 @@ def test_parameter_free_layers_join_the_layer_before() -> None:
     assert group_layers([False, True, True, True]) == [[0, 1], [2], [3]]
 
 
-def test_layout_puts_a_pipeline_on_neighbouring_ranks() -> None:
-    layout = make_layout(rank=3, size=4, stages=2)
-    assert (layout.stage, layout.replica, layout.replicas) == (1, 1, 2)
-    assert layout.stage_ranks(0) == [0, 2]
-    with pytest.raises(UserError, match=r"world size 3 is not parallel\.stages"):
-        make_layout(0, 3, 2)
-
-
-def test_launch_checks() -> None:
-    check_launch(2, 4, "mpi")
-    check_launch(1, 3, "gloo")
-    with pytest.raises(UserError, match="needs an MPI launch"):
-        check_launch(2, 2, "gloo")
-    with pytest.raises(UserError, match="-np"):
-        check_launch(2, 3, "mpi")
-
-
 def test_devices_translate_between_frameworks() -> None:
     assert device_for("cuda:1", "tensorflow") == "/GPU:1"
     assert device_for("/GPU:0", "torch") == "cuda:0"
     assert device_for("/CPU:0", "torch") == "cpu"
     with pytest.raises(UserError, match="unknown device"):
         device_for("tpu", "torch")
-
-
-def _recipe(hidden: list[int] | None = None, batch: int = 32, **parallel: object):
-    return recipe_from_dict({"model": {"name": "mlp", "hidden": hidden or [16]},
-                             "data": {"name": "digits"}, "optimizer": {"name": "sgd"},
-                             "train": {"batch_size": batch}, "parallel": parallel})
-
-
-@pytest.mark.parametrize("parallel,message", [
-    ({"stages": 3}, "only 2 layers"),
-    ({"stages": 2, "microbatches": 5}, "must divide by parallel.microbatches"),
-    ({"stages": 2, "accumulation": 2}, "parallel.accumulation 1"),
-    ({"microbatches": 2}, "needs parallel.stages > 1"),
-    ({"stages": 2, "placement": ["cpu"]}, "one device per stage"),
-    ({"stages": 2, "boundaries": [2]}, "rise strictly"),
-    ({"stages": 0}, "parallel.stages must be at least 1"),
-])
-def test_recipe_errors_name_the_field(parallel: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        _recipe(**parallel)
-
-
-def test_a_valid_pipeline_recipe_loads() -> None:
-    r = _recipe([16, 16], stages=3, microbatches=8, schedule="gpipe", boundaries=[1, 2])
-    assert (r.parallel.stages, r.parallel.schedule) == (3, "gpipe")
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["-np", "3"], "world size 3 is not parallel.stages (2)"),
-    (["-np", "2", "--controller", "gloo"], "needs an MPI launch"),
-    (["-np", "2", "--set", "parallel.stages=4"], "only 3 layers"),
-])
-def test_cli_refuses_bad_layouts_before_launching(capsys, monkeypatch, argv: list[str],
-                                                  message: str) -> None:
-    monkeypatch.setenv("HVDKIT_NO_MACHINE_DEFAULTS", "1")  # a tuned controller must not matter
-    assert cli_main(["train", RECIPE, *argv]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
 
 
 def test_shared_weights_are_the_ones_used_on_several_stages() -> None:

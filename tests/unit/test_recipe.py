@@ -100,6 +100,6 @@ def test_model_fields_are_checked() -> None:
         {**MINIMAL, "model": {"name": "gpt", "width": 30}})
     assert "model.dropout must lie in [0, 1)" in _error(
         {**MINIMAL, "model": {"name": "gpt", "dropout": 1.0}})
-    assert "parallel.stages is 7 but model gpt has only 4 layers" in _error(
+    assert "parallel.stages cuts model gpt into 7 parts but it has only 4 layers" in _error(
         {**MINIMAL, "model": {"name": "gpt", "layers": 2},
          "parallel": {"stages": 7}, "train": {"batch_size": 7}})

@@ -1,9 +1,13 @@
-"""TensorFlow mechanics: a `tf.function` step, Horovod allreduce of the tape's gradients.
+"""TensorFlow / Keras 3 mechanics: Horovod set-up, the kept model, the steps, the state.
 
-Keras 3 variables are not `tf.Variable`s; Horovod's broadcasts get the underlying ones
-(`v.value`). Gradients of the micro-batches are summed, then reduced in one
-`hvd.grouped_allreduce` — the call `hvd.DistributedGradientTape` makes — so that gradient
-accumulation never holds more than one micro-batch of activations.
+One adapter serves every layout (hvdkit.parallel composes them). Where the exchange runs inside
+`optimizer_step` (none, ring-allreduce), one `tf.function` does a whole step: the micro-batches'
+gradients are summed, reduced in one `hvd.grouped_allreduce` over the replicas' process set
+(the call `hvd.DistributedGradientTape` makes) and applied, so accumulation never holds more
+than one micro-batch of activations. Pipeline stages run a `GradientTape` per micro-batch and
+`tape.gradient(..., output_gradients=...)` with the gradient the next stage sent back; each
+part's computation runs under `tf.device`. Keras 3 variables are not `tf.Variable`s: Horovod's
+broadcasts get the underlying ones (`v.value`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hvdkit.adapters.base import Adapter
+from hvdkit.adapters.tensorflow import losses
 from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.adapters.tensorflow.placement import profile_layers
+from hvdkit.adapters.tensorflow.state import keras_elastic_state
+from hvdkit.errors import UserError
+from hvdkit.parallel.placement import device_for
 from hvdkit.recipe import OptimizerConfig, Recipe
-from hvdkit.world import World, default_threads, pick_gpu
+from hvdkit.world import default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
@@ -27,178 +37,246 @@ def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
                                     weight_decay=decay)
     return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
 
-
-def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
-    """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
-    memory grown on demand, so that the ranks of a host do not take each other's GPUs.
-    Must run before TensorFlow's runtime starts."""
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu = pick_gpu(device, local_rank, local_size, len(gpus), shared_ok)
-    if gpu is None:
-        if gpus:
-            tf.config.set_visible_devices([], "GPU")
-        return "/CPU:0"
-    tf.config.set_visible_devices(gpus[gpu], "GPU")
-    tf.config.experimental.set_memory_growth(gpus[gpu], True)
-    return "/GPU:0"
+# Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
+PROCESS_SETS: dict[tuple[int, ...], Any] = {}
 
 
-class TensorFlowAdapter:
+class TensorFlowAdapter(Adapter):
     framework = "tensorflow"
-    collective_state = False  # rank 0 holds the whole model
 
     def __init__(self) -> None:
+        super().__init__()
         import horovod.tensorflow as hvd
 
         self.hvd = hvd
-        self.threads = 0
         self.device = "/CPU:0"
-        self.ps: Any = None  # a ParameterServer when parallel.sync is ps
+        self._saved: dict[int, tuple[Any, tf.Tensor, tf.Tensor]] = {}
+        self._reduce = _unchanged  # the ring's grouped allreduce, once installed
 
-    def init(self, threads: int = 0, device: str = "auto") -> World:
-        self.hvd.init()
-        world = World.from_horovod(self.hvd)
-        self.threads = threads or default_threads(world.local_size)
+    # -- set-up ---------------------------------------------------------------------------
+
+    def init(self, process_sets: list[list[int]], threads: int, device: str,
+             exclusive_gpu: bool) -> tuple[int, ...]:
+        hvd = self.hvd
+        if not hvd.is_initialized():
+            sets = [hvd.ProcessSet(ranks) for ranks in process_sets]
+            hvd.init(process_sets=sets) if sets else hvd.init()
+            PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
+        self.threads = threads or default_threads(hvd.local_size())
         # Must run before TensorFlow's runtime starts, i.e. before the first op.
         tf.config.threading.set_intra_op_parallelism_threads(self.threads)
         tf.config.threading.set_inter_op_parallelism_threads(self.threads)
-        self.device = tf_device(device, world.local_rank, world.local_size,
-                                shared_ok=not self.hvd.nccl_built())
-        return world
+        self.device = tf_device(device, hvd.local_rank(), hvd.local_size(),
+                                shared_ok=not (exclusive_gpu and hvd.nccl_built()))
+        return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
 
-    def build(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-              model: Any = None) -> None:
+    def process_set(self, ranks: list[int] | None) -> Any:
+        """Horovod's process set of these ranks (the global one for None)."""
+        if ranks is None or len(ranks) == self.hvd.size():
+            return self.hvd.global_process_set
+        if tuple(ranks) not in PROCESS_SETS:
+            raise UserError("Horovod was started in this process before the process set "
+                            f"{ranks} existed; run one pipeline layout per process")
+        return PROCESS_SETS[tuple(ranks)]
+
+    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
+                    model: Any = None) -> keras.Model:
         keras.utils.set_random_seed(recipe.train.seed)
         if model is None:
-            model = MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        elif not isinstance(model, keras.Model):
-            model = model(input_shape, num_classes)
-        self.model = model
-        self.optimizer = make_optimizer(recipe.optimizer)
-        self.optimizer.build(model.trainable_variables)
-        self.accumulation = recipe.parallel.accumulation
-        self.reduce_op = {"average": self.hvd.Average, "sum": self.hvd.Sum,
-                          "adasum": self.hvd.Adasum}[recipe.parallel.reduction]
-        self.compression = (self.hvd.Compression.fp16 if recipe.parallel.compression == "fp16"
-                            else self.hvd.Compression.none)
-        spec = [tf.TensorSpec((None, *input_shape), tf.float32), tf.TensorSpec((None,), tf.int64)]
-        # The steps are plain Python with static loops: AutoGraph's rewrite is not needed.
-        self._train = tf.function(self._train_step, autograph=False,
-                                  input_signature=[*spec, tf.TensorSpec((), tf.float32)])
-        self._eval = tf.function(self._eval_step, autograph=False, input_signature=spec)
-        if recipe.parallel.sync == "ps":
-            from hvdkit.parallel.ps import ParameterServer
+            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
+        return model if isinstance(model, keras.Model) else model(input_shape, num_classes)
 
-            self.ps = ParameterServer(self.hvd.size(), recipe.parallel.compression)
-            self.ps_average = recipe.parallel.reduction == "average"
-            self._grads = tf.function(self._local_grads, autograph=False, input_signature=spec)
-            self._apply = tf.function(self._apply_step, autograph=False)
+    def model_layers(self, model: keras.Model) -> list[Any]:
+        return list(model.layers)
 
-    def _train_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        self.optimizer.learning_rate.assign(lr)
-        loss, correct, grads = self._local_grads(x, y)
-        grads = self.hvd.grouped_allreduce(grads, op=self.reduce_op, compression=self.compression)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
-        return loss, correct
+    def layer_has_params(self, layer: Any) -> bool:
+        return bool(layer.trainable_weights)
 
-    def _apply_step(self, grads: list[tf.Tensor], lr: tf.Tensor) -> None:
-        self.optimizer.learning_rate.assign(lr)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+    def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
+                       timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+        return profile_layers(layers, input_shape, rows, timed)
 
-    def _local_grads(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, list[tf.Tensor]]:
-        """This rank's loss, correct count and gradients, summed over the micro-batches."""
-        variables = self.model.trainable_variables
-        k = self.accumulation
+    def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
+        self.parts = parts
+        self.devices = [device_for(d, "tensorflow") for d in devices]
+        if len(devices) > 1:
+            self.device = ",".join(self.devices)
+        layers = [layer for part in parts for layer in part]
+        self.trainable = [w for layer in layers for w in layer.trainable_weights]
+        self.variables = [w for layer in layers for w in layer.weights]
+        self._train_call = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
+        self._eval_call = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
+        self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
+        self._grads_fn = tf.function(self._local_grads, autograph=False,
+                                     reduce_retracing=True)
+        self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
+
+    def _call(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        for part, device in zip(self.parts, self.devices, strict=True):
+            with tf.device(device):
+                for layer in part:
+                    x = layer(x, training=training)
+        return x
+
+    def make_optimizer(self, config: OptimizerConfig) -> None:
+        self.optimizer = make_optimizer(config)
+        self.optimizer.build(self.trainable)
+
+    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
+                     passes: int) -> float:
+        hvd = self.hvd
+        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
+        reduce_op = {"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op]
+        process_set = self.process_set(process_set_ranks)
+
+        def reduce(grads: list[tf.Tensor]) -> list[tf.Tensor]:
+            return hvd.grouped_allreduce(grads, op=reduce_op, compression=codec,
+                                         process_set=process_set)
+
+        self._reduce = reduce
+        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
+        return float(sum(int(np.prod(v.shape)) * codec.compress(tf.zeros((), v.dtype))[0]
+                         .dtype.size for v in self.trainable))
+
+    # -- one step on the whole kept model -------------------------------------------------
+
+    def _local_grads(self, x: tf.Tensor, y: tf.Tensor,
+                     k: int) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """[mean loss, accuracy] and the gradients summed over `k` micro-batches."""
         n = tf.shape(x)[0]
-        grads = [tf.zeros_like(v) for v in variables]
-        loss_sum = tf.constant(0.0)
-        correct = tf.constant(0, tf.int64)
+        grads = [tf.zeros_like(v) for v in self.trainable]
+        sums = tf.zeros(2)
         for i in range(k):
             start, end = n * i // k, n * (i + 1) // k
             xb, yb = x[start:end], y[start:end]
             with tf.GradientTape() as tape:
-                logits = self.model(xb, training=True)
-                loss = tf.reduce_mean(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+                out = self._call(xb, True)
+                loss, correct = losses.loss_and_correct(self.task, out, yb)
                 scaled = loss / k  # inside the tape, or the tape cannot see it
-            step_grads = tape.gradient(scaled, variables)
+            step_grads = tape.gradient(scaled, self.trainable)
             grads = [g + s for g, s in zip(grads, step_grads, strict=True)]
-            loss_sum += loss
-            correct += tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == yb, tf.int64))
-        return loss_sum / k, correct, grads
+            count = tf.cast(end - start, tf.float32)
+            sums += tf.stack([loss * count, tf.cast(correct, tf.float32)])
+        return sums / tf.cast(n, tf.float32), grads
 
-    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        logits = self.model(x, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        loss = tf.reduce_sum(losses)
-        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.int64))
+    def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int) -> tf.Tensor:
+        self.optimizer.learning_rate.assign(lr)
+        metrics, grads = self._local_grads(x, y, k)
+        self.optimizer.apply_gradients(zip(self._reduce(grads), self.trainable, strict=True))
+        return metrics
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:
-        if self.ps is not None:
-            loss, correct = self._ps_step(x, y, lr)
-        else:
-            loss, correct = self._train(x, y, np.float32(lr))
-        return {"loss": float(loss), "accuracy": int(correct) / len(y)}
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
+        if self.exchange.in_step:
+            return self._step(x, y, np.float32(lr), accumulation)
+        self.optimizer.learning_rate.assign(lr)
+        metrics, self._grads = self._grads_fn(x, y, accumulation)
+        self.exchange.step()
+        return metrics
 
-    def _ps_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[Any, Any]:
-        """Gradients to rank 0, its optimizer step, parameters back (hvdkit.parallel.ps)."""
-        from hvdkit.parallel.ps import flatten, unflatten
+    def read_metrics(self, handles: list[Any]) -> np.ndarray:
+        return tf.stack(handles).numpy().astype(np.float64)
 
-        loss, correct, grads = self._grads(x, y)
-        variables = self.model.trainable_variables
-        total = self.ps.push(flatten([g.numpy() for g in grads]), average=self.ps_average)
-        if total is not None:
-            self._apply([tf.constant(g) for g in unflatten(total, variables)],
-                        tf.constant(lr, tf.float32))
-        flat = flatten([v.numpy() for v in variables])
-        for v, value in zip(variables, unflatten(self.ps.pull(flat), variables), strict=True):
-            v.assign(value)
-        return loss, correct
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return losses.eval_sums(self.task, self._call(x, False), y)
 
-    def comm_seconds(self) -> float:
-        """Seconds in the parameter server's exchange; NaN for ring-allreduce (inside the
-        compiled step, where only Horovod's timeline sees it)."""
-        return self.ps.seconds if self.ps is not None else float("nan")
+    def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self._eval(x, y).numpy().astype(np.float64)
 
-    def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        loss, correct = self._eval(x, y)
-        return {"loss_sum": float(loss), "correct": int(correct), "count": len(y)}
+    # -- a pipeline stage's micro-batches -------------------------------------------------
 
-    def _variables(self) -> list[Any]:
-        return [*self.model.variables, *self.optimizer.variables]
+    def zero_grad(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
+        self._grads = [tf.zeros_like(v) for v in self.trainable]
 
-    def broadcast_state(self, root_rank: int = 0) -> None:
-        self.hvd.broadcast_variables([v.value for v in self._variables()], root_rank=root_rank)
+    def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
+                input_grad: bool) -> np.ndarray:
+        x = tf.constant(inputs)
+        with tf.GradientTape() as tape:
+            if input_grad:
+                tape.watch(x)
+            out = self._train_call(x)
+            if labels is not None:
+                loss, correct = losses.loss_and_correct(self.task, out, labels)
+                scaled = loss * scale  # inside the tape, or the tape cannot see it
+        if labels is None:
+            self._saved[mb] = (tape, x if input_grad else None, out)
+            return out.numpy()
+        self._saved[mb] = (tape, x if input_grad else None, scaled)
+        return np.array([float(loss), float(correct)])
+
+    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
+        tape, x, out = self._saved.pop(mb)
+        sources = self.trainable if x is None else [x, *self.trainable]
+        grads = tape.gradient(out, sources,
+                              output_gradients=None if grad is None else tf.constant(grad))
+        grad_in = None
+        if x is not None:
+            grad_in, grads = grads[0].numpy(), grads[1:]
+        self._grads = [a + g for a, g in zip(self._grads, grads, strict=True)]
+        return grad_in
+
+    def apply_gradients(self) -> None:
+        self.exchange.step()
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        return self._eval_call(tf.constant(inputs)).numpy()
+
+    def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return losses.eval_sums(self.task, tf.constant(outputs),
+                                tf.constant(labels)).numpy().astype(np.float64)
+
+    # -- what the gradient exchanges use --------------------------------------------------
+
+    def optimizer_step(self) -> None:
+        grads = self._reduce(self._grads)
+        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+
+    def gradients_as_numpy(self) -> list[np.ndarray]:
+        return [g.numpy() for g in self._grads]
+
+    def set_gradients(self, arrays: list[np.ndarray]) -> None:
+        self._grads = [tf.constant(a) for a in arrays]
+
+    def assign_parameters(self, arrays: list[np.ndarray]) -> None:
+        for v, a in zip(self.trainable, arrays, strict=True):
+            v.assign(a)
+
+    def parameters_as_numpy(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.trainable]
+
+    # -- collectives, state, fault tolerance ----------------------------------------------
 
     def allreduce(self, values: np.ndarray, op: str = "average",
                   name: str | None = None) -> np.ndarray:
         reduce_op = self.hvd.Average if op == "average" else self.hvd.Sum
         return self.hvd.allreduce(tf.constant(values), op=reduce_op, name=name).numpy()
 
+    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+    def _all_variables(self) -> list[Any]:
+        return [*self.variables, *self.optimizer.variables]
+
+    def broadcast_state(self, root_rank: int = 0) -> None:
+        self.hvd.broadcast_variables([v.value for v in self._all_variables()],
+                                     root_rank=root_rank)
+
     def state(self) -> dict[str, Any]:
         """Model and optimizer variables (the step counter included) and TF's global RNG."""
-        return {"model": [v.numpy() for v in self.model.variables],
+        return {"model": [v.numpy() for v in self.variables],
                 "optimizer": [v.numpy() for v in self.optimizer.variables],
                 "rng": tf.random.get_global_generator().state.numpy()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        for variable, value in zip(self._variables(), [*state["model"], *state["optimizer"]],
-                                   strict=True):
+        for variable, value in zip(self._all_variables(),
+                                   [*state["model"], *state["optimizer"]], strict=True):
             variable.assign(value)
         if "rng" in state:
             tf.random.get_global_generator().state.assign(state["rng"])
 
-    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
-        """Rank `root_rank`'s picklable `obj` on every rank (`name`: the same on all ranks)."""
-        return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
-
-    def join(self) -> None:
-        """Wait, answering the others' allreduces with zeros, until every rank has joined."""
-        self.hvd.join()
-
     def elastic_state(self, **values: Any) -> Any:
         """Horovod's elastic state: the Keras model and optimizer, and `values` (the position)."""
-        return _keras_state(self, values)
+        return keras_elastic_state(self, values)
 
     def elastic_run(self, func: Any) -> Any:
         import horovod.tensorflow.elastic as elastic
@@ -216,34 +294,21 @@ class TensorFlowAdapter:
 
         return elastic.run(guarded)
 
-    def parameters_as_numpy(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self.model.trainable_variables]
+
+def _unchanged(grads: list[tf.Tensor]) -> list[tf.Tensor]:
+    return grads
 
 
-def _keras_state(adapter: TensorFlowAdapter, values: dict[str, Any]) -> Any:
-    """An elastic object state that also carries the Keras model and optimizer.
-
-    Horovod's `TensorFlowKerasState` expects `tf.Variable`s; Keras 3 variables are not, so the
-    snapshot goes through the adapter's numpy `state()` and the sync through `v.value`.
-    """
-    import horovod.tensorflow.elastic as elastic
-
-    class KerasState(elastic.ObjectState):
-        def __init__(self) -> None:
-            self._snapshot = adapter.state()
-            super().__init__(bcast_object=adapter.hvd.broadcast_object,
-                             get_rank=adapter.hvd.rank, **values)
-
-        def save(self) -> None:
-            self._snapshot = adapter.state()
-            super().save()
-
-        def restore(self) -> None:
-            adapter.load_state(self._snapshot)
-            super().restore()
-
-        def sync(self) -> None:
-            adapter.broadcast_state(root_rank=0)
-            super().sync()
-
-    return KerasState()
+def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
+    """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
+    memory grown on demand, so that the ranks of a host do not take each other's GPUs.
+    Must run before TensorFlow's runtime starts."""
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu = pick_gpu(device, local_rank, local_size, len(gpus), shared_ok)
+    if gpu is None:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        return "/CPU:0"
+    tf.config.set_visible_devices(gpus[gpu], "GPU")
+    tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    return "/GPU:0"

@@ -3,6 +3,5 @@
 from hvdkit.adapters.torch import gpt, resnet, usermodel  # noqa: F401  (they register in MODELS)
 from hvdkit.adapters.torch.adapter import TorchAdapter as Adapter
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.adapters.torch.pipeline import TorchPipelineAdapter as PipelineAdapter
 
-__all__ = ["MODELS", "Adapter", "PipelineAdapter", "usermodel"]
+__all__ = ["MODELS", "Adapter", "usermodel"]

@@ -1,17 +1,27 @@
-"""PyTorch mechanics: Horovod's DistributedOptimizer, the train and eval steps, state."""
+"""PyTorch mechanics: Horovod set-up, the model kept by this rank, the steps, the state.
+
+One adapter serves every layout (hvdkit.parallel composes them): a whole model or parts of it
+on devices (placement), a pipeline stage's micro-batches, and any gradient exchange. The ring
+exchange is Horovod's DistributedOptimizer (allreduce overlapped with backward, over the
+replicas' process set); others call `optimizer_step` with gradients they combined.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from hvdkit.adapters.base import Adapter
+from hvdkit.adapters.torch import losses
 from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.placement import Placed, profile_layers
+from hvdkit.adapters.torch.state import to_numpy, to_torch
+from hvdkit.errors import UserError
 from hvdkit.recipe import OptimizerConfig, Recipe
-from hvdkit.world import World, default_threads, pick_gpu
+from hvdkit.world import default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
@@ -20,121 +30,168 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimize
                                weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
+# Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
+PROCESS_SETS: dict[tuple[int, ...], Any] = {}
 
-class TorchAdapter:
+
+class TorchAdapter(Adapter):
     framework = "torch"
-    collective_state = False  # rank 0 holds the whole model
 
     def __init__(self) -> None:
+        super().__init__()
         import horovod.torch as hvd
 
         self.hvd = hvd
-        self.threads = 0
-        self.device = "cpu"
-        self.ps: Any = None  # a ParameterServer when parallel.sync is ps
-        self._comm = 0.0
+        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def init(self, threads: int = 0, device: str = "auto") -> World:
-        self.hvd.init()
-        world = World.from_horovod(self.hvd)
-        self.threads = threads or default_threads(world.local_size)
+    # -- set-up ---------------------------------------------------------------------------
+
+    def init(self, process_sets: list[list[int]], threads: int, device: str,
+             exclusive_gpu: bool) -> tuple[int, ...]:
+        hvd = self.hvd
+        if not hvd.is_initialized():
+            sets = [hvd.ProcessSet(ranks) for ranks in process_sets]
+            hvd.init(process_sets=sets) if sets else hvd.init()
+            PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
+        self.threads = threads or default_threads(hvd.local_size())
         torch.set_num_threads(self.threads)
-        self.device = torch_device(device, world.local_rank, world.local_size,
-                                   shared_ok=not self.hvd.nccl_built())
-        return world
+        self.device = torch_device(device, hvd.local_rank(), hvd.local_size(),
+                                   shared_ok=not (exclusive_gpu and hvd.nccl_built()))
+        return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
 
-    def _reduce_op(self, reduction: str) -> Any:
-        return {"average": self.hvd.Average, "sum": self.hvd.Sum,
-                "adasum": self.hvd.Adasum}[reduction]
+    def process_set(self, ranks: list[int] | None) -> Any:
+        """Horovod's process set of these ranks (the global one for None)."""
+        if ranks is None or len(ranks) == self.hvd.size():
+            return self.hvd.global_process_set
+        if tuple(ranks) not in PROCESS_SETS:
+            raise UserError("Horovod was started in this process before the process set "
+                            f"{ranks} existed; run one pipeline layout per process")
+        return PROCESS_SETS[tuple(ranks)]
 
-    def build(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-              model: Any = None) -> None:
+    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
+                    model: Any = None) -> nn.Module:
         torch.manual_seed(recipe.train.seed)
         if model is None:
-            model = MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        elif not isinstance(model, nn.Module):
-            model = model(input_shape, num_classes)
-        self.model = model.to(self.device)
-        self.accumulation = recipe.parallel.accumulation
-        compression = (self.hvd.Compression.fp16 if recipe.parallel.compression == "fp16"
-                       else self.hvd.Compression.none)
-        if recipe.parallel.sync == "ps":
-            from hvdkit.parallel.ps import ParameterServer
+            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
+        return model if isinstance(model, nn.Module) else model(input_shape, num_classes)
 
-            self.ps = ParameterServer(self.hvd.size(), recipe.parallel.compression)
-            self.ps_average = recipe.parallel.reduction == "average"
-            self.optimizer = make_optimizer(recipe.optimizer, model.parameters())
-            self.loss_fn = nn.CrossEntropyLoss()
+    def model_layers(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.children())
+
+    def layer_has_params(self, layer: nn.Module) -> bool:
+        return any(True for _ in layer.parameters())
+
+    def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
+                       timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+        return profile_layers(layers, input_shape, rows, timed)
+
+    def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
+        if len(parts) == 1 and len(parts[0]) == 1:
+            self.device = torch_name(devices[0])
+            self.model = parts[0][0].to(self.device)
+            self.first_device = self.last_device = torch.device(self.device)
             return
-        self.optimizer = self.hvd.DistributedOptimizer(
-            make_optimizer(recipe.optimizer, model.parameters()),
-            named_parameters=model.named_parameters(),
-            op=self._reduce_op(recipe.parallel.reduction),
-            compression=compression,
-            backward_passes_per_step=self.accumulation,
-        )
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.model = Placed([nn.Sequential(*p) for p in parts], [torch_name(d) for d in devices])
+        self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
+        self.device = ",".join(str(d) for d in self.model.devices)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:
+    def make_optimizer(self, config: OptimizerConfig) -> None:
+        self.optimizer = make_optimizer(config, self.model.parameters())
+
+    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
+                     passes: int) -> float:
+        hvd = self.hvd
+        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
+        self.optimizer = hvd.DistributedOptimizer(
+            self.optimizer, named_parameters=self.model.named_parameters(),
+            op={"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op],
+            compression=codec, backward_passes_per_step=passes,
+            process_set=self.process_set(process_set_ranks))
+        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
+        return float(sum(_nbytes(codec.compress(torch.zeros_like(p))[0])
+                         for p in self.model.parameters()))
+
+    # -- one step on the whole kept model -------------------------------------------------
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
+        self.zero_grad(lr)
+        inputs, labels = self._to(x, self.first_device), self._to(y, self.last_device)
+        sums = torch.zeros(2, device=self.last_device)
+        for xb, yb in zip(inputs.chunk(accumulation), labels.chunk(accumulation), strict=True):
+            out = self.model(xb)
+            loss, correct = losses.loss_and_correct(self.task, out, yb)
+            (loss / accumulation).backward()
+            sums += torch.stack([loss.detach() * len(yb), correct.to(sums.dtype)])
+        self.apply_gradients()
+        return sums / len(y)  # mean loss, accuracy: read back only when logged
+
+    def read_metrics(self, handles: list[Any]) -> np.ndarray:
+        return torch.stack(handles).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        out = self.model(self._to(x, self.first_device))
+        return losses.eval_sums(self.task, out, self._to(y, out.device))
+
+    # -- a pipeline stage's micro-batches -------------------------------------------------
+
+    def zero_grad(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
         self.optimizer.zero_grad()
-        inputs, labels = self._on_device(x), self._on_device(y)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        # Micro-batches: Horovod allreduces after the last backward pass (backward_passes_per_step).
-        for xb, yb in zip(inputs.chunk(self.accumulation), labels.chunk(self.accumulation),
-                          strict=True):
-            logits = self.model(xb)
-            loss = self.loss_fn(logits, yb)
-            (loss / self.accumulation).backward()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
-        if self.ps is not None:
-            self._ps_step()
-        else:
-            started = time.perf_counter()
-            self.optimizer.step()  # waits for the allreduce still in flight, then updates
-            self._comm += time.perf_counter() - started
-        return {"loss": loss_sum.item() / self.accumulation, "accuracy": correct.item() / len(y)}
+
+    def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
+                input_grad: bool) -> np.ndarray:
+        x = torch.from_numpy(inputs).to(self.first_device).requires_grad_(input_grad)
+        out = self.model(x)
+        if labels is None:
+            self._saved[mb] = (x, out)
+            return out.detach().cpu().numpy()
+        loss, correct = losses.loss_and_correct(self.task, out, self._to(labels, out.device))
+        self._saved[mb] = (x, loss * scale)
+        return np.array([loss.item(), correct.item()])
+
+    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
+        x, out = self._saved.pop(mb)
+        out.backward(None if grad is None else torch.from_numpy(grad).to(out.device))
+        return None if x.grad is None else x.grad.cpu().numpy()
+
+    def apply_gradients(self) -> None:
+        self.exchange.step()
 
     @torch.no_grad()
-    def _ps_step(self) -> None:
-        """Gradients to rank 0, its optimizer step, parameters back (hvdkit.parallel.ps)."""
-        from hvdkit.parallel.ps import flatten, unflatten
-
-        params = list(self.model.parameters())
-        grads = [p.grad.cpu().numpy() if p.grad is not None else np.zeros(p.shape, np.float32)
-                 for p in params]
-        total = self.ps.push(flatten(grads), average=self.ps_average)
-        if total is not None:
-            for p, g in zip(params, unflatten(total, params), strict=True):
-                p.grad = torch.from_numpy(g.copy()).to(self.device)
-            self.optimizer.step()
-        flat = flatten([p.detach().cpu().numpy() for p in params])
-        for p, value in zip(params, unflatten(self.ps.pull(flat), params), strict=True):
-            p.copy_(torch.from_numpy(value))
-
-    def comm_seconds(self) -> float:
-        """Seconds spent waiting for gradient exchange (ring: inside optimizer.step)."""
-        return self.ps.seconds if self.ps is not None else self._comm
-
-    @torch.no_grad()
-    def eval_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
         self.model.eval()
-        labels = self._on_device(y)
-        logits = self.model(self._on_device(x))
-        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-        correct = (logits.argmax(1) == labels).sum()
-        return {"loss_sum": loss.item(), "correct": correct.item(), "count": len(y)}
+        return self.model(torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
 
-    def _on_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
+    def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
 
-    def broadcast_state(self, root_rank: int = 0) -> None:
-        self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
-        self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
+    # -- what the gradient exchanges use --------------------------------------------------
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()  # the ring: waits for the allreduces still in flight first
+
+    def gradients_as_numpy(self) -> list[np.ndarray]:
+        return [p.grad.detach().cpu().numpy() if p.grad is not None
+                else np.zeros(p.shape, np.float32) for p in self.model.parameters()]
+
+    @torch.no_grad()
+    def set_gradients(self, arrays: list[np.ndarray]) -> None:
+        for p, g in zip(self.model.parameters(), arrays, strict=True):
+            p.grad = torch.from_numpy(np.array(g)).to(p.device)
+
+    @torch.no_grad()
+    def assign_parameters(self, arrays: list[np.ndarray]) -> None:
+        for p, a in zip(self.model.parameters(), arrays, strict=True):
+            p.copy_(torch.from_numpy(np.asarray(a)))
+
+    def parameters_as_numpy(self) -> list[np.ndarray]:
+        return [p.detach().cpu().numpy().copy() for p in self.model.parameters()]
+
+    # -- collectives, state, fault tolerance ----------------------------------------------
 
     def allreduce(self, values: np.ndarray, op: str = "average",
                   name: str | None = None) -> np.ndarray:
@@ -142,12 +199,19 @@ class TorchAdapter:
         return self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(values)),
                                   op=reduce_op, name=name).numpy()
 
+    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+    def broadcast_state(self, root_rank: int = 0) -> None:
+        self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
+        self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
+
     def state(self) -> dict[str, Any]:
         """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors)."""
         state = {"model": to_numpy(self.model.state_dict()),
                  "optimizer": to_numpy(self.optimizer.state_dict()),
                  "rng": torch.get_rng_state().numpy().copy()}
-        if self.device != "cpu":
+        if torch.cuda.is_available() and "cuda" in self.device:
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
         return state
 
@@ -156,26 +220,27 @@ class TorchAdapter:
         self.optimizer.load_state_dict(to_torch(state["optimizer"]))
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
-        if "cuda_rng" in state and self.device != "cpu":
+        if "cuda_rng" in state and "cuda" in self.device:
             torch.cuda.set_rng_state(torch.from_numpy(state["cuda_rng"]))
-
-    def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
-        """Rank `root_rank`'s picklable `obj` on every rank (`name`: the same on all ranks)."""
-        return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
-
-    def join(self) -> None:
-        """Wait, answering the others' allreduces with zeros, until every rank has joined."""
-        self.hvd.join()
 
     def elastic_state(self, **values: Any) -> Any:
         """Horovod's elastic state: the model, the optimizer and `values` (the position)."""
         return self.hvd.elastic.TorchState(self.model, self.optimizer, **values)
 
-    def elastic_run(self, func: Any) -> Any:
-        return self.hvd.elastic.run(func)
+    @staticmethod
+    def _to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+        return torch.from_numpy(array).to(device, non_blocking=True)
 
-    def parameters_as_numpy(self) -> list[np.ndarray]:
-        return [p.detach().cpu().numpy().copy() for p in self.model.parameters()]
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def torch_name(device: str) -> str:
+    """PyTorch's spelling of a device named in either framework's (cpu, cuda:i, /GPU:i)."""
+    from hvdkit.parallel.placement import device_for
+
+    return device_for(device, "torch")
 
 
 def torch_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
@@ -186,24 +251,3 @@ def torch_device(device: str, local_rank: int, local_size: int, shared_ok: bool)
     torch.cuda.set_device(gpu)
     return f"cuda:{gpu}"
 
-
-def to_numpy(value: Any) -> Any:
-    """A copy of a nested state dict with every tensor turned into a numpy array."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy().copy()
-    if isinstance(value, dict):
-        return {k: to_numpy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(to_numpy(v) for v in value)
-    return value
-
-
-def to_torch(value: Any) -> Any:
-    """The inverse of `to_numpy`."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if isinstance(value, dict):
-        return {k: to_torch(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(to_torch(v) for v in value)
-    return value

@@ -71,9 +71,8 @@ def reference(framework: str, out: Path) -> None:
     save(out, "single16", train(framework, recipe())[0].adapter.parameters_as_numpy())
     save(out, "single32", train(framework, recipe(batch=2 * BATCH))[0]
          .adapter.parameters_as_numpy())
-    placed, summary = train(framework, recipe(placement=["cpu", "cpu"]))
+    placed, _ = train(framework, recipe(placement=["cpu", "cpu"]))
     save(out, "placed", placed.adapter.parameters_as_numpy())
-    (out / "placed.json").write_text(json.dumps(summary["pipeline"]))
 
 
 def pipelines(framework: str, out: Path) -> None:
@@ -86,6 +85,12 @@ def pipelines(framework: str, out: Path) -> None:
         if ranks is not None:
             save(out, name, ranks[0] + ranks[1])
             (out / f"{name}.json").write_text(json.dumps(summary["pipeline"]))
+    # A placement over two devices on each of 2 ranks: data parallel over both (batch 2x16).
+    placed, _ = train(framework, recipe(placement=["cpu", "cpu"]))
+    ranks = gathered(placed)
+    if ranks is not None:
+        save(out, "placed_rank0", ranks[0])
+        save(out, "placed_rank1", ranks[1])
     resumed(framework, out)
 
 
@@ -106,12 +111,15 @@ def resumed(framework: str, out: Path) -> None:
 
 
 def hybrid(framework: str, out: Path) -> None:
-    trainer, summary = train(framework, recipe(stages=2, microbatches=4))
-    ranks = gathered(trainer)
-    if ranks is not None:  # rank = replica x 2 + stage
-        save(out, "hybrid", ranks[0] + ranks[1])
-        save(out, "hybrid_replica1", ranks[2] + ranks[3])
-        (out / "hybrid.json").write_text(json.dumps(summary["pipeline"]))
+    for name, compression in (("hybrid", "none"), ("hybrid_fp16", "fp16")):
+        trainer, summary = train(framework, recipe(stages=2, microbatches=4,
+                                                   compression=compression))
+        ranks = gathered(trainer)
+        if ranks is not None:  # rank = replica x 2 + stage
+            save(out, name, ranks[0] + ranks[1])
+            save(out, f"{name}_replica1", ranks[2] + ranks[3])
+            (out / f"{name}.json").write_text(json.dumps({**summary["pipeline"],
+                                                          "exchange": summary["exchange"]}))
 
 
 def main() -> int:

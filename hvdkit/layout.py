@@ -1,0 +1,138 @@
+"""The parallel layout: how a job's ranks split the work, checked once, in one place.
+
+    layout = ParallelLayout.from_recipe(recipe, world_size=4, controller="mpi")
+    layout.stages, layout.replicas            # 2 pipeline stages x 2 data-parallel replicas
+    layout.stage_of(3), layout.replica_of(3)  # rank = replica x stages + stage -> (1, 1)
+
+Every rule that ties the parallel fields to each other, to the model and to the launch lives
+here (like torchtitan's `parallel_dims`): the recipe loader calls it without a world (the rules
+a recipe alone breaks), the CLI before any worker starts, and each worker again before its
+framework loads. Each error is one line naming the field to change. Framework-free.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from hvdkit.errors import UserError
+from hvdkit.models import layer_count
+from hvdkit.parallel.placement import parse_device
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """A checked layout. `replicas` is the data-parallel degree: the ranks that average each
+    gradient (all ranks without stages; a stage's ranks in a hybrid pipeline)."""
+
+    world_size: int
+    stages: int
+    replicas: int
+    placement: tuple[str, ...]
+    microbatches: int
+    accumulation: int
+    schedule: str
+    sync: str
+    compression: str
+    reduction: str
+    controller: str
+    elastic: bool
+
+    @property
+    def pipelined(self) -> bool:
+        return self.stages > 1
+
+    @property
+    def parts(self) -> int:
+        """Pieces the model is cut into: stages, or the devices of a one-stage placement."""
+        return self.stages if self.stages > 1 else max(1, len(self.placement))
+
+    def stage_of(self, rank: int) -> int:
+        return rank % self.stages
+
+    def replica_of(self, rank: int) -> int:
+        return rank // self.stages
+
+    def stage_ranks(self, stage: int) -> list[int]:
+        """The ranks that run `stage`, one per replica: they exchange that stage's gradients."""
+        return [r * self.stages + stage for r in range(self.replicas)]
+
+    def devices(self, stage: int, default: str) -> list[str]:
+        """The devices of `stage`'s parts: the placement's, else `default` (train.device's)."""
+        if self.stages > 1:
+            return [self.placement[stage]] if self.placement else [default]
+        return list(self.placement) or [default]
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, world_size: int | None = None, controller: str = "mpi",
+                    elastic: bool = False, source: str = "the recipe") -> ParallelLayout:
+        """Check every layout rule; `world_size` None checks what the recipe alone decides
+        (the layout then assumes one replica)."""
+        p, train = recipe.parallel, recipe.train
+        where = f"{source}: " if source else ""
+
+        def fail(message: str) -> None:
+            raise UserError(where + message)
+
+        for key, value in (("parallel.stages", p.stages), ("parallel.microbatches",
+                           p.microbatches), ("parallel.accumulation", p.accumulation)):
+            if value < 1:
+                fail(f"{key} must be at least 1, got {value}")
+        for name in p.placement:
+            parse_device(name)
+        if p.placement and p.stages > 1 and len(p.placement) != p.stages:
+            fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
+                 f"{p.stages}; give one device per stage")
+        parts = p.stages if p.stages > 1 else max(1, len(p.placement))
+        layers = layer_count(recipe.model)
+        if layers is not None and parts > layers:
+            field = "parallel.stages" if p.stages > 1 else "parallel.placement"
+            fail(f"{field} cuts model {recipe.model.name} into {parts} parts but it has only "
+                 f"{layers} layers with parameters; use at most {layers}")
+        if p.boundaries:
+            if parts == 1:
+                fail("parallel.boundaries needs parallel.stages > 1 or a placement")
+            if len(p.boundaries) != parts - 1:
+                fail(f"parallel.boundaries needs {parts - 1} entries (the first layer of each "
+                     f"part after the first), got {len(p.boundaries)}")
+            top = layers if layers is not None else max(p.boundaries) + 1
+            bounds = [0, *p.boundaries, top]
+            if any(a >= b for a, b in itertools.pairwise(bounds)):
+                fail(f"parallel.boundaries {p.boundaries} must rise strictly within "
+                     f"1..{top - 1}")
+        if p.stages == 1 and p.microbatches > 1:
+            fail("parallel.microbatches needs parallel.stages > 1; for one stage use "
+                 "parallel.accumulation")
+        if p.sync == "ps" and p.reduction == "adasum":
+            fail("parallel.reduction adasum needs parallel.sync allreduce")
+        if p.stages > 1:
+            if p.accumulation != 1:
+                fail("a pipeline accumulates over parallel.microbatches; set "
+                     "parallel.accumulation 1")
+            if p.reduction == "adasum":
+                fail("parallel.reduction adasum is not supported in a pipeline; use average "
+                     "or sum")
+            if train.batch_size % p.microbatches:
+                fail(f"train.batch_size {train.batch_size} must divide by "
+                     f"parallel.microbatches {p.microbatches}")
+        if p.stages > 1 and controller != "mpi":
+            fail(f"parallel.stages {p.stages} sends activations with mpi4py, which needs an "
+                 f"MPI launch; use --controller mpi, not {controller}")
+        if p.stages > 1 and elastic:
+            fail("parallel.stages > 1 cannot run elastic: a pipeline needs every stage; "
+                 "drop --elastic or set parallel.stages 1")
+        if p.sync == "ps" and (controller != "mpi" or elastic):
+            fail("parallel.sync ps sends gradients with mpi4py, which needs an MPI launch "
+                 "(--controller mpi, not elastic); use parallel.sync allreduce")
+        size = world_size if world_size is not None else p.stages
+        if size < 1:
+            fail(f"the job needs at least 1 rank, got {size}")
+        if size % p.stages:
+            fail(f"world size {size} is not parallel.stages ({p.stages}) x a data-parallel "
+                 f"degree; launch a multiple of {p.stages} ranks (-np)")
+        return cls(world_size=size, stages=p.stages, replicas=size // p.stages,
+                   placement=tuple(p.placement), microbatches=p.microbatches,
+                   accumulation=p.accumulation, schedule=p.schedule, sync=p.sync,
+                   compression=p.compression, reduction=p.reduction, controller=controller,
+                   elastic=elastic)

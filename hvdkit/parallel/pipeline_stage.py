@@ -1,0 +1,57 @@
+"""Cut the model and keep this rank's share: a pipeline stage, placed parts, or all of it.
+
+    runner = apply_pipeline_stage(adapter, layout, recipe, model, input_shape, rank, devices)
+
+A model cut into parts (pipeline stages, or one-stage placement over devices) is a sequence of
+*layers* (hvdkit.parallel.pipeline.group_layers), cut by parameter count, measured time, or
+explicit `parallel.boundaries`. Stages cut the layer groups first; placement then cuts this
+stage's groups into one part per device. A model that is not cut is kept whole, as built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hvdkit.layout import ParallelLayout
+from hvdkit.parallel.pipeline import group_layers, plan_stages
+from hvdkit.parallel.step import LocalStep
+
+
+def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, model: Any,
+                         input_shape: tuple[int, ...], rank: int,
+                         devices: list[str]) -> LocalStep:
+    """Keep this rank's share of `model` on `devices`; the step runner that drives it."""
+    if layout.parts == 1:
+        adapter.keep([[model]], devices)
+        return LocalStep(adapter, layout)
+    p = recipe.parallel
+    layers = adapter.model_layers(model)
+    groups = group_layers([adapter.layer_has_params(layer) for layer in layers])
+    rows = max(1, recipe.train.batch_size // p.microbatches)  # a micro-batch, per replica
+    params, shapes, seconds = adapter.profile_layers(layers, input_shape, rows,
+                                                     p.split == "time")
+    costs = [sum((seconds if p.split == "time" else params)[i] for i in g) for g in groups]
+    plan = plan_stages(costs, layout.stages, p.boundaries if layout.pipelined else None)
+    stage = layout.stage_of(rank)
+    mine = plan.layers(stage)
+    stage_groups = [[layers[i] for i in groups[g]] for g in mine]
+    if len(devices) > 1:
+        cut = plan_stages(costs[mine.start:mine.stop], len(devices),
+                          None if layout.pipelined else p.boundaries)
+        parts = [[layer for g in stage_groups[cut.layers(k).start:cut.layers(k).stop]
+                  for layer in g] for k in range(len(devices))]
+    else:
+        parts = [[layer for g in stage_groups for layer in g]]
+    adapter.keep(parts, devices)
+    if not layout.pipelined:
+        return LocalStep(adapter, layout)
+    from hvdkit.parallel.pipeline_step import PipelineStep
+
+    out_shapes = [shapes[g[-1]] for g in groups]
+    in_shape = tuple(input_shape) if mine.start == 0 else out_shapes[mine.start - 1]
+    # Activation bytes per sample a held micro-batch keeps: every layer output of the stage.
+    bytes_per_sample = 4.0 * sum(int(np.prod(shapes[i])) for g in mine for i in groups[g])
+    return PipelineStep(adapter, layout, rank, plan, in_shape, out_shapes[mine.stop - 1],
+                        bytes_per_sample)

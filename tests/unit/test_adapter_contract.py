@@ -1,0 +1,54 @@
+"""Every adapter implements the whole contract of hvdkit.adapters.base.Adapter, and the
+framework-free code uses only members the contract declares (so nothing probes with hasattr)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hvdkit.adapters.base import FRAMEWORKS, Adapter
+
+HVDKIT = Path(__file__).resolve().parents[2] / "hvdkit"
+USERS = [HVDKIT / "trainer.py", HVDKIT / "checkpoint.py", *sorted((HVDKIT / "parallel")
+                                                                  .glob("*.py"))]
+
+
+def test_framework_free_code_uses_only_declared_members() -> None:
+    used: set[str] = set()
+    for path in USERS:
+        used |= set(re.findall(r"\badapter\.([a-zA-Z_]\w*)", path.read_text()))
+    assert used, "the scan found no adapter use"
+    undeclared = sorted(name for name in used if not hasattr(Adapter, name)
+                        and name not in ("threads", "device", "task", "exchange", "hvd"))
+    assert undeclared == []
+    for path in USERS:
+        assert "hasattr(" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_each_adapter_implements_the_contract(framework: str) -> None:
+    """In a subprocess: one framework per process, as in real runs."""
+    code = f"""
+import inspect
+from hvdkit.adapters.base import Adapter, get_adapter
+adapter = get_adapter({framework!r})
+cls = type(adapter)
+assert issubclass(cls, Adapter) and not inspect.isabstract(cls), cls.__abstractmethods__
+for name in ("threads", "device", "task", "exchange"):
+    assert hasattr(adapter, name), name
+assert adapter.framework == {framework!r} and adapter.hvd is not None
+for name, member in inspect.getmembers(Adapter, inspect.isfunction):
+    if not name.startswith("_"):
+        mine = getattr(cls, name)
+        assert list(inspect.signature(mine).parameters) == \\
+            list(inspect.signature(member).parameters), name
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
