@@ -157,8 +157,11 @@ def train_worker(args: argparse.Namespace, recipe: Recipe, launch: dict) -> int:
         if trainer.world is not None and trainer.world.is_root:
             accuracy = summary.get("test_accuracy")
             shown = f"test accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
+            if "test_perplexity" in summary:
+                shown += f", test perplexity {summary['test_perplexity']:.3f}"
+            rate = summary["samples_per_sec"]
             print(f"[hvdkit] done: {args.framework} np={summary['np']} {shown}, "
-                  f"{summary['samples_per_sec']:.0f} samples/s, run files in "
+                  f"{rate:.0f} samples/s ({rate / summary['np']:.0f} per rank), run files in "
                   f"{summary.get('run_dir')}", flush=True)
         return 0
 

@@ -29,7 +29,9 @@ from hvdkit.layout import ParallelLayout
 from hvdkit.parallel import parallelize
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
+from hvdkit.tasks import TEST_METRICS, task_for
 from hvdkit.timing import ThroughputWindow
+from hvdkit.usermodel import model_input_shape
 from hvdkit.worker import controller_from_env, size_from_env
 from hvdkit.world import World
 
@@ -106,7 +108,7 @@ class Trainer:
             self.layout = layout = self._layout(size)
         if self._auto_run_dir:
             self.run_dir = default_run_dir(recipe, self.framework, size)
-        self.data = build_dataset(recipe.data, recipe.train.seed)
+        self.data = build_dataset(recipe.data, recipe.train.seed, recipe.folder)
         world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
                       data_size=layout.replicas)
         self.rebind(world)
@@ -115,9 +117,13 @@ class Trainer:
                 f"train.batch_size x parallel.accumulation x ranks = {self.loader.global_batch} "
                 f"is larger than the {len(self.data.x_train)} training samples"
             )
-        model = adapter.build_model(recipe, self.data.input_shape, self.data.num_classes,
-                                    self.model)
-        self.runner = parallelize(adapter, layout, recipe, model, self.data.input_shape, rank)
+        # The task follows the data; the model sees images channels first if asked to.
+        adapter.task = task_for(self.data)
+        adapter.input_dtype = "int64" if adapter.task.per_token else "float32"
+        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
+        sample = self.data.x_train[:4]  # a user's model is run on these once (build_model)
+        model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
+        self.runner = parallelize(adapter, layout, recipe, model, shape, rank)
         self.runner.broadcast_state()
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
@@ -350,7 +356,7 @@ class Trainer:
             "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
             "wall_time": wall_time,
         }
-        for key in ("test_loss", "test_accuracy"):
+        for key in TEST_METRICS:
             if history and key in history[-1]:
                 summary[key] = history[-1][key]
         if self.run_dir is not None:

@@ -9,7 +9,12 @@ word embeddings).
 
     shared = shared_weights([[id(w) for w in weights(layer)] for layer in layers], stage_of)
     tied = TiedGradients(pipe_comm, my_stage, shared, [id(w) for w in my_weights])
-    tied.reduce(grads)            # numpy gradients of my_weights, summed in place
+    for i in tied.indices:        # the adapter, after the replicas' exchange, before the update
+        tied.reduce_one(i, grad_i)            # my_weights[i]'s numpy gradient, summed in place
+
+Summing across stages and averaging across replicas are both linear, so their order does not
+matter; the adapters sum after the exchange (whose allreduces may still be writing the
+gradients until then).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 
 def shared_weights(layer_keys: list[list[int]], stage_of_layer: list[int]
                    ) -> dict[int, tuple[int, ...]]:
-    """Weight key → the stages whose layers use it, for the keys more than one stage uses."""
+    """Weight key → the stages whose layers use it, for the keys more than one stage uses, in
+    the order the model's layers first use them."""
     stages: dict[int, set[int]] = {}
     for keys, stage in zip(layer_keys, stage_of_layer, strict=True):
         for key in keys:
@@ -45,17 +51,19 @@ class TiedGradients:
             member = stage in stages
             sub = comm.Split(0 if member else MPI.UNDEFINED, stage)
             if member:
-                mine = [i for i, key in enumerate(my_keys) if shared.get(key) == stages]
+                # In the model's order of the shared weights, the same on every stage.
+                mine = [my_keys.index(key) for key, held in shared.items() if held == stages]
                 self.groups.append((sub, mine))
 
     @property
-    def active(self) -> bool:
-        return bool(self.groups)
+    def indices(self) -> list[int]:
+        """Positions (in this stage's weights) of the weights shared with other stages."""
+        return [i for _, mine in self.groups for i in mine]
 
-    def reduce(self, grads: list[np.ndarray]) -> None:
-        """Sum `grads[i]` of each shared weight across its stages, in place (float32 buffers)."""
+    def reduce_one(self, index: int, grad: np.ndarray) -> None:
+        """Sum weight `index`'s gradient across the stages sharing it, in place."""
         from mpi4py import MPI
 
-        for comm, indices in self.groups:
-            for i in indices:
-                comm.Allreduce(MPI.IN_PLACE, grads[i], op=MPI.SUM)
+        for comm, mine in self.groups:
+            if index in mine:
+                comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)  # grad: a contiguous float array
