@@ -79,3 +79,12 @@ def test_own_model_and_data_beside_the_recipe_train_through_the_cli(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["np"] == 2 and summary["parameters"] == 30 * 32 + 32 + 32 * 2 + 2
     assert summary["test_accuracy"] > 0.9, summary
+
+
+def test_user_models_as_written(tmp_path_factory, framework: str) -> None:
+    """TensorFlow: a built Keras model ending in a softmax (no "Intra op parallelism cannot
+    be modified" error; trained on its log-probabilities). PyTorch: a channels-first CNN."""
+    summary = json.loads((_run(tmp_path_factory, framework, True) / "user_model.json")
+                         .read_text())
+    assert summary["outputs"] == ("logits" if framework == "torch" else "probabilities")
+    assert summary["test_accuracy"] > 0.9, summary

@@ -61,3 +61,22 @@ def test_pipelines_cut_the_layers_the_catalogue_counts(built: dict) -> None:
         if isinstance(row, dict) and row.get("layer_count") is not None:
             assert row["cuttable"] == row["layer_count"], case
     assert built["torch"]["gpt"]["cuttable"] == 3 + 2  # embeddings, 3 blocks, head
+
+
+def test_the_task_follows_the_data() -> None:
+    import numpy as np
+
+    from hvdkit.data import Dataset
+    from hvdkit.tasks import task_for
+
+    tokens = np.zeros((4, 8), np.int64)
+    lm = task_for(Dataset(tokens, tokens, tokens, tokens, num_classes=256))
+    assert lm.name == "language_model" and lm.per_token
+    metrics = lm.test_metrics([2.0 * 64, 16.0, 64.0])
+    assert metrics["test_perplexity"] == pytest.approx(np.exp(2.0))
+    assert metrics["test_accuracy"] == 0.25
+    images = np.zeros((4, 8, 8, 1), np.float32)
+    labels = np.zeros(4, np.int64)
+    task = task_for(Dataset(images, labels, images, labels, 10), outputs="probabilities")
+    assert (task.name, task.outputs) == ("classification", "probabilities")
+    assert "test_perplexity" not in task.test_metrics([1.0, 2.0, 4.0])

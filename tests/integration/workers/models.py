@@ -3,7 +3,8 @@ pipeline (its tied embedding and head on different stages), and a small ResNet-1
 Rank 0 saves npz and json files for tests/integration/test_models.py.
 
     horovodrun -np 2 python models.py --framework torch --out DIR
-    python models.py --framework torch --out DIR --reference     # one process, batch 2 x 8
+    python models.py --framework torch --out DIR --reference     # one process: batch 2 x 8,
+                                                                 # and a user's model
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class Losses(Callback):
         self.losses.append(logs["loss"])
 
 
-def train(framework: str, r, callbacks=()) -> Trainer:
-    trainer = Trainer(r, framework, progress=False, run_dir=None, callbacks=callbacks)
+def train(framework: str, r, callbacks=(), model=None) -> Trainer:
+    trainer = Trainer(r, framework, progress=False, run_dir=None, callbacks=callbacks,
+                      model=model)
     trainer.summary = trainer.fit()
     return trainer
 
@@ -63,7 +65,32 @@ def save(out: Path, name: str, arrays: list[np.ndarray]) -> None:
     np.savez(out / f"{name}.npz", *arrays)
 
 
+def user_model(framework: str, out: Path) -> None:
+    """A model as users write it, given as an instance: for TensorFlow a Keras model built
+    before the Trainer (which starts TensorFlow's runtime) ending in a softmax; for PyTorch a
+    CNN taking channels-first images. Must run first in its process."""
+    first = framework == "torch"
+    r = recipe_from_dict({
+        "model": {"name": "mlp", "channels_first": first}, "data": {"name": "digits"},
+        "optimizer": {"name": "adam", "lr": 0.01}, "train": {"batch_size": 32, "epochs": 3}})
+    if first:
+        from torch import nn
+
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(8 * 8 * 8, 10))
+    else:
+        import keras
+
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(32, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+    trainer = train(framework, r, model=model)
+    (out / "user_model.json").write_text(json.dumps({
+        "outputs": trainer.adapter.task.outputs, **trainer.summary}))
+
+
 def reference(framework: str, out: Path) -> None:
+    user_model(framework, out)
     save(out, "gpt_single", train(framework, gpt(2 * BATCH)).adapter.parameters_as_numpy())
     # One process, the model placed in two parts: the tied weight is still one weight.
     placed = train(framework, gpt(2 * BATCH, placement=["cpu", "cpu"]))
