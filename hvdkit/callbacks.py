@@ -107,6 +107,8 @@ class ProgressBar(Callback):
         if "test_accuracy" in logs:
             parts.append(f"test loss {logs['test_loss']:.4f} "
                          f"test accuracy {logs['test_accuracy']:.4f}")
+        if "test_perplexity" in logs:
+            parts.append(f"test perplexity {logs['test_perplexity']:.3f}")
         parts.append(f"{logs['samples_per_sec']:.0f} samples/s")
         message = "[hvdkit] " + " | ".join(parts)
         if self._bar is not None:

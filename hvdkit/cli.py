@@ -19,6 +19,7 @@ from hvdkit import __version__
 from hvdkit.adapters.base import FRAMEWORKS
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
+from hvdkit.builders import check_builders
 from hvdkit.data.checks import check_data
 from hvdkit.defaults import apply_machine_defaults
 from hvdkit.errors import UserError
@@ -147,6 +148,13 @@ def train(args: argparse.Namespace) -> int:
     options.validate()
     ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
                                source=args.recipe)
+    launching = options.np > 1 or options.multi_host or options.elastic
+    # A bad builder fails here, once, not on every rank (one process: imported, not called).
+    check_builders(recipe, args.framework, call=launching)
+    if launching and recipe.folder and (recipe.model.builder or recipe.data.builder):
+        # The ranks on every host import builders from the recipe's folder (hvdkit.builders).
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = recipe.folder + (os.pathsep + path if path else "")
     from hvdkit.trainer import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir(recipe, args.framework, args.np))

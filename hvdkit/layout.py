@@ -17,16 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvdkit.errors import UserError
+from hvdkit.models import layer_count
 from hvdkit.parallel.placement import parse_device
-
-
-def builtin_layers(model: Any) -> int | None:
-    """Layers with parameters in a built-in model (None for a model hvdkit does not know)."""
-    if model.name == "mlp":
-        return len(model.hidden) + 1
-    if model.name == "cnn":
-        return len(model.channels) + len(model.hidden) + 1
-    return None
 
 
 @dataclass(frozen=True)
@@ -95,7 +87,7 @@ class ParallelLayout:
             fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
                  f"{p.stages}; give one device per stage")
         parts = p.stages if p.stages > 1 else max(1, len(p.placement))
-        layers = builtin_layers(recipe.model)
+        layers = layer_count(recipe.model)
         if layers is not None and parts > layers:
             field = "parallel.stages" if p.stages > 1 else "parallel.placement"
             fail(f"{field} cuts model {recipe.model.name} into {parts} parts but it has only "

@@ -36,9 +36,10 @@ from hvdkit.layout import ParallelLayout
 from hvdkit.parallel import parallelize
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
-from hvdkit.tasks import TASKS
+from hvdkit.tasks import TEST_METRICS, task_for
 from hvdkit.tensorboard import TensorBoard
 from hvdkit.timing import ThroughputWindow
+from hvdkit.usermodel import model_input_shape
 from hvdkit.watchdog import report_step
 from hvdkit.worker import controller_from_env, size_from_env
 from hvdkit.world import World, job_seconds_so_far
@@ -134,11 +135,7 @@ class Trainer:
         if self.user_data is not None:
             self.data = to_source(self.user_data, recipe.data)
         else:
-            self.data = build_source(recipe.data, recipe.train.seed)
-        if self.data.task not in TASKS:
-            raise UserError(f"the data set is for {self.data.task.replace('_', ' ')}, which "
-                            f"this hvdkit cannot train yet")
-        adapter.task = TASKS[self.data.task]
+            self.data = build_source(recipe.data, recipe.train.seed, recipe.folder)
         if self.model is None:
             check_model_fits(recipe.model.name, self.data)
         world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
@@ -150,9 +147,14 @@ class Trainer:
                 f"is larger than the {self.loader.n} training samples"
             )
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
-        model = adapter.build_model(recipe, self.data.input_shape, self.data.num_classes,
-                                    self.model)
-        self.runner = parallelize(adapter, layout, recipe, model, self.data.input_shape, rank)
+        # The task follows the data; the model sees images channels first if asked to.
+        adapter.task = task_for(self.data)
+        adapter.input_dtype = self.data.input_dtype
+        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
+        # A user's model is run once on a few training samples (build_model's probe).
+        sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
+        model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
+        self.runner = parallelize(adapter, layout, recipe, model, shape, rank)
         self.runner.broadcast_state()
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
@@ -425,7 +427,7 @@ class Trainer:
             "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
             "wall_time": wall_time,
         }
-        for key in ("test_loss", "test_accuracy"):
+        for key in TEST_METRICS:
             if history and key in history[-1]:
                 summary[key] = history[-1][key]
         if self.run_dir is not None:

@@ -18,6 +18,8 @@ MAX_VOCAB = 2**16  # uint16 token ids
 MODEL_INPUTS: dict[str, tuple[str, int | None]] = {
     "mlp": ("classification", None),
     "cnn": ("classification", 3),
+    "resnet": ("classification", 3),
+    "gpt": ("language_model", 1),
 }
 """Built-in model -> (the task it is for, the sample dimensions it needs, None: any).
 A model not listed here is not checked."""

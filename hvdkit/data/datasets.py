@@ -28,8 +28,8 @@ class Dataset:
     """Your own data as arrays: in memory, or on disk (`hvdkit.data.open_npy(path)`).
 
     Inputs are channels last; uint8 inputs are scaled to [0, 1] batch by batch. For language
-    modelling (`task="language_model"`) x and y are (samples, block_size) token ids and
-    `num_classes` is the vocabulary size.
+    modelling (`task="language_model"`, the default where labels are sequences) x and y are
+    (samples, block_size) token ids and `num_classes` is the vocabulary size.
     """
 
     x_train: np.ndarray
@@ -38,7 +38,13 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int = 0
     """Classes (0: data.classes, else the largest training label + 1), or the vocabulary."""
-    task: Task = "classification"
+    task: Task | None = None
+    """`classification` or `language_model`; None: language modelling where the labels are
+    sequences (samples x positions), else classification."""
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = "language_model" if np.ndim(self.y_train) == 2 else "classification"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -46,11 +52,22 @@ class Dataset:
 
 
 DATASETS: Registry = Registry("data set")
+TEACHER_FEATURES = 4096
 
 
-def build_source(config: DataConfig, seed: int) -> DataSource:
+def build_dataset(config: DataConfig, seed: int, folder: str | None = None) -> Any:
+    """The recipe's data set as its builder returns it: a registered one, or `data.builder`'s
+    (looked for in `folder`, the recipe's, first; hvdkit.builders)."""
+    if config.builder:
+        from hvdkit.builders import build_data
+
+        return build_data(config, seed, folder)
+    return DATASETS.get(config.name)(config, seed)
+
+
+def build_source(config: DataConfig, seed: int, folder: str | None = None) -> DataSource:
     """The recipe's data set as a checked `DataSource`."""
-    return to_source(DATASETS.get(config.name)(config, seed), config)
+    return to_source(build_dataset(config, seed, folder), config)
 
 
 def to_source(data: Any, config: DataConfig) -> DataSource:
@@ -149,7 +166,7 @@ def _from_map_style(train: Any, test: Any, config: DataConfig) -> DataSource:
         num_classes=classes)
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
+def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
@@ -165,7 +182,7 @@ def digits(config: DataConfig, seed: int) -> Dataset:
     x = (raw.images / 16.0).astype(np.float32)[..., None]
     y = raw.target.astype(np.int64)
     # The split is fixed by the data, not the run's seed, so every run tests on the same set.
-    return Dataset(*_split(x, y, config.test_fraction, seed=HOLDOUT_SEED), num_classes=10)
+    return Dataset(*split(x, y, config.test_fraction, seed=HOLDOUT_SEED), num_classes=10)
 
 
 @DATASETS.register("synthetic")
@@ -174,6 +191,10 @@ def synthetic(config: DataConfig, seed: int) -> Dataset:
     classes = config.classes or 10
     rng = np.random.default_rng(seed + 7919)
     x = rng.standard_normal((config.samples, *config.shape), dtype=np.float32)
-    teacher = rng.standard_normal((int(np.prod(config.shape)), classes))
-    y = np.argmax(x.reshape(len(x), -1) @ teacher, axis=1).astype(np.int64)
-    return Dataset(*_split(x, y, config.test_fraction, seed=seed), num_classes=classes)
+    classes = config.classes or 10
+    # The teacher reads at most the first TEACHER_FEATURES inputs, so that 224x224 images with
+    # 1000 classes need a 32 MB teacher, not a 1.2 GB one.
+    features = x.reshape(len(x), -1)[:, :TEACHER_FEATURES]
+    teacher = rng.standard_normal((features.shape[1], classes))
+    y = np.argmax(features @ teacher, axis=1).astype(np.int64)
+    return Dataset(*split(x, y, config.test_fraction, seed=seed), num_classes=classes)

@@ -17,6 +17,7 @@ import numpy as np
 from hvdkit.layout import ParallelLayout
 from hvdkit.parallel.pipeline import group_layers, plan_stages
 from hvdkit.parallel.step import LocalStep
+from hvdkit.parallel.tied import shared_weights
 
 
 def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, model: Any,
@@ -53,5 +54,12 @@ def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, mode
     in_shape = tuple(input_shape) if mine.start == 0 else out_shapes[mine.start - 1]
     # Activation bytes per sample a held micro-batch keeps: every layer output of the stage.
     bytes_per_sample = 4.0 * sum(int(np.prod(shapes[i])) for g in mine for i in groups[g])
+    # Weights that layers of several stages use (a tied embedding and output head).
+    stage_of_layer = [0] * len(layers)
+    for s in range(plan.stages):
+        for g in plan.layers(s):
+            for i in groups[g]:
+                stage_of_layer[i] = s
+    shared = shared_weights([adapter.parameter_keys(layer) for layer in layers], stage_of_layer)
     return PipelineStep(adapter, layout, rank, plan, in_shape, out_shapes[mine.stop - 1],
-                        bytes_per_sample)
+                        bytes_per_sample, shared)

@@ -23,6 +23,7 @@ from hvdkit.parallel.p2p import BACKWARD, FORWARD, Neighbours
 from hvdkit.parallel.pipeline import Op, Plan, schedule
 from hvdkit.parallel.stage_metrics import StageMetrics
 from hvdkit.parallel.step import LocalStep
+from hvdkit.parallel.tied import TiedGradients
 
 
 class PipelineStep(LocalStep):
@@ -32,7 +33,8 @@ class PipelineStep(LocalStep):
 
     def __init__(self, adapter: Any, layout: ParallelLayout, rank: int, plan: Plan,
                  in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 bytes_per_sample: float) -> None:
+                 bytes_per_sample: float, shared: dict[int, tuple[int, ...]] | None = None
+                 ) -> None:
         super().__init__(adapter, layout)
         from mpi4py import MPI
 
@@ -48,6 +50,11 @@ class PipelineStep(LocalStep):
         self.ops: list[Op] = schedule(layout.schedule, self.stage, layout.stages,
                                       layout.microbatches)
         self.metrics = StageMetrics(layout, self.stage, bytes_per_sample)
+        if not self.first:  # only the first stage reads the data's layout
+            adapter.channels_first = False
+        # Weights shared with other stages: their gradients are summed across them.
+        tied = TiedGradients(self.pipe.comm, self.stage, shared or {}, adapter.parameter_keys())
+        adapter.tied = tied if tied.indices else None
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ broadcasts get the underlying ones (`v.value`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import keras
@@ -19,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.tensorflow import losses
+from hvdkit.adapters.tensorflow import losses, usermodel
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
 from hvdkit.errors import UserError
 from hvdkit.parallel.placement import device_for
-from hvdkit.recipe import OptimizerConfig, Recipe
+from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
 
 
@@ -65,9 +66,13 @@ class TensorFlowAdapter(Adapter):
             hvd.init(process_sets=sets) if sets else hvd.init()
             PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
         self.threads = threads or default_threads(hvd.local_size())
-        # Must run before TensorFlow's runtime starts, i.e. before the first op.
-        tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+        if not pin_threads(self.threads):
+            self.threads = 0  # the runtime's own choice: all cores
+            if hvd.rank() == 0:
+                print("hvdkit: warning: TensorFlow's runtime started before hvdkit could pin "
+                      "its threads (a keras.Model built before the Trainer starts it), so "
+                      "train.threads is not applied; pass a factory (input_shape, "
+                      "num_classes) -> model to have it applied", file=sys.stderr, flush=True)
         self.device = tf_device(device, hvd.local_rank(), hvd.local_size(),
                                 shared_ok=not (exclusive_gpu and hvd.nccl_built()))
         return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
@@ -81,12 +86,22 @@ class TensorFlowAdapter(Adapter):
                             f"{ranks} existed; run one pipeline layout per process")
         return PROCESS_SETS[tuple(ranks)]
 
-    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-                    model: Any = None) -> keras.Model:
-        keras.utils.set_random_seed(recipe.train.seed)
-        if model is None:
-            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        return model if isinstance(model, keras.Model) else model(input_shape, num_classes)
+    def seed(self, seed: int) -> None:
+        keras.utils.set_random_seed(seed)
+
+    def builtin_model(self, config: Any, input_shape: tuple[int, ...],
+                      num_classes: int) -> keras.Model:
+        return MODELS.get(config.name)(config, input_shape, num_classes)
+
+    def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,
+                   what: str) -> keras.Model:
+        return usermodel.as_model(model, input_shape, num_classes, what)
+
+    def probe(self, model: keras.Model, sample: np.ndarray, what: str) -> np.ndarray:
+        return usermodel.probe(model, sample, self.device, self.channels_first, what)
+
+    def parameter_keys(self, layer: Any = None) -> list[int]:
+        return [id(w) for w in (self.trainable if layer is None else layer.trainable_weights)]
 
     def model_layers(self, model: keras.Model) -> list[Any]:
         return list(model.layers)
@@ -96,7 +111,7 @@ class TensorFlowAdapter(Adapter):
 
     def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
                        timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-        return profile_layers(layers, input_shape, rows, timed)
+        return profile_layers(layers, input_shape, rows, timed, self.input_dtype)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
         self.parts = parts
@@ -104,8 +119,9 @@ class TensorFlowAdapter(Adapter):
         if len(devices) > 1:
             self.device = ",".join(self.devices)
         layers = [layer for part in parts for layer in part]
-        self.trainable = [w for layer in layers for w in layer.trainable_weights]
-        self.variables = [w for layer in layers for w in layer.weights]
+        # A weight two kept layers share (a tied embedding and head) is listed once.
+        self.trainable = _unique([w for layer in layers for w in layer.trainable_weights])
+        self.variables = _unique([w for layer in layers for w in layer.weights])
         self._train_call = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
         self._eval_call = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
@@ -113,6 +129,10 @@ class TensorFlowAdapter(Adapter):
                                      reduce_retracing=True)
         self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
+
+    def _inputs(self, x: Any) -> Any:
+        """A batch of inputs as the model takes it: (N, C, H, W) with model.channels_first."""
+        return tf.transpose(x, (0, 3, 1, 2)) if self.channels_first and len(x.shape) == 4 else x
 
     def _call(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         for part, device in zip(self.parts, self.devices, strict=True):
@@ -213,11 +233,12 @@ class TensorFlowAdapter(Adapter):
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         if self.exchange.in_step:
-            metrics = self._step(x, y, np.float32(lr), accumulation, self._compressing())
+            metrics = self._step(self._inputs(x), y, np.float32(lr), accumulation,
+                                 self._compressing())
             self._stepped()
             return metrics
         self.optimizer.learning_rate.assign(lr)
-        metrics, self._grads = self._grads_fn(x, y, accumulation)
+        metrics, self._grads = self._grads_fn(self._inputs(x), y, accumulation)
         self.exchange.step()
         return metrics
 
@@ -236,7 +257,7 @@ class TensorFlowAdapter(Adapter):
         return losses.eval_sums(self.task, self._call(x, False), y)
 
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self._eval(x, y).numpy().astype(np.float64)
+        return self._eval(self._inputs(x), y).numpy().astype(np.float64)
 
     # -- a pipeline stage's micro-batches -------------------------------------------------
 
@@ -246,7 +267,7 @@ class TensorFlowAdapter(Adapter):
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
                 input_grad: bool) -> np.ndarray:
-        x = tf.constant(inputs)
+        x = tf.constant(self._inputs(inputs))
         with tf.GradientTape() as tape:
             if input_grad:
                 tape.watch(x)
@@ -275,7 +296,7 @@ class TensorFlowAdapter(Adapter):
         self.exchange.step()
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
-        return self._eval_call(tf.constant(inputs)).numpy()
+        return self._eval_call(tf.constant(self._inputs(inputs))).numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, tf.constant(outputs),
@@ -284,6 +305,13 @@ class TensorFlowAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
+        if self.tied is not None:  # shared with other pipeline stages: their parts summed
+            grads = list(self._grads)
+            for i in self.tied.indices:
+                grad = np.array(grads[i], dtype=np.float32)
+                self.tied.reduce_one(i, grad)
+                grads[i] = tf.constant(grad)
+            self._grads = grads
         self._apply_fn(self._grads, self._compressing())
         self._stepped()
 
@@ -374,16 +402,36 @@ def _unchanged(grads: list[tf.Tensor]) -> list[tf.Tensor]:
     return grads
 
 
+def _unique(variables: list[Any]) -> list[Any]:
+    seen: set[int] = set()
+    return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
+
+
+def pin_threads(threads: int) -> bool:
+    """Set TensorFlow's intra- and inter-op threads; False where its runtime has already
+    started (creating a variable, e.g. building a Keras model, starts it), after which they
+    cannot change ("Intra op parallelism cannot be modified after initialization")."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        return False
+    return True
+
+
 def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
     """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
     memory grown on demand, so that the ranks of a host do not take each other's GPUs.
     Must run before TensorFlow's runtime starts."""
     gpus = tf.config.list_physical_devices("GPU")
     gpu = pick_gpu(device, local_rank, local_size, len(gpus), shared_ok)
-    if gpu is None:
-        if gpus:
-            tf.config.set_visible_devices([], "GPU")
-        return "/CPU:0"
-    tf.config.set_visible_devices(gpus[gpu], "GPU")
-    tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    try:
+        if gpu is None:
+            if gpus:
+                tf.config.set_visible_devices([], "GPU")
+            return "/CPU:0"
+        tf.config.set_visible_devices(gpus[gpu], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    except RuntimeError:  # the runtime already started (a model built first): as it is
+        return "/CPU:0" if gpu is None else f"/GPU:{gpu}"
     return "/GPU:0"

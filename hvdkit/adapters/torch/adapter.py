@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.torch import losses
+from hvdkit.adapters.torch import losses, usermodel
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.errors import UserError
-from hvdkit.recipe import OptimizerConfig, Recipe
+from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
 
 
@@ -70,12 +70,22 @@ class TorchAdapter(Adapter):
                             f"{ranks} existed; run one pipeline layout per process")
         return PROCESS_SETS[tuple(ranks)]
 
-    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-                    model: Any = None) -> nn.Module:
-        torch.manual_seed(recipe.train.seed)
-        if model is None:
-            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        return model if isinstance(model, nn.Module) else model(input_shape, num_classes)
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def builtin_model(self, config: Any, input_shape: tuple[int, ...],
+                      num_classes: int) -> nn.Module:
+        return MODELS.get(config.name)(config, input_shape, num_classes)
+
+    def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,
+                   what: str) -> nn.Module:
+        return usermodel.as_model(model, input_shape, num_classes, what)
+
+    def probe(self, model: nn.Module, sample: np.ndarray, what: str) -> np.ndarray:
+        return usermodel.probe(model, sample, "cpu", self.channels_first, what)
+
+    def parameter_keys(self, layer: Any = None) -> list[int]:
+        return [id(p) for p in (self.model if layer is None else layer).parameters()]
 
     def model_layers(self, model: nn.Module) -> list[nn.Module]:
         return list(model.children())
@@ -85,7 +95,7 @@ class TorchAdapter(Adapter):
 
     def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
                        timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-        return profile_layers(layers, input_shape, rows, timed)
+        return profile_layers(layers, input_shape, rows, timed, self.input_dtype)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
         if len(parts) == 1 and len(parts[0]) == 1:
@@ -140,7 +150,7 @@ class TorchAdapter(Adapter):
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         self.zero_grad(lr)
-        inputs, labels = self._to(x, self.first_device), self._to(y, self.last_device)
+        inputs, labels = self._inputs(x), self._to(y, self.last_device)
         sums = torch.zeros(2, device=self.last_device)
         for xb, yb in zip(inputs.chunk(accumulation), labels.chunk(accumulation), strict=True):
             out = self.model(xb)
@@ -156,7 +166,7 @@ class TorchAdapter(Adapter):
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         self.model.eval()
-        out = self.model(self._to(x, self.first_device))
+        out = self.model(self._inputs(x))
         return losses.eval_sums(self.task, out, self._to(y, out.device))
 
     # -- a pipeline stage's micro-batches -------------------------------------------------
@@ -169,7 +179,7 @@ class TorchAdapter(Adapter):
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
                 input_grad: bool) -> np.ndarray:
-        x = torch.from_numpy(inputs).to(self.first_device).requires_grad_(input_grad)
+        x = self._inputs(inputs).requires_grad_(input_grad)
         out = self.model(x)
         if labels is None:
             self._saved[mb] = (x, out)
@@ -189,7 +199,7 @@ class TorchAdapter(Adapter):
     @torch.no_grad()
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         self.model.eval()
-        return self.model(torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
+        return self.model(self._inputs(inputs)).cpu().numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
@@ -198,9 +208,29 @@ class TorchAdapter(Adapter):
 
     def optimizer_step(self) -> None:
         if self.powersgd is not None:
+            self._sum_tied()
             self.powersgd.step()  # reduces the gradients, then steps the optimizer
-        else:
+            return
+        synchronize = getattr(self.optimizer, "synchronize", None)  # the ring's optimizer
+        if self.tied is None or synchronize is None:
+            self._sum_tied()
             self.optimizer.step()  # the ring: waits for the allreduces still in flight first
+            return
+        synchronize()  # the ring's allreduces first: they write the gradients
+        self._sum_tied()
+        with self.optimizer.skip_synchronize():
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def _sum_tied(self) -> None:
+        """Weights shared with other pipeline stages (a tied head): their gradients summed."""
+        if self.tied is None:
+            return
+        params = list(self.model.parameters())
+        for i in self.tied.indices:
+            grad = params[i].grad.detach().cpu().numpy().copy()
+            self.tied.reduce_one(i, grad)
+            params[i].grad.copy_(torch.from_numpy(grad))
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [p.grad.detach().cpu().numpy() if p.grad is not None
@@ -262,6 +292,11 @@ class TorchAdapter(Adapter):
     def elastic_state(self, **values: Any) -> Any:
         """Horovod's elastic state: the model, the optimizer and `values` (the position)."""
         return self.hvd.elastic.TorchState(self.model, self.optimizer, **values)
+
+    def _inputs(self, array: np.ndarray) -> torch.Tensor:
+        """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
+        x = self._to(array, self.first_device)
+        return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
 
     @staticmethod
     def _to(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
