@@ -57,8 +57,9 @@ def test_gpt_pipeline_equals_the_unsplit_model(tmp_path_factory, framework: str)
     assert tied.shape == first[0].shape == (256, 16)
     assert max_abs_diff(single, first + last) <= TOLERANCE
     assert np.array_equal(tied, first[0])  # the two copies stayed equal
-    # Placed over two devices in one process, the tied weight is one weight.
-    assert max_abs_diff(single, load_arrays(ref / "gpt_placed.npz")) == 0.0
+    # Placed over two devices in one process, the tied weight is one weight. (TensorFlow's graph
+    # optimiser may order a float sum differently for the parts: 1.9e-9 seen, not exact.)
+    assert max_abs_diff(single, load_arrays(ref / "gpt_placed.npz")) <= 1e-7
 
 
 def test_resnet18_small_loss_falls(tmp_path_factory, framework: str) -> None:
