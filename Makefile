@@ -4,10 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-unit test-integration test-gpu bench lint
+.PHONY: setup setup-ray demo test test-unit test-integration test-gpu bench lint
 
 setup:
 	@bash launch/setup.sh
+
+# Optional: Ray, for `hvdkit train --launcher ray` (Horovod's RayExecutor; checked with Ray 2.60).
+setup-ray: setup
+	$(BIN)/python -m pip install -q "ray>=2.10,<3"
+	$(BIN)/python -c "import ray, horovod.ray; print('[setup] Ray', ray.__version__, 'ready')"
 
 # The main job: a real 2-rank data-parallel run of the digits recipe, PyTorch then TensorFlow.
 demo: setup

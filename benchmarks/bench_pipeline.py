@@ -20,7 +20,8 @@ other processes share the cores) are printed beside it.
     HVDKIT_BENCH_BATCH=1024 python benchmarks/bench_pipeline.py   # 128-row micro-batches at m=8
 
 Batch 2048 gives micro-batches of 256 rows at m=8. Smaller ones cost more per sample on one CPU
-thread (each micro-batch pays the per-operation overheads), which slows the stages themselves:
+thread (each micro-batch pays the per-operation overheads, and the weight-gradient products
+accumulate into weight-sized outputs whatever the rows), which slows the stages themselves:
 not the schedule's bubble, which this measures. ZB-H1's B and W together cost a little more than
 one whole backward (two autograd passes, each with its own overheads).
 """

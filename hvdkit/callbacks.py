@@ -52,26 +52,38 @@ class MetricsWriter(Callback):
 
 
 class ProgressBar(Callback):
-    """Progress with loss and throughput: a live bar on a terminal, else one line per log."""
+    """Progress with loss and throughput: a live bar on a terminal, else one line per log
+    interval. A step's logs may carry a new `total_steps` (an elastic run that changed size):
+    the total follows it, and the ETA is timed from the steps since that change."""
 
     def __init__(self, stream: TextIO | None = None, min_interval_s: float = 2.0) -> None:
         self.stream = stream or sys.stderr
         self.min_interval_s = min_interval_s
         self._bar: Any = None
         self._last_line = 0.0
-        self._started = 0.0
+        self._since: tuple[float, int] = (0.0, 0)  # (time, steps done) the ETA counts from
+        self._printed_last = False
 
     def on_train_begin(self, logs: Logs) -> None:
         self.total = logs["total_steps"]
         self.epochs = logs["epochs"]
-        self._started = time.perf_counter()
+        self._since = (time.perf_counter(), 0)
         if self.stream.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, file=self.stream, unit="step", dynamic_ncols=True)
 
+    def _retotal(self, total: int, done: int) -> None:
+        self.total = total
+        self._since = (time.perf_counter(), done - 1)
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def on_step_end(self, step: int, logs: Logs) -> None:
         done = step + 1
+        if logs.get("total_steps", self.total) != self.total:
+            self._retotal(int(logs["total_steps"]), done)
         text = f"loss {logs['loss']:.4f} acc {logs['accuracy']:.3f} " \
                f"{logs['samples_per_sec']:.0f} samples/s"
         if self._bar is not None:
@@ -79,13 +91,15 @@ class ProgressBar(Callback):
             self._bar.set_postfix_str(f"epoch {logs['epoch'] + 1}/{self.epochs} {text}")
             return
         now = time.perf_counter()
-        if now - self._last_line < self.min_interval_s and done < self.total:
+        last = done >= self.total
+        if now - self._last_line < self.min_interval_s and not (last and not self._printed_last):
             return
-        self._last_line = now
-        elapsed = now - self._started
-        eta = elapsed / done * (self.total - done)
+        self._last_line, self._printed_last = now, last
+        since_time, since_done = self._since
+        rate = (done - since_done) / max(now - since_time, 1e-9)
+        eta = max(self.total - done, 0) / rate
         print(f"[hvdkit] epoch {logs['epoch'] + 1}/{self.epochs} step {done}/{self.total} "
-              f"({100 * done / self.total:.0f}%) {text} eta {eta:.0f}s",
+              f"({min(100.0, 100 * done / self.total):.0f}%) {text} eta {eta:.0f}s",
               file=self.stream, flush=True)
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
@@ -93,6 +107,8 @@ class ProgressBar(Callback):
         if "test_accuracy" in logs:
             parts.append(f"test loss {logs['test_loss']:.4f} "
                          f"test accuracy {logs['test_accuracy']:.4f}")
+        if "test_perplexity" in logs:
+            parts.append(f"test perplexity {logs['test_perplexity']:.3f}")
         parts.append(f"{logs['samples_per_sec']:.0f} samples/s")
         message = "[hvdkit] " + " | ".join(parts)
         if self._bar is not None:

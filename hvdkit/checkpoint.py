@@ -33,8 +33,9 @@ from hvdkit.recipe import Recipe
 MAGIC = b"HVDKIT-CHECKPOINT 1 "
 SUFFIX = ".hvdk"
 _NAME = re.compile(r"^ckpt-(\d+)\.hvdk$")
-# Fields that do not change what a step computes: a checkpoint resumes under any value.
-RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every_steps",
+# Fields a resumed run may change: those that do not change what a step computes, and the
+# learning rate (applied from the next step on). The README lists them.
+RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.log_every_steps",
                      "train.eval_every_epochs", "train.threads", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.commit_every_steps",
                      "train.timing_warmup_steps", "train.device",

@@ -35,6 +35,23 @@ def host_names(hosts: str | None, hostfile: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def rank_hosts(hosts: str | None, hostfile: str | None, np_: int) -> list[str]:
+    """The host of each rank: horovodrun (Gloo and MPI alike) fills each host's slots in order."""
+    entries = hosts.split(",") if hosts else []
+    if hostfile:
+        for line in Path(hostfile).read_text().splitlines():
+            words = line.split("#", 1)[0].split()
+            if words:
+                slots = next((w.split("=", 1)[1] for w in words[1:] if w.startswith("slots=")),
+                             None)
+                entries.append(f"{words[0]}:{slots}" if slots else words[0])
+    ranks: list[str] = []
+    for entry in (e.strip() for e in entries if e.strip()):
+        name, _, slots = entry.partition(":")
+        ranks += [name] * (int(slots) if slots.isdigit() else 1)
+    return ranks[:np_]
+
+
 def gloo_timeout_env(seconds: int) -> dict[str, str]:
     """The environment that makes Gloo ranks give up on a silent peer after `seconds`."""
     return {"HOROVOD_GLOO_TIMEOUT_SECONDS": str(seconds)}

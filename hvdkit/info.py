@@ -9,7 +9,8 @@ import subprocess
 from dataclasses import fields
 from importlib.util import find_spec
 
-from hvdkit.launcher import HOROVOD_EXTENSIONS, LaunchOptions
+from hvdkit.horovodrun import HOROVOD_EXTENSIONS
+from hvdkit.launcher import LaunchOptions
 from hvdkit.world import cores, default_threads
 
 _PACKAGES = ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py")
@@ -50,22 +51,43 @@ def horovod_build() -> dict[str, str]:
     return built
 
 
+def planned_launch(np_: int) -> str:
+    """What `hvdkit train -np N` on this host uses, tuned defaults (for N ranks) included."""
+    from hvdkit.defaults import BUILT_IN, horovod_env, load_defaults
+
+    saved = load_defaults(np_)
+    controller = saved.get("controller", BUILT_IN["controller"])
+    how = "in this process" if np_ == 1 else \
+        "mpirun" if controller == "mpi" else f"horovodrun --{controller}"
+    parts = [how, f"controller {controller}",
+             f"threads/rank {saved.get('threads') or default_threads(np_)}"]
+    if controller == "mpi":
+        parts.append(f"yield_when_idle {saved.get('yield_when_idle', BUILT_IN['yield_when_idle'])}")
+    parts += [f"{k}={v}" for k, v in horovod_env(saved).items()]
+    return f"  -np {np_}: " + ", ".join(parts) + (" (tuned)" if saved else "")
+
+
 def describe() -> str:
     lines = ["hvdkit info", "", "versions:"]
     lines += [f"  {k:<11} {v}" for k, v in package_versions().items()]
     lines += ["", "horovod built with:"]
     lines += [f"  {k:<11} {v}" for k, v in horovod_build().items()]
-    lines += ["", f"host: {cores()} cores; intra-op threads per rank by default:"]
-    lines += [f"  -np {n}: {default_threads(n)}" for n in (1, 2, 4)]
+    lines += ["", f"host: {cores()} cores. A launch on this host uses (flags override):"]
+    lines += [planned_launch(n) for n in (1, 2, 4)]
     lines += ["", "launch defaults (override with hvdkit train flags):"]
     defaults = LaunchOptions()
     for f in fields(defaults):
         doc = " ".join((f.metadata.get("doc") or "").split())
         lines.append(f"  {f.name:<18} {getattr(defaults, f.name)!r} {doc}".rstrip())
     lines.append(f"  {'mpirun args':<18} {' '.join(defaults.effective_mpi_args())}")
-    from hvdkit.defaults import defaults_path, load_defaults
+    from hvdkit.defaults import defaults_path, load_table
 
-    saved = load_defaults()
-    lines += ["", f"this machine's tuned defaults ({defaults_path()}, from `hvdkit tune`):"]
-    lines += [f"  {k:<18} {v!r}" for k, v in saved.items()] or ["  none saved"]
+    table = load_table()
+    lines += ["", f"this machine's tuned defaults ({defaults_path()}, from `hvdkit tune`), "
+              "applied only at the ranks per host they were measured at:"]
+    for ranks, entry in table.items():
+        shown = ", ".join(f"{k}={v!r}" for k, v in entry["settings"].items())
+        lines.append(f"  {ranks} rank(s) per host: {shown}")
+    if not table:
+        lines.append("  none saved")
     return "\n".join(lines)

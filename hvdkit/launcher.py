@@ -14,21 +14,23 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 
+from hvdkit.console import Console
 from hvdkit.errors import UserError
-from hvdkit.hosts import gloo_timeout_env, host_names, mpi_keepalive_args, report_lost_hosts
+from hvdkit.failures import Printed, failure_lines, host_lines
+from hvdkit.horovodrun import extension_built, horovod_installed
+from hvdkit.hosts import gloo_timeout_env, mpi_keepalive_args, rank_hosts
+from hvdkit.interrupts import JobGuard
+from hvdkit.jobdir import JobDir
+from hvdkit.mpirun import for_horovodrun, merge_mpi_args, mpirun_command, uses_mpirun
+from hvdkit.watchdog import Monitor
 from hvdkit.world import cores
 
-# Extension modules that exist only when Horovod was built with that framework.
-HOROVOD_EXTENSIONS = {
-    "torch": "horovod.torch.mpi_lib_v2",
-    "tensorflow": "horovod.tensorflow.mpi_lib",
-}
 CONTROLLERS = ("mpi", "gloo")
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
 # A rank killed by a signal prints nothing itself; its launcher names it.
+_RANK_ERROR = re.compile(r"hvdkit: error \(rank (\d+)\)")
 _RANK_STOPPED = re.compile(r"hvdkit: rank (\d+) stopped")  # only because another failed
 _RANK_LOST = re.compile(r"failure of Process (\d+)\.|"  # horovodrun --gloo
                         r"process rank (\d+) with PID \d+ on node \S+ exited on signal")  # mpirun
@@ -116,7 +118,7 @@ class LaunchOptions:
         args = ["--mca", "mpi_yield_when_idle", "1"] if self.yield_when_idle else []
         if self.multi_host:  # a host cut off mid-run ends the job instead of hanging it
             args += mpi_keepalive_args(self.peer_timeout)
-        return args + self.mpi_args
+        return merge_mpi_args(args, self.mpi_args)  # the user's values replace ours
 
     def describe(self) -> dict:
         """What a run records in its config.yaml, the resolved mpirun arguments included."""
@@ -125,9 +127,9 @@ class LaunchOptions:
 
 def check_horovod(framework: str, controller: str) -> None:
     """Fail early, with the fix, when Horovod or the chosen pieces of it are missing."""
-    if find_spec("horovod") is None:
+    if not horovod_installed():
         raise UserError("Horovod is not installed in this Python; run `make setup`")
-    if find_spec(HOROVOD_EXTENSIONS[framework]) is None:
+    if not extension_built(framework):  # a file check: no framework is imported here
         raise UserError(f"Horovod was built without {framework}; run `make setup` to rebuild it")
     if controller == "mpi" and shutil.which("mpirun") is None:
         raise UserError("mpirun is not on PATH (OpenMPI missing); run `make setup`, "
@@ -136,10 +138,11 @@ def check_horovod(framework: str, controller: str) -> None:
 
 def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The horovodrun command line that runs `program` (an argv) on every rank."""
-    horovodrun = Path(sys.executable).with_name("horovodrun")
     controller = options.launch_controller
-    command = [str(horovodrun) if horovodrun.exists() else "horovodrun",
-               "-np", str(options.np), f"--{controller}"]
+    # horovodrun's own command line, with its build probe kept off TensorFlow.
+    command = [sys.executable, "-m", "hvdkit.horovodrun", "-np", str(options.np),
+               f"--{controller}"]
+    mpi_args, nic = for_horovodrun(options) if controller == "mpi" else ([], None)
     if options.elastic:
         command += ["--min-np", str(options.min_np or 1), "--max-np",
                     str(options.max_np or options.np), "--host-discovery-script",
@@ -149,12 +152,20 @@ def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
         command += ["-H", options.hosts]
     if options.hostfile:
         command += ["--hostfile", options.hostfile]
-    if options.network_interface:
-        command += ["--network-interface", options.network_interface]
-    mpi_args = options.effective_mpi_args()
-    if controller == "mpi" and mpi_args:
+    nic = nic or options.network_interface
+    if nic:
+        command += ["--network-interface", nic]
+    if mpi_args:
         command += ["--mpi-args", shlex.join(mpi_args)]
     return [*command, *program]
+
+
+def job_command(options: LaunchOptions, program: list[str]) -> list[str]:
+    """The command that runs `program` on every rank: mpirun itself for a one-host MPI job
+    (seconds faster, see hvdkit.mpirun), else horovodrun."""
+    if uses_mpirun(options):
+        return mpirun_command(options, program)
+    return horovodrun_command(options, program)
 
 
 def stall_arguments(options: LaunchOptions) -> list[str]:
@@ -175,34 +186,66 @@ def warn_oversubscription(options: LaunchOptions) -> None:
               "ranks will share cores and run slower", file=sys.stderr)
 
 
-def run_job(options: LaunchOptions, program: list[str]) -> int:
-    """Run `program` on every rank, streaming the output; on failure, name the failed rank(s)."""
-    command = horovodrun_command(options, program)
+def run_job(options: LaunchOptions, program: list[str], verbose: bool = False) -> int:
+    """Run `program` on every rank, relaying the output (hvdkit.console: rank 0's lines clean,
+    other ranks' warnings and errors prefixed, start-up noise out; `verbose`: all of it raw);
+    on failure, name the rank that failed first (hvdkit.failures).
+
+    SIGINT/SIGTERM stop the whole job (hvdkit.interrupts); the ranks' heartbeats let the
+    watchdog name a frozen rank and end the job (hvdkit.watchdog)."""
+    command = job_command(options, program)
+    console = Console(verbose=verbose)
     print("[hvdkit] launching:", shlex.join(command), file=sys.stderr, flush=True)
     # TensorFlow's C++ info lines (oneDNN, CPU features) repeat on every rank; keep warnings.
     peer_env = gloo_timeout_env(options.peer_timeout) if options.multi_host else {}
+    job_dir = JobDir.create()
+    guard = JobGuard(job_dir)
+    monitor = Monitor(job_dir, *watchdog_seconds(options), end_job=guard.end)
     env = {"TF_CPP_MIN_LOG_LEVEL": "1", **peer_env, **os.environ,
-           "HVDKIT_LAUNCH": json.dumps(options.describe())}
-    failed: set[int] = set()
-    followers: set[int] = set()  # ranks that stopped because another rank failed
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                          text=True, bufsize=1) as job:
-        assert job.stdout is not None
-        for line in job.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            match = _RANK_FAILED.search(line) or _RANK_LOST.search(line)
-            if match:
-                failed.add(int(next(g for g in match.groups() if g is not None)))
-            stopped = _RANK_STOPPED.search(line)
-            if stopped:
-                followers.add(int(stopped.group(1)))
-        code = job.wait()
-    failed = (failed - followers) or failed
+           "HVDKIT_LAUNCH": json.dumps(options.describe()), **job_dir.env()}
+    printed = Printed()
+    try:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, text=True, bufsize=1, start_new_session=True) as job:
+            guard.attach(job, monitor.pids)
+            monitor.start()
+            assert job.stdout is not None
+            for line in job.stdout:
+                console.feed(line)
+                note_line(line, printed)
+            code = job.wait()
+        console.close()
+    finally:
+        monitor.stop()
+        guard.close(monitor.shm)
+        stopped = job_dir.stopped()  # where rank 0 stopped, after SIGINT/SIGTERM
+        job_dir.remove()
+    if guard.signum:
+        return guard.report(code, stopped, sys.argv[1:])
+    if monitor.silenced:  # the watchdog ended it: a failure, whatever horovodrun returned
+        code = 1
+    elif code < 0:  # horovodrun itself was killed by a signal
+        code = 128 - code
     if code != 0:
-        who = f"rank {', '.join(map(str, sorted(failed)))}" if failed else "a worker"
-        print(f"hvdkit: the job failed (exit code {code}): {who} failed; "
-              "its traceback is above", file=sys.stderr)
+        for message in failure_lines(code, monitor, printed):
+            print(message, file=sys.stderr, flush=True)
         if options.multi_host:
-            report_lost_hosts(host_names(options.hosts, options.hostfile), options.peer_timeout)
+            host_lines(rank_hosts(options.hosts, options.hostfile, options.np), monitor,
+                       options.peer_timeout)
     return code
+
+
+def note_line(line: str, printed: Printed) -> None:
+    """Note what one output line says about a rank (for the failure message)."""
+    for pattern, ranks in ((_RANK_FAILED, printed.tracebacks), (_RANK_ERROR, printed.errors),
+                           (_RANK_STOPPED, printed.followers), (_RANK_LOST, printed.lost)):
+        match = pattern.search(line)
+        if match:
+            ranks.add(int(next(g for g in match.groups() if g is not None)))
+
+
+def watchdog_seconds(options: LaunchOptions) -> tuple[float | None, float | None]:
+    """The watchdog's warning and shutdown times: the stall inspector's, which it backs up."""
+    if not options.stall_check:
+        return 0, 0
+    return options.stall_warning_seconds, options.stall_shutdown_seconds

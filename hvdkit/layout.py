@@ -17,16 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvdkit.errors import UserError
+from hvdkit.models import layer_count
 from hvdkit.parallel.placement import parse_device
-
-
-def builtin_layers(model: Any) -> int | None:
-    """Layers with parameters in a built-in model (None for a model hvdkit does not know)."""
-    if model.name == "mlp":
-        return len(model.hidden) + 1
-    if model.name == "cnn":
-        return len(model.channels) + len(model.hidden) + 1
-    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +37,8 @@ class ParallelLayout:
     sync: str
     compression: str
     reduction: str
+    powersgd_rank: int
+    powersgd_warmup_steps: int
     controller: str
     elastic: bool
 
@@ -104,7 +98,7 @@ class ParallelLayout:
             fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
                  f"{p.stages}; give one device per stage")
         parts = p.stages * p.virtual_stages if p.stages > 1 else max(1, len(p.placement))
-        layers = builtin_layers(recipe.model)
+        layers = layer_count(recipe.model)
         if layers is not None and parts > layers:
             field = ("parallel.placement" if p.stages == 1 else "parallel.stages" if
                      p.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
@@ -124,8 +118,23 @@ class ParallelLayout:
         if p.stages == 1 and p.microbatches > 1:
             fail("parallel.microbatches needs parallel.stages > 1; for one stage use "
                  "parallel.accumulation")
-        if p.sync == "ps" and p.reduction == "adasum":
+        if p.sync != "allreduce" and p.reduction == "adasum":
             fail("parallel.reduction adasum needs parallel.sync allreduce")
+        if p.compression == "powersgd":
+            if p.sync != "allreduce":
+                fail(f"parallel.compression powersgd exchanges low-rank factors by allreduce; "
+                     f"set parallel.sync allreduce, not {p.sync}")
+            if p.reduction == "adasum":
+                fail("parallel.compression powersgd needs parallel.reduction average or sum")
+        if p.powersgd_rank < 1:
+            fail(f"parallel.powersgd_rank must be at least 1, got {p.powersgd_rank}")
+        if p.powersgd_warmup_steps < 0:
+            fail(f"parallel.powersgd_warmup_steps must be 0 or more, got "
+                 f"{p.powersgd_warmup_steps}")
+        if elastic and (p.sync == "zero1" or p.compression == "powersgd"):
+            field = "sync zero1" if p.sync == "zero1" else "compression powersgd"
+            fail(f"parallel.{field} keeps per-rank state for a fixed number of ranks and "
+                 "cannot run elastic; drop --elastic")
         if p.stages > 1:
             if p.accumulation != 1:
                 fail("a pipeline accumulates over parallel.microbatches; set "
@@ -155,5 +164,7 @@ class ParallelLayout:
                    placement=tuple(p.placement), microbatches=p.microbatches,
                    accumulation=p.accumulation, schedule=p.schedule,
                    virtual_stages=p.virtual_stages, sync=p.sync,
-                   compression=p.compression, reduction=p.reduction, controller=controller,
+                   compression=p.compression, reduction=p.reduction,
+                   powersgd_rank=p.powersgd_rank,
+                   powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,
                    elastic=elastic)

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -23,28 +23,84 @@ from hvdkit.errors import UserError
 
 @dataclass
 class ModelConfig:
-    name: str
-    """Registered model builder: `mlp` or `cnn` (see `hvdkit info`)."""
+    name: str = ""
+    """Built-in model: `mlp`, `cnn`, `resnet` or `gpt` (hvdkit/models.py); empty with `builder`."""
     hidden: list[int] = field(default_factory=lambda: [128, 64])
-    """Widths of the fully connected hidden layers."""
+    """Widths of the fully connected hidden layers (mlp, cnn)."""
     channels: list[int] = field(default_factory=lambda: [16, 32])
     """Output channels of each 3x3 convolution (cnn only)."""
+    depth: int = 18
+    """ResNet depth: 18, 34 (basic blocks), 50, 101, 152 (bottleneck blocks)."""
+    stem: Literal["imagenet", "small"] = "imagenet"
+    """ResNet stem: `imagenet` (7x7 stride-2 convolution and 3x3 max-pooling, for 224x224
+    images) or `small` (one 3x3 stride-1 convolution, no pooling, for 32x32 images)."""
+    width: int = 64
+    """resnet: channels of the first stage (64 in the paper; each stage doubles them);
+    gpt: the embedding width (divisible by heads)."""
+    layers: int = 4
+    """gpt: transformer blocks."""
+    heads: int = 4
+    """gpt: attention heads per block."""
+    block_size: int = 128
+    """gpt: the longest context in tokens (the size of the position table)."""
+    dropout: float = 0.0
+    """gpt: dropout after the embeddings, on the attention weights and after each residual
+    branch (0: none, which keeps runs comparable across ranks and frameworks)."""
+    builder: str = ""
+    """Your own model instead of `name`: "package.module:function", imported from the
+    recipe's folder or PYTHONPATH and called as `function(input_shape, num_classes, **args)`;
+    it returns an `nn.Module` or a `keras.Model` for the run's framework, or a dict
+    {"torch": ..., "tensorflow": ...} of models or of factories (input_shape, num_classes)
+    -> model, so that one module serves both frameworks and imports only the run's."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `builder`."""
+    channels_first: bool = False
+    """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
+    as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    output: Literal["auto", "logits", "probabilities"] = "auto"
+    """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
+    hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
+    the first batch's outputs: rows of non-negative numbers summing to 1 are probabilities."""
 
 
 @dataclass
 class DataConfig:
-    name: str
-    """Registered data set: `digits` (scikit-learn's 8x8 digits) or `synthetic`."""
+    name: str = ""
+    """Registered data set: `digits` (scikit-learn's 8x8 digits), `synthetic`, or one read
+    from disk: `npy` (a folder of .npy arrays), `text` (a UTF-8 file, byte tokens), `tokens`
+    (a flat file of uint16 token ids); empty with `builder`."""
+    path: str = ""
+    """npy: the folder holding x_train.npy, y_train.npy and optionally x_test.npy, y_test.npy;
+    text, tokens: the file. Read a batch at a time, never whole."""
     test_fraction: float = 0.2
-    """Share of the samples held out as the test set."""
+    """Share of the samples held out as the test set (npy without test files: a fixed random
+    share; text, tokens: the file's tail)."""
     samples: int = 4096
     """Number of samples (synthetic only)."""
     shape: list[int] = field(default_factory=lambda: [8, 8, 1])
     """Shape of one sample, channels last (synthetic only)."""
-    classes: int = 10
-    """Number of classes (synthetic only)."""
+    classes: int = 0
+    """Number of classes; labels must lie in [0, classes). 0: synthetic makes 10; npy and
+    arrays of your own take the largest training label + 1; a map-style data set of your own
+    needs it (or a `num_classes` attribute)."""
+    block_size: int = 0
+    """Tokens per input window (text, tokens); the targets are the next block_size tokens."""
+    vocab_size: int = 0
+    """Token ids lie in [0, vocab_size) (tokens; text is bytes, 256)."""
+    workers: int = 0
+    """Processes decoding a map-style data set's samples ahead (0: the prefetch thread
+    decodes them)."""
+    prefetch: int = 2
+    """Batches prepared ahead in a background thread: gathered, converted and, on a GPU,
+    copied to the device (0: prepared in the step's thread)."""
     drop_last: bool = True
     """Drop the last global batch of an epoch when it is incomplete (training only)."""
+    builder: str = ""
+    """Your own data instead of `name`: "package.module:function", imported from the recipe's
+    folder or PYTHONPATH and called as `function(**args)` on every rank; it returns an
+    `hvdkit.data.Dataset` or a tuple (x_train, y_train, x_test, y_test) of numpy arrays."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `builder`."""
 
 
 @dataclass
@@ -104,12 +160,19 @@ class TrainConfig:
 class ParallelConfig:
     reduction: Literal["average", "sum", "adasum"] = "average"
     """How Horovod combines the ranks' gradients."""
-    compression: Literal["none", "fp16"] = "none"
-    """Gradient compression on the wire."""
+    compression: Literal["none", "fp16", "powersgd"] = "none"
+    """Gradient compression on the wire: fp16 halves; powersgd sends low-rank factors of each
+    weight matrix with error feedback (hvdkit.parallel.powersgd)."""
+    powersgd_rank: int = 2
+    """Rank of PowerSGD's factors (compression: powersgd)."""
+    powersgd_warmup_steps: int = 10
+    """Optimizer steps exchanged uncompressed before PowerSGD starts (compression: powersgd)."""
     accumulation: int = 1
     """Backward passes per optimizer step (gradient accumulation)."""
-    sync: Literal["allreduce", "ps"] = "allreduce"
-    """Gradient exchange: Horovod's ring-allreduce, or a parameter server on rank 0 (mpi4py)."""
+    sync: Literal["allreduce", "ps", "zero1"] = "allreduce"
+    """Gradient exchange: Horovod's ring-allreduce, a parameter server on rank 0 (mpi4py), or
+    zero1: reduce-scatter, each rank steps the optimizer on its shard of the parameters and
+    holds only that shard's state, all-gather (hvdkit.parallel.zero)."""
     stages: int = 1
     """Pipeline stages, one rank each; world size = stages x data-parallel degree."""
     microbatches: int = 1
@@ -140,6 +203,9 @@ class Recipe:
     """Name of the recipe; the default run folder starts with it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    folder: ClassVar[str | None] = None
+    """The recipe file's folder, where model and data builders are looked for first (set by
+    `load_recipe`; not a recipe field)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,13 +219,20 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `key=value` overrides, validate, and return it typed."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"recipe {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"recipe {path} is not a file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    return recipe_from_dict(data or {}, source=str(path), overrides=overrides)
+    except (UnicodeDecodeError, OSError) as exc:  # a binary file, a folder, no permission
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise UserError(f"recipe {path} cannot be read as YAML text ({why})") from None
+    recipe = recipe_from_dict(data or {}, source=str(path), overrides=overrides)
+    recipe.folder = str(path.resolve().parent)  # type: ignore[misc]
+    return recipe
 
 
 def recipe_from_dict(
@@ -224,6 +297,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, source, key)
+    if hint is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"{source}: {key} must be a mapping of names to values, "
+                            f"got {value!r}")
+        return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -248,7 +328,6 @@ def _check(recipe: Recipe, source: str) -> None:
         "train.commit_every_steps": recipe.train.commit_every_steps,
         "optimizer.step_every_epochs": recipe.optimizer.step_every_epochs,
         "data.samples": recipe.data.samples,
-        "data.classes": recipe.data.classes,
     }
     for key, value in positive.items():
         if value < 1:
@@ -266,20 +345,25 @@ def _check(recipe: Recipe, source: str) -> None:
         if value < 0:
             raise UserError(f"{source}: {key} must not be negative, got {value}")
     from hvdkit.layout import ParallelLayout  # the parallel fields' rules, in one place
+    from hvdkit.models import check_model
 
+    check_model(recipe.model, source)
     ParallelLayout.from_recipe(recipe, source=source)
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
     if not 0 < recipe.data.test_fraction < 1:
         raise UserError(f"{source}: data.test_fraction must lie between 0 and 1")
     from hvdkit.data.datasets import DATASETS  # here: the data sets import this module
-    from hvdkit.models import MODEL_NAMES
 
-    if recipe.model.name not in MODEL_NAMES:
-        raise UserError(f"{source}: unknown model {recipe.model.name!r}; "
-                        f"valid: {', '.join(MODEL_NAMES)}")
-    if recipe.data.name not in DATASETS:
+    if bool(recipe.data.name) == bool(recipe.data.builder):
+        raise UserError(f"{source}: the data section needs exactly one of data.name (a "
+                        "registered data set) and data.builder (\"package.module:function\")")
+    if recipe.data.args and not recipe.data.builder:
+        raise UserError(f"{source}: data.args are the arguments of data.builder; "
+                        "set data.builder or remove data.args")
+    if recipe.data.name and recipe.data.name not in DATASETS:
         raise UserError(f"{source}: unknown data set {recipe.data.name!r}; "
                         f"valid: {', '.join(DATASETS.names())}")
-    if any(w < 1 for w in recipe.model.hidden + recipe.model.channels):
-        raise UserError(f"{source}: model.hidden and model.channels must be positive widths")
+    from hvdkit.data.checks import check_data_config
+
+    check_data_config(recipe.data, source)

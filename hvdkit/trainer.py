@@ -4,7 +4,9 @@
     → metrics averaged across ranks every `log_every_steps` → callbacks → evaluation
 
 It never imports a framework: the adapter does the framework's work, and every array that
-passes between them is numpy.
+passes between them is numpy, but for batches the adapter staged itself (`stage_batch`, in the
+data prefetch thread: its tensors, on its device) and step metrics (on the device until
+logged). The data side is hvdkit.data: a source, the sharded loader, the prefetch thread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,18 +26,31 @@ import yaml
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.checkpoint import Checkpointer, Position
-from hvdkit.data import ShardedLoader, build_dataset, eval_shard
+from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
+from hvdkit.data.checks import check_model_fits
+from hvdkit.data.loader import eval_batches
+from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
+from hvdkit.interrupts import StepBoundaryStop
 from hvdkit.layout import ParallelLayout
 from hvdkit.parallel import parallelize
 from hvdkit.recipe import Recipe
 from hvdkit.schedule import learning_rate
+from hvdkit.tasks import TEST_METRICS, task_for
+from hvdkit.tensorboard import TensorBoard
 from hvdkit.timing import ThroughputWindow
+from hvdkit.usermodel import model_input_shape
+from hvdkit.watchdog import report_step
 from hvdkit.worker import controller_from_env, size_from_env
-from hvdkit.world import World
+from hvdkit.world import World, job_seconds_so_far
 
 EVAL_BATCH = 512
 STEP_METRICS = ("loss", "accuracy", "step_time")
+
+
+def _report_step(pos: Position) -> None:
+    """The step hook that puts this rank's step into its heartbeat (hvdkit.watchdog)."""
+    report_step(pos.step)
 
 
 def default_run_dir(recipe: Recipe, framework: str, np_: int) -> Path:
@@ -53,6 +69,12 @@ class Trainer:
     `resume` restores a checkpoint before training: "latest" (the newest good one of
     `run_dir`), a run folder, a checkpoint folder or a file. `elastic` runs the loop under
     Horovod elastic (`hvdkit.parallel.elastic`), inside `horovodrun --host-discovery-script`.
+
+    `data` replaces the recipe's data set with your own: a `hvdkit.data.Dataset` of arrays, a
+    map-style data set (`len()` and `[i] -> (x, y)` numpy; `data.workers` processes decode
+    it), or a (train, test) pair of them; see `hvdkit.data.to_source`.
+
+    `tensorboard` writes `run_dir/tensorboard/` event files (hvdkit.tensorboard).
     """
 
     def __init__(
@@ -61,6 +83,7 @@ class Trainer:
         framework: str = "torch",
         *,
         model: Any = None,
+        data: Any = None,
         callbacks: Sequence[Callback] = (),
         run_dir: str | Path | None = None,
         progress: bool = True,
@@ -68,12 +91,14 @@ class Trainer:
         adapter: Adapter | None = None,
         resume: str | Path | None = None,
         elastic: bool = False,
+        tensorboard: bool = True,
     ) -> None:
         self.recipe = recipe
         self.framework = framework
         self.adapter = adapter
         """The framework adapter (made in `fit` unless given): this rank's model and state."""
         self.model = model
+        self.user_data = data
         self.user_callbacks = list(callbacks)
         self.run_dir = None if run_dir in (None, "auto") else Path(run_dir)
         self._auto_run_dir = run_dir == "auto"
@@ -82,6 +107,7 @@ class Trainer:
         self.world: World | None = None
         self.resume = resume
         self.elastic = elastic
+        self.tensorboard = tensorboard
         # The run's state, set by `fit`: the layout, this rank's step runner, and where
         # training stands (position, world, this rank's data shard, the step it ends at).
         self.layout: ParallelLayout | None = None
@@ -106,23 +132,36 @@ class Trainer:
             self.layout = layout = self._layout(size)
         if self._auto_run_dir:
             self.run_dir = default_run_dir(recipe, self.framework, size)
-        self.data = build_dataset(recipe.data, recipe.train.seed)
+        if self.user_data is not None:
+            self.data = to_source(self.user_data, recipe.data)
+        else:
+            self.data = build_source(recipe.data, recipe.train.seed, recipe.folder)
+        if self.model is None:
+            check_model_fits(recipe.model.name, self.data)
         world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
                       data_size=layout.replicas)
         self.rebind(world)
         if self.loader.steps_per_epoch == 0:
             raise UserError(
                 f"train.batch_size x parallel.accumulation x ranks = {self.loader.global_batch} "
-                f"is larger than the {len(self.data.x_train)} training samples"
+                f"is larger than the {self.loader.n} training samples"
             )
-        model = adapter.build_model(recipe, self.data.input_shape, self.data.num_classes,
-                                    self.model)
-        self.runner = parallelize(adapter, layout, recipe, model, self.data.input_shape, rank)
+        start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
+        # The task follows the data; the model sees images channels first if asked to.
+        adapter.task = task_for(self.data)
+        adapter.input_dtype = self.data.input_dtype
+        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
+        # A user's model is run once on a few training samples (build_model's probe).
+        sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
+        model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
+        self.runner = parallelize(adapter, layout, recipe, model, shape, rank)
         self.runner.broadcast_state()
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step]
+        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed in _flush
+        self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
+                                                             _report_step]
         if self.resume is not None:
             self.position, path = self.checkpointer.restore(self._resume_source())
             if world.is_root:
@@ -145,13 +184,20 @@ class Trainer:
         old = self.loader
         per_step = self.recipe.train.batch_size * self.recipe.parallel.accumulation
         self.loader = ShardedLoader(
-            self.data.x_train, self.data.y_train, batch_size=per_step,
+            self.data.train, batch_size=per_step,
             rank=world.data_rank, size=world.data_size, seed=self.recipe.train.seed,
-            drop_last=self.recipe.data.drop_last,
+            drop_last=self.recipe.data.drop_last, prefetch=self._prefetch(),
         ) if old is None or (old.rank, old.size) != (world.data_rank, world.data_size) else old
         if self.checkpointer is not None:
             self.checkpointer.is_root = world.is_root
         self.total_steps = self.plan_steps()
+
+    def _prefetch(self) -> int:
+        """Batches prepared ahead in a thread. None for a pipeline stage for now: with the
+        thread, its 2-rank test jobs intermittently saw MPI finalized mid-step on one rank
+        (under heavy load; not understood yet), so pipelines keep preparing in the step."""
+        pipelined = self.layout is not None and self.layout.pipelined
+        return 0 if pipelined else self.recipe.data.prefetch
 
     def _resume_source(self) -> Path:
         if self.resume != "latest":
@@ -167,6 +213,10 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._write_config()
                 callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
+                if self.tensorboard:
+                    callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
+                        "recipe": self.recipe.to_dict(), "framework": self.framework,
+                        "np": self.world.size}))
             if self.progress:
                 callbacks.append(ProgressBar())
         return callbacks + self.user_callbacks
@@ -192,20 +242,25 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
+        started = time.perf_counter() - job_seconds_so_far()  # wall_time is the job's
         self._setup()
         recipe, world = self.recipe, self.world
         assert world is not None
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
-        started = time.perf_counter()
         self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
                                        self.total_steps, self.runner.comm_seconds)
-        if self.elastic:
-            from hvdkit.parallel.elastic import run_elastic
+        self.stop.install()
+        try:
+            if self.elastic:
+                from hvdkit.parallel.elastic import run_elastic
 
-            run_elastic(self)
-        else:
-            self.train_from_position()
+                run_elastic(self)
+            else:
+                self.train_from_position()
+        finally:
+            self.data.close()  # worker processes, if any
+            self.stop.restore()
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
@@ -219,6 +274,9 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
+        summary["peak_rss_mib"] = self._peak_rss()
+        if self.stop.signum:
+            summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -242,32 +300,38 @@ class Trainer:
             pending_lr: list[float] = []
             losses: list[float] = []
             samples, stopped = 0, False
-            for x, y in loader.batches(epoch, start_sample=pos.sample):
-                lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
-                                   self.total_steps, world.data_size)
-                self.window.before_step(pos.step)
-                t0 = time.perf_counter()
-                pending.append(self.runner.train_step(x, y, lr))
-                pending_times.append(time.perf_counter() - t0)
-                # A pipeline's stages all see the replica's batch: count it once per replica.
-                self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
-                pending_lr.append(lr)
-                taken = loader.step_samples(pos.sample)
-                pos.advance(taken)
-                samples += taken
-                self.samples_trained += taken
-                if len(pending) >= recipe.train.log_every_steps:
-                    losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
-                    pending, pending_times, pending_lr = [], [], []
-                for hook in self.step_hooks:  # checkpoints; elastic commits
-                    hook(pos)
-                if pos.step >= self.total_steps:
-                    stopped = True
-                    break
+            # The batches are staged (as the framework's tensors, on the device) in the
+            # prefetch thread while the previous steps run.
+            # (closed however the loop ends: a stop, an exception, an elastic reset)
+            with closing(loader.batches(epoch, start_sample=pos.sample,
+                                        stage=self.runner.stage_batch)) as staged:
+                for x, y in staged:
+                    lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
+                                       self.total_steps, world.data_size)
+                    self.window.before_step(pos.step)
+                    t0 = time.perf_counter()
+                    pending.append(self.runner.train_step(x, y, lr))
+                    pending_times.append(time.perf_counter() - t0)
+                    # A pipeline's stages all see the replica's batch: count it once per replica.
+                    self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
+                    pending_lr.append(lr)
+                    taken = loader.step_samples(pos.sample)
+                    pos.advance(taken)
+                    samples += taken
+                    self.samples_trained += taken
+                    if len(pending) >= recipe.train.log_every_steps:
+                        losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+                        pending, pending_times, pending_lr = [], [], []
+                    for hook in self.step_hooks:  # checkpoints; elastic commits
+                        hook(pos)
+                    if pos.step >= self.total_steps:
+                        stopped = True
+                        break
             if not loader.even:
                 self.adapter.join()  # before the last flush: the others may still be stepping
-            if pending:
-                losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+            # Every rank flushes at the end of every epoch (even with no rows left), so the
+            # flushes match across ranks with uneven data, and a stop request reaches them all.
+            losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
             train_time = time.perf_counter() - epoch_started
             logs: Logs = {
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -299,21 +363,27 @@ class Trainer:
         one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count.
+        the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
+        more columns carry the ranks' stop requests (hvdkit.interrupts): once any rank has
+        one, every rank ends the loop at this step, as max_steps would.
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 1))
-        buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
-        buffer[:rows, width - 1] = times
-        buffer[:rows, width] = 1.0
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
+        if rows:
+            buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
+            buffer[:rows, width - 1] = times
+            buffer[:rows, width] = 1.0
+        buffer[0, width + 1:] = self.stop.requests()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
+        if self.stop.agree(total[0, width + 1:]):
+            self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
         first = step - rows
         losses = []
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
-            logs.update(epoch=epoch, lr=lr,
+            logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
                         samples_per_sec=self.loader.global_batch / logs["step_time"])
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])
@@ -323,15 +393,22 @@ class Trainer:
         """The task's test metrics over the whole test set, each replica taking a share (a
         pipeline's stages count their replica's sums once: they all hold the last stage's)."""
         assert self.world is not None
-        x, y = self.data.x_test, self.data.y_test
-        mine = eval_shard(len(x), self.world.data_rank, self.world.data_size)
         sums = np.zeros(len(self.adapter.task.eval_sums))
-        for start in range(0, len(mine), EVAL_BATCH):
-            idx = mine[start : start + EVAL_BATCH]
-            sums += self.runner.eval_step(x[idx], y[idx])
+        for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
+                                 EVAL_BATCH, self._prefetch(),
+                                 self.runner.stage_batch):
+            sums += self.runner.eval_step(x, y)
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
+
+    def _peak_rss(self) -> list[float]:
+        """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""
+        assert self.world is not None
+        mine = np.zeros(self.world.size)
+        mine[self.world.rank] = peak_rss_mib()
+        return [round(float(v), 1) for v in self.adapter.allreduce(mine, op="sum",
+                                                                  name="hvdkit.rss")]
 
     def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:
         assert self.world is not None
@@ -350,7 +427,7 @@ class Trainer:
             "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
             "wall_time": wall_time,
         }
-        for key in ("test_loss", "test_accuracy"):
+        for key in TEST_METRICS:
             if history and key in history[-1]:
                 summary[key] = history[-1][key]
         if self.run_dir is not None:

@@ -11,14 +11,15 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from hvdkit import watchdog
 from hvdkit.errors import UserError
 
-_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
 def rank_from_env() -> int:
     """This process's rank as its launcher set it (0 outside a job)."""
-    for name in _RANK_VARIABLES:
+    for name in RANK_VARIABLES:
         if name in os.environ:
             return int(os.environ[name])
     return 0
@@ -39,23 +40,38 @@ def controller_from_env() -> str:
 
 def in_horovod_job() -> bool:
     """True inside a process started by horovodrun, mpirun or srun with PMI."""
-    return any(name in os.environ for name in _RANK_VARIABLES)
+    return any(name in os.environ for name in RANK_VARIABLES)
 
 
 def run_worker(main: Callable[[], int | None]) -> int:
-    """Call `main`; a UserError exits 2, any other exception 1, each naming this rank."""
+    """Call `main`; a UserError exits 2, any other exception 1, each naming this rank. In a job
+    started by `hvdkit train`, the rank's heartbeat (hvdkit.watchdog) runs meanwhile and its
+    last beat says how the rank ended; a KeyboardInterrupt (a second Ctrl-C) exits 130."""
     rank = rank_from_env()
+    watchdog.start_heartbeat(rank)
+    code, kind = 1, watchdog.FAILED
     try:
-        return main() or 0
+        code = main() or 0
+        kind = {0: watchdog.OK, 130: watchdog.INTERRUPTED, 143: watchdog.INTERRUPTED}.get(
+            code, watchdog.ERROR)
     except UserError as exc:
+        watchdog.finish_heartbeat(2, watchdog.ERROR, str(exc))  # before the others react
         print(f"hvdkit: error (rank {rank}): {exc}", file=sys.stderr, flush=True)
-        return 2
+        code, kind = 2, watchdog.ERROR
+    except KeyboardInterrupt:
+        print(f"hvdkit: rank {rank} interrupted: stopped at once, without a checkpoint",
+              file=sys.stderr, flush=True)
+        code, kind = 130, watchdog.INTERRUPTED
     except BaseException as exc:
         if type(exc).__name__ == "HorovodInternalError":  # a consequence: a peer is gone
+            watchdog.finish_heartbeat(1, watchdog.CONSEQUENCE)
             print(f"hvdkit: rank {rank} stopped: a collective failed because another rank "
                   f"is gone ({str(exc).splitlines()[0] if str(exc) else 'no detail'})",
                   file=sys.stderr, flush=True)
-            return 1
-        print(f"hvdkit: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr,
-              flush=True)
-        return 1
+        else:
+            watchdog.finish_heartbeat(1, watchdog.FAILED)
+            print(f"hvdkit: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr,
+                  flush=True)
+    finally:
+        watchdog.finish_heartbeat(code, kind)  # a no-op when already finished above
+    return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from hvdkit.errors import UserError
@@ -37,11 +38,15 @@ def pick_gpu(device: str, local_rank: int, local_size: int, gpus: int,
     """The GPU this rank trains on, or None for the CPU. `device` is train.device: `auto` (this
     rank's GPU when the host has any), `gpu` (an error without one) or `cpu`. Rank i on a host
     takes GPU i; ranks may share a GPU only where `shared_ok` (NCCL refuses two ranks of one
-    communicator on one GPU)."""
+    communicator on one GPU). Where the launcher gave each rank its own GPUs (HVDKIT_OWN_GPUS=1,
+    set by launch/slurm.sbatch under --gpus-per-task) and a rank sees fewer than the host's
+    ranks, the GPUs it sees are its own: it takes the first."""
     if device == "cpu" or (device == "auto" and gpus == 0):
         return None
     if gpus == 0:
         raise UserError("train.device is gpu but this process sees no GPU; use auto or cpu")
+    if local_size > gpus and os.environ.get("HVDKIT_OWN_GPUS") == "1":
+        return 0
     if local_size > gpus and not shared_ok:
         raise UserError(f"{local_size} ranks on this host but {gpus} GPU(s): NCCL needs a GPU "
                         "per rank; launch at most one rank per GPU (-np), or set train.device cpu")
@@ -56,6 +61,30 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def ranks_on_machine(local_size: int) -> int:
+    """Ranks sharing this machine: Horovod's local size, unless the launcher counted them
+    itself (an elastic job whose hosts name this machine more than once; hvdkit.machines)."""
+    table = os.environ.get("HVDKIT_MACHINE_RANKS", "")
+    host = os.environ.get("HOROVOD_HOSTNAME")
+    counts = dict(item.rsplit("=", 1) for item in table.split(",") if "=" in item)
+    if host in counts and counts[host].isdigit():
+        return max(local_size, int(counts[host]))
+    return local_size
+
+
 def default_threads(local_size: int) -> int:
-    """Intra-op threads per rank: the host's cores shared out, since oversubscription is slow."""
-    return max(1, cores() // max(1, local_size))
+    """Intra-op threads per rank: the machine's cores shared out among the ranks on it, since
+    oversubscription is slow."""
+    return max(1, cores() // max(1, ranks_on_machine(local_size)))
+
+
+JOB_STARTED = "HVDKIT_JOB_STARTED"
+
+
+def job_seconds_so_far() -> float:
+    """Seconds since `hvdkit train` started the job (its launcher sets HVDKIT_JOB_STARTED, the
+    epoch time, for every rank); 0 where it did not (another launcher)."""
+    try:
+        return max(0.0, time.time() - float(os.environ[JOB_STARTED]))
+    except (KeyError, ValueError):
+        return 0.0

@@ -1,7 +1,9 @@
 # Shared by the launch scripts (sourced, not run): where hvdkit is, and how a command is run.
-#   show_and_run CMD...   prints the exact command (shell-quoted), then runs it in place of the
-#                         script; with DRY_RUN=1 it only prints it.
+#   show CMD...           prints the exact command (shell-quoted).
+#   show_and_run CMD...   prints it, then runs it in place of the script; with DRY_RUN=1 it
+#                         only prints it.
 #   total_slots H1:2,H2:2 | total_slots_in FILE   the number of ranks a host list holds.
+#   given "-f|--framework" ARGS...   true when ARGS hold that option (`-f x` or `--framework=x`).
 
 HVDKIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${HVDKIT:-}" ]]; then
@@ -9,13 +11,17 @@ if [[ -z "${HVDKIT:-}" ]]; then
   else HVDKIT=hvdkit; fi
 fi
 
-show_and_run() {
+show() {
   local word line="[launch]"
   for word in "$@"; do
     if [[ "$word" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then line+=" $word"
     else line+=" '${word//\'/\'\\\'\'}'"; fi
   done
   echo "$line"
+}
+
+show_and_run() {
+  show "$@"
   if [[ "${DRY_RUN:-0}" == 1 ]]; then exit 0; fi
   exec "$@"
 }
@@ -48,4 +54,17 @@ total_slots_in() {
 usage() {
   awk 'NR > 1 && /^#/ && !/^#SBATCH/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
+}
+
+# True when one of the |-separated options appears in the arguments that follow.
+given() {
+  local options=$1 arg option
+  shift
+  for arg in "$@"; do
+    IFS='|' read -ra names <<<"$options"
+    for option in "${names[@]}"; do
+      if [[ "$arg" == "$option" || "$arg" == "$option="* ]]; then return 0; fi
+    done
+  done
+  return 1
 }

@@ -67,7 +67,7 @@ if [ ! -x "$PY" ]; then
   python3.11 -m venv "$VENV"
 fi
 DEPS=("torch==$TORCH_VERSION" "$TF_SPEC" "mpi4py>=4,<5" numpy scikit-learn tqdm PyYAML pytest
-      ruff matplotlib psutil cloudpickle cffi "setuptools>=68" wheel packaging)
+      ruff matplotlib psutil cloudpickle cffi "setuptools>=68" wheel packaging tensorboard)
 DEPS_KEY=$(printf '%s\n' "${DEPS[@]}" "gpu=$GPU" | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.deps-$DEPS_KEY" ]; then
   step "installing Python packages (torch $TORCH_VERSION, $TF_SPEC, mpi4py, ...)"
@@ -173,4 +173,25 @@ if ! "$PY" -m pip show -q hvdkit >/dev/null 2>&1; then
   step "installing hvdkit (editable)"
   "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
 fi
-step "ready: $("$VENV/bin/hvdkit" --help >/dev/null && echo "hvdkit in $VENV/bin")"
+"$VENV/bin/hvdkit" --version >/dev/null
+
+# -- 7. hvdkit on PATH ------------------------------------------------------------------------
+# A link in the first writable folder on PATH of /usr/local/bin and ~/.local/bin, so that a new
+# shell finds `hvdkit` without activating .venv. An existing file that is not a link is left
+# alone. HVDKIT_NO_LINK=1 skips this.
+link=""
+if [ "${HVDKIT_NO_LINK:-0}" != 1 ]; then
+  for dir in /usr/local/bin "$HOME/.local/bin"; do
+    case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
+    if [ -d "$dir" ] && [ -w "$dir" ] && { [ -L "$dir/hvdkit" ] || [ ! -e "$dir/hvdkit" ]; }; then
+      ln -sfn "$VENV/bin/hvdkit" "$dir/hvdkit"
+      link="$dir/hvdkit"
+      break
+    fi
+  done
+fi
+if [ -n "$link" ]; then
+  step "ready: hvdkit on PATH ($link -> $VENV/bin/hvdkit)"
+else
+  step "ready: hvdkit in $VENV/bin (put it on PATH: source .venv/bin/activate)"
+fi

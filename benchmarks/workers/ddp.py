@@ -19,7 +19,7 @@ from steploop import steps_per_second, torch_step
 
 from hvdkit import load_recipe
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.data import ShardedLoader, build_dataset
+from hvdkit.data import ShardedLoader, build_source
 
 RECIPE = "recipes/synthetic_cnn.yaml"
 WARMUP = 10
@@ -30,8 +30,8 @@ def run(rank: int, world: int, port: int, steps: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     recipe = load_recipe(RECIPE)
-    data = build_dataset(recipe.data, 0)
-    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+    data = build_source(recipe.data, 0)
+    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
                            rank=rank, size=world)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(

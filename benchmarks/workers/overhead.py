@@ -16,7 +16,7 @@ from steploop import steps_per_second, torch_step
 
 from hvdkit import Trainer, load_recipe
 from hvdkit.callbacks import Callback
-from hvdkit.data import ShardedLoader, build_dataset
+from hvdkit.data import ShardedLoader, build_source
 from hvdkit.worker import rank_from_env, run_worker
 
 RECIPE = "recipes/synthetic_cnn.yaml"
@@ -56,8 +56,8 @@ def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
 
     hvd.init()
     torch.set_num_threads(recipe.train.threads)
-    data = build_dataset(recipe.data, 0)
-    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+    data = build_source(recipe.data, 0)
+    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
                            rank=hvd.rank(), size=hvd.size())
     model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
@@ -73,8 +73,8 @@ def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
     from hvdkit.adapters.tensorflow.models import MODELS
 
     hvd.init()
-    data = build_dataset(recipe.data, 0)
-    loader = ShardedLoader(data.x_train, data.y_train, batch_size=recipe.train.batch_size,
+    data = build_source(recipe.data, 0)
+    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
                            rank=hvd.rank(), size=hvd.size())
     model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
     import keras

@@ -14,13 +14,14 @@ mechanics of one framework, and declares here every member they use. It is appli
                                                   and chunk in a pipeline
 
 Every array that crosses the boundary is numpy, except step metrics, which stay on the device
-until `read_metrics` (no host synchronisation per step).
+until `read_metrics` (no host synchronisation per step), and batches from `stage_batch`.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,15 @@ class Adapter(ABC):
         self.device = "cpu"
         """This rank's device, in the framework's spelling (set by `init`, then by `keep`)."""
         self.task: Task = CLASSIFICATION
+        """What the model is trained to do (the trainer sets it from the data; `build_model`
+        notes whether the model outputs logits or probabilities)."""
+        self.input_dtype = "float32"
+        """The data's input dtype (int64 for token ids), set by the trainer."""
+        self.channels_first = False
+        """model.channels_first: image batches reach the model as (N, C, H, W)."""
+        self.tied: Any = None
+        """Gradients of weights shared with other pipeline stages, summed across them before
+        each update (hvdkit.parallel.tied.TiedGradients), or None."""
         self.exchange: Any = None
         """The gradient exchange in use (`hvdkit.parallel.exchange`), set by `use_exchange`."""
 
@@ -64,11 +74,64 @@ class Adapter(ABC):
         replicas average over NCCL, which needs a GPU each); return (rank, size, local_rank,
         local_size)."""
 
-    @abstractmethod
     def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-                    model: Any = None) -> Any:
-        """The whole model, built with the recipe's seed (the same on every rank): the
-        recipe's, or the user's `model` (a model of this framework, or a factory of one)."""
+                    model: Any = None, sample: np.ndarray | None = None) -> Any:
+        """The whole model, built with the recipe's seed (the same on every rank): the user's
+        `model` (a model of this framework, or a factory of one), model.builder's, or the
+        built-in model.name. `input_shape` is what the model sees (channels first with
+        model.channels_first). A user's model is run once on `sample` (a few training inputs,
+        as stored): a failure is one line with the likely fix, and outputs that are
+        probabilities (a softmax) are detected unless model.output says what they are."""
+        from hvdkit.builders import call_model_builder
+        from hvdkit.usermodel import resolve_output
+
+        config = recipe.model
+        self.channels_first = config.channels_first
+        self.seed(recipe.train.seed)
+        what = "the model"
+        if model is None and config.builder:
+            what = f"model.builder {config.builder!r}"
+            model = call_model_builder(config, self.framework, input_shape, num_classes,
+                                       recipe.folder)
+        outputs = "logits" if config.output == "auto" else config.output
+        if model is None:
+            built = self.builtin_model(config, input_shape, num_classes)
+        else:
+            built = self.user_model(model, input_shape, num_classes, what)
+            if config.output == "auto" and sample is not None:
+                outputs = resolve_output("auto", self.probe(built, sample, what), num_classes,
+                                         what)
+                if outputs == "probabilities" and self.hvd.rank() == 0:
+                    print(f"[hvdkit] {what} outputs probabilities (its rows sum to 1: a "
+                          "softmax); training on their log, which is cross-entropy exactly "
+                          "(model.output says so instead of detecting it)", flush=True)
+        self.task = replace(self.task, outputs=outputs)
+        return built
+
+    @abstractmethod
+    def seed(self, seed: int) -> None:
+        """Seed the framework's generators (initial weights, dropout)."""
+
+    @abstractmethod
+    def builtin_model(self, config: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
+        """The catalogued model config.name (hvdkit.models), of this framework."""
+
+    @abstractmethod
+    def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,
+                   what: str) -> Any:
+        """`model` if it is this framework's, what it builds if it is a factory; anything
+        else (another framework's model included) is a one-line UserError naming `what`."""
+
+    @abstractmethod
+    def probe(self, model: Any, sample: np.ndarray, what: str) -> np.ndarray:
+        """The model's outputs on `sample` in evaluation mode, changing nothing; a failure is
+        a one-line UserError with the likely fix."""
+
+    @abstractmethod
+    def parameter_keys(self, layer: Any = None) -> list[int]:
+        """Identities of the trainable parameters of `layer` (None: of the kept model, in the
+        order of `gradients_as_numpy`): the same object gives the same key, so weights that
+        layers share can be found."""
 
     @abstractmethod
     def model_layers(self, model: Any) -> list[Any]:
@@ -103,6 +166,12 @@ class Adapter(ABC):
         exchange.attach(self)
 
     # -- one step on this rank's whole model (no pipeline) --------------------------------
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Run in the data prefetch thread, ahead of the step: the batch as `train_step` and
+        `eval_step` take it best (the framework's tensors, already on their devices). The
+        default hands numpy on; the steps take either."""
+        return x, y
 
     @abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
@@ -180,6 +249,24 @@ class Adapter(ABC):
         """Install Horovod ring-allreduce of the gradients over these ranks (None: all), to
         fire after `passes` backward passes; returns a counter of the bytes handed to it."""
 
+    @abstractmethod
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        """Make the optimizer a ZeRO-1 one over these ranks (None: all): gradients
+        reduce-scattered per bucket, the step on this rank's shard (holding only its state),
+        parameters all-gathered; `state()` then gathers the whole optimizer state (every rank
+        calls it). Returns the `hvdkit.parallel.zero.ShardPlan`."""
+
+    @abstractmethod
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        """Install PowerSGD over these ranks (None: all) for `optimizer_step`; `state()` then
+        gathers every rank's errors. Returns the `hvdkit.parallel.powersgd.PowerSGDPlan`."""
+
+    @abstractmethod
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state this rank holds (its shard's alone under ZeRO-1)."""
+
     # -- collectives, state, fault tolerance ----------------------------------------------
 
     @abstractmethod
@@ -216,14 +303,19 @@ class Adapter(ABC):
         return self.hvd.elastic.run(func)
 
 
-def get_adapter(framework: str) -> Adapter:
-    """A fresh adapter for `framework`, with a clear error for an unknown or missing one."""
+def load_framework(framework: str) -> Any:
+    """The adapter package of `framework` (hvdkit.adapters.<name>), with a clear error for an
+    unknown or missing one."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
     try:
-        module = importlib.import_module(FRAMEWORKS[framework])
+        return importlib.import_module(FRAMEWORKS[framework])
     except ImportError as exc:
         raise UserError(
             f"framework {framework!r} cannot be loaded ({exc}); run `make setup`"
         ) from None
-    return module.Adapter()
+
+
+def get_adapter(framework: str) -> Adapter:
+    """A fresh adapter for `framework`, with a clear error for an unknown or missing one."""
+    return load_framework(framework).Adapter()

@@ -30,9 +30,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--framework", "-f", dest="frameworks", type=_list(), default=["torch"])
     p.add_argument("--controller", dest="controllers", type=_list(), default=["mpi"])
     p.add_argument("--sync", dest="syncs", type=_list(), default=["allreduce"],
-                   help="allreduce, ps (parameter server), or both: allreduce,ps")
+                   help="allreduce, ps (parameter server), zero1 (sharded optimizer), or a "
+                        "list: allreduce,zero1")
     p.add_argument("--compression", dest="compressions", type=_list(), default=["none"],
-                   help="none, fp16, or both")
+                   help="none, fp16, powersgd, or a list: none,fp16,powersgd")
     p.add_argument("--mode", choices=("strong", "weak"), default="strong")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="steps per trial (0: the recipe's)")

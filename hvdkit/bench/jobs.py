@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions, horovodrun_command
+from hvdkit.launcher import LaunchOptions, job_command
 
 
 def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None,
@@ -35,4 +35,4 @@ def worker_command(options: LaunchOptions, module: str, args: list[str]) -> list
     program = [sys.executable, "-m", module, *args]
     if options.np == 1 and not options.multi_host:
         return program
-    return horovodrun_command(options, program)
+    return job_command(options, program)

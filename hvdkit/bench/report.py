@@ -16,7 +16,8 @@ from hvdkit.world import cores
 
 SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global_batch",
                  "threads_per_rank", "samples_per_sec", "spread_min", "spread_max", "repeats",
-                 "speedup", "efficiency", "comm_share", "timeline_allreduce_share",
+                 "speedup", "efficiency", "vs_allreduce", "comm_share",
+                 "timeline_allreduce_share",
                  "parameters", "bytes_per_step", "test_accuracy", "wall_time")
 
 
@@ -155,12 +156,15 @@ def write_scale_report(result: dict[str, Any], out: Path) -> None:
     plots = plot_scaling(rows, out, spec["mode"])
     threads = sorted({str(r["threads_per_rank"]) for r in rows})
     shown = ("framework", "controller", "sync", "compression", "np", "samples_per_sec",
-             "speedup", "efficiency", "comm_share", "timeline_allreduce_share",
-             "bytes_per_step", "test_accuracy", "wall_time")
+             "speedup", "efficiency", "vs_allreduce", "comm_share",
+             "timeline_allreduce_share", "bytes_per_step", "test_accuracy", "wall_time")
     text = [f"# Scaling study: {spec['recipe']} ({spec['mode']} scaling)", "",
             *machine_lines(result["machine"]), f"- **threads per rank**: {', '.join(threads)}",
             f"- **repeats**: {spec['repeats']} (median shown; spread in results.csv)", "",
             "Throughput: samples all ranks processed ÷ seconds between barriers, warm-up out. "
+            "Speedup and efficiency: each configuration against itself at its smallest np; "
+            "vs_allreduce: against plain ring-allreduce at the same np. "
+            "wall_time: the whole job, start-up included. "
             "comm_share: hvdkit's own timer of the gradient exchange wait; "
             "timeline_allreduce_share: Horovod's timeline (with --timeline). "
             "bytes_per_step: gradient bytes each rank sends (the root's, for the parameter "

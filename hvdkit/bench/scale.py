@@ -5,9 +5,13 @@
 
 Throughput is the barrier-timed window of every run (hvdkit.timing): samples all ranks
 processed ÷ seconds, warm-up steps out. Strong scaling keeps the global batch (the recipe's
-batch at one rank, split over the ranks); weak keeps the per-rank batch. Speedup and efficiency
-are against the smallest rank count of the same framework and controller with plain
-ring-allreduce and no compression (else of the configuration itself).
+batch at one rank, split over the ranks); weak keeps the per-rank batch. Every point runs the
+same threads per rank — `--threads`, else this host's cores ÷ the largest -np — so that np=1
+is not measured on every core against np=N on one core each. Speedup and efficiency compare a
+configuration (framework, controller, sync, compression) with itself at its smallest rank
+count, never with another configuration; `vs_allreduce` puts ps or fp16 beside plain
+ring-allreduce at the same rank count. comm_share is left out at np=1, where nothing is
+exchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from hvdkit.bench.timeline import allreduce_share
 from hvdkit.errors import UserError
 from hvdkit.launcher import CONTROLLERS
 from hvdkit.recipe import load_recipe
+from hvdkit.world import cores
 
 GROUP = ("framework", "controller", "sync", "compression")
 
@@ -60,8 +65,8 @@ class SweepSpec:
             raise UserError("--np needs rank counts of at least 1, e.g. 1,2")
         choices = {"--framework": (self.frameworks, FRAMEWORKS),
                    "--controller": (self.controllers, CONTROLLERS),
-                   "--sync": (self.syncs, ("allreduce", "ps")),
-                   "--compression": (self.compressions, ("none", "fp16"))}
+                   "--sync": (self.syncs, ("allreduce", "ps", "zero1")),
+                   "--compression": (self.compressions, ("none", "fp16", "powersgd"))}
         for flag, (given, valid) in choices.items():
             bad = [g for g in given if g not in valid]
             if bad or not given:
@@ -73,6 +78,10 @@ class SweepSpec:
             if bad:
                 raise UserError(f"strong scaling splits train.batch_size={base.train.batch_size} "
                                 f"over the ranks; it does not divide by {bad[0]}")
+
+    def threads_per_rank(self) -> int:
+        """The same at every point: --threads, else cores ÷ the largest rank count."""
+        return self.threads or max(1, cores() // max(self.nps))
 
     def trials(self) -> list[dict[str, Any]]:
         combos = itertools.product(self.frameworks, self.controllers, self.syncs,
@@ -91,17 +100,22 @@ def trial_overrides(spec: SweepSpec, trial: dict[str, Any]) -> list[str]:
     return sets
 
 
+def trial_command(spec: SweepSpec, trial: dict[str, Any], run_dir: Path) -> list[str]:
+    """The `hvdkit train` command of one trial (same threads per rank at every point)."""
+    command = [sys.executable, "-m", "hvdkit", "train", spec.recipe, "-f", trial["framework"],
+               "-np", str(trial["np"]), "--controller", trial["controller"],
+               "--run-dir", str(run_dir), "--overwrite", "--no-progress",  # a rerun replaces it
+               "--threads", str(spec.threads_per_rank())]
+    for item in trial_overrides(spec, trial):
+        command += ["--set", item]
+    return command
+
+
 def run_trial(spec: SweepSpec, trial: dict[str, Any], repeat: int) -> dict[str, Any]:
     """One `hvdkit train` job; returns its row (throughput, accuracy, breakdown)."""
     name = "-".join(str(trial[k]) for k in (*GROUP, "np")) + f"-r{repeat}"
     run_dir = Path(spec.out) / "runs" / name
-    command = [sys.executable, "-m", "hvdkit", "train", spec.recipe, "-f", trial["framework"],
-               "-np", str(trial["np"]), "--controller", trial["controller"],
-               "--run-dir", str(run_dir), "--no-progress"]
-    for item in trial_overrides(spec, trial):
-        command += ["--set", item]
-    if spec.threads is not None:
-        command += ["--threads", str(spec.threads)]
+    command = trial_command(spec, trial, run_dir)
     env = {}
     timeline = run_dir / "timeline.json"
     if spec.timeline:
@@ -117,7 +131,10 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
     timed = summary.get("timed") or {}
     n = trial["np"]
     grad_bytes = summary["parameters"] * (2 if trial["compression"] == "fp16" else 4)
-    if trial["sync"] == "ps":
+    sent = (summary.get("exchange") or {}).get("bytes_sent_per_step")
+    if sent is not None and n > 1:  # counted by the exchange itself (zero1, powersgd)
+        moved = sent
+    elif trial["sync"] == "ps":
         moved = ps_bytes_at_root(grad_bytes, 4 * summary["parameters"], n)
     else:
         moved = ring_bytes_per_rank(grad_bytes, n)
@@ -127,7 +144,7 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
            "parameters": summary["parameters"], "bytes_per_step": moved,
            "test_accuracy": summary.get("test_accuracy"), "wall_time": summary["wall_time"],
            "threads_per_rank": summary.get("threads_per_rank")}
-    if "comm_seconds" in timed and timed.get("seconds"):
+    if "comm_seconds" in timed and timed.get("seconds") and n > 1:  # np=1 exchanges nothing
         row["comm_share"] = timed["comm_seconds"] / timed["seconds"]
     if timeline is not None and timeline.is_file():
         row.update(allreduce_share(timeline))
@@ -154,15 +171,16 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in {tuple(r[k] for k in GROUP) for r in out}:
         members = sorted((r for r in out if tuple(r[k] for k in GROUP) == key),
                          key=lambda r: r["np"])
-        # The baseline: plain ring-allreduce without compression at the smallest N, when the
-        # sweep has it, so that the parameter server's and fp16's own overhead shows too.
-        plain = [r for r in out if (r["framework"], r["controller"], r["sync"],
-                                    r["compression"], r["np"]) ==
-                 (key[0], key[1], "allreduce", "none", members[0]["np"])]
-        base = plain[0] if plain else members[0]
+        base = members[0]  # the configuration itself at its smallest rank count
         for r in members:
             r["speedup"] = r["samples_per_sec"] / base["samples_per_sec"]
             r["efficiency"] = r["speedup"] / (r["np"] / base["np"])
+            # ps or fp16 beside plain ring-allreduce at the same rank count, where swept
+            plain = [p for p in out if (p["framework"], p["controller"], p["sync"],
+                                        p["compression"], p["np"]) ==
+                     (r["framework"], r["controller"], "allreduce", "none", r["np"])]
+            r["vs_allreduce"] = r["samples_per_sec"] / plain[0]["samples_per_sec"] \
+                if plain else None
     return sorted(out, key=lambda r: (*(str(r[k]) for k in GROUP), r["np"]))
 
 
@@ -172,6 +190,9 @@ def sweep(spec: SweepSpec) -> dict[str, Any]:
 
     spec.validate()
     trials = spec.trials()
+    how = "--threads" if spec.threads else f"{cores()} cores ÷ the largest -np {max(spec.nps)}"
+    print(f"[scale] {spec.threads_per_rank()} thread(s) per rank at every point ({how})",
+          flush=True)
     total = len(trials) * spec.repeats
     rows, done = [], 0
     for repeat in range(spec.repeats):  # repeats outermost: slow drifts hit every config alike

@@ -1,6 +1,7 @@
 """`hvdkit tune`: short trials of the launch settings Horovod's autotune does not reach —
 controller, OpenMPI's yield-when-idle, threads per rank — with fusion threshold and cycle
-time, on the user's recipe; prints a table and saves the best as this machine's defaults.
+time, on the user's recipe; prints a table and saves the best as this machine's defaults for
+launches with that many ranks on a host (-np here; `hvdkit train` applies them only there).
 
     hvdkit tune recipes/synthetic_cnn.yaml -np 2 --steps 30
 
@@ -42,7 +43,8 @@ def run_settings(recipe: str, settings: dict[str, Any], np_: int, framework: str
     run_dir = out / "runs" / f"trial-{index}"
     command = [sys.executable, "-m", "hvdkit", "train", recipe, "-f", framework,
                "-np", str(np_), "--controller", settings["controller"],
-               "--threads", str(settings["threads"]), "--run-dir", str(run_dir), "--no-progress",
+               "--threads", str(settings["threads"]), "--run-dir", str(run_dir), "--overwrite",
+               "--no-progress",
                "--set", f"train.max_steps={steps}",
                "--yield-when-idle" if settings["yield_when_idle"] else "--no-yield-when-idle"]
     for item in overrides:
@@ -101,5 +103,6 @@ def run_tune(recipe: str, np_: int = 2, framework: str = "torch", steps: int = 3
     if save:
         path = save_defaults(best, {"recipe": recipe, "framework": framework, "np": np_,
                                     "steps": steps, "samples_per_sec": best_rate})
-        print(f"[tune] saved this machine's defaults to {path}; `hvdkit train` now uses them")
+        print(f"[tune] saved this machine's defaults for {np_} rank(s) per host to {path}; "
+              f"`hvdkit train` uses them for launches with {np_} rank(s) per host")
     return {"best": best, "best_rate": best_rate, "trials": trials}

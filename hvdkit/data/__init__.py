@@ -1,6 +1,10 @@
-"""Data sets (numpy, framework-free) and the per-rank sharded loader."""
+"""Data sets (numpy, framework-free), the per-rank sharded loader and the input pipeline."""
 
-from hvdkit.data.datasets import DATASETS, Dataset, build_dataset
+from hvdkit.data import files  # noqa: F401  (registers npy, text, tokens)
+from hvdkit.data.datasets import DATASETS, Dataset, build_dataset, build_source, to_source
 from hvdkit.data.loader import ShardedLoader, eval_shard
+from hvdkit.data.memory import DiskArray, open_npy, peak_rss_mib
+from hvdkit.data.samples import DataSource, Samples
 
-__all__ = ["DATASETS", "Dataset", "ShardedLoader", "build_dataset", "eval_shard"]
+__all__ = ["DATASETS", "DataSource", "Dataset", "DiskArray", "Samples", "ShardedLoader",
+           "build_dataset", "build_source", "eval_shard", "open_npy", "peak_rss_mib", "to_source"]

@@ -5,8 +5,8 @@
     apply_placement         which devices hold this rank's parts         placement.py
     apply_pipeline_stage    cut the model, keep this rank's share        pipeline_stage.py
     make_optimizer          over the kept parameters                     (the adapter)
-    apply_gradient_exchange how replicas combine gradients: none | ring  exchange.py, ps.py
-                            | ps
+    apply_gradient_exchange how replicas combine gradients: none | ring  exchange.py, ps.py,
+                            | ps | zero1 | ring + powersgd               zero.py, powersgd.py
     elastic                 the trainer's loop under hvd.elastic.run     elastic.py
 
 Each exchange works for the data-parallel replicas whether or not the model is also staged or

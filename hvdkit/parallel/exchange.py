@@ -12,6 +12,8 @@ steps the optimizer. A framework's mechanics for an exchange are one hook on its
     none    one replica: the optimizer steps on the local gradients
     ring    Horovod ring-allreduce (op average | sum | adasum; fp16 on the wire)
     ps      a parameter server on the replicas' first rank, over mpi4py (hvdkit.parallel.ps)
+    zero1   reduce-scatter, the optimizer on this rank's shard, all-gather (hvdkit.parallel.zero)
+    ring + powersgd   low-rank factors by allreduce, error feedback (hvdkit.parallel.powersgd)
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class GradientExchange:
     in_step = True
     """True where the exchange happens inside the adapter's `optimizer_step` (so a framework
     may compile it into its step); False where `step` moves the gradients itself."""
+
+    collective_state = False
+    """True where the optimizer's state is spread over the replicas, so that every rank takes
+    part in `adapter.state()` (ZeRO-1 gathers its shards, PowerSGD every rank's errors)."""
 
     def __init__(self) -> None:
         self.adapter: Any = None
@@ -54,7 +60,8 @@ class GradientExchange:
         return self.seconds if self.calls else float("nan")
 
     def report(self) -> dict[str, Any]:
-        return {"sync": self.name, "bytes_per_step": self.bytes_per_step}
+        return {"sync": self.name, "bytes_per_step": self.bytes_per_step,
+                "optimizer_state_bytes": self.adapter.optimizer_state_bytes()}
 
 
 class RingAllreduce(GradientExchange):
@@ -90,6 +97,15 @@ def apply_gradient_exchange(adapter: Any, layout: ParallelLayout, rank: int) -> 
         from hvdkit.parallel.ps import ParameterServerExchange
 
         exchange = ParameterServerExchange(layout, rank)
+    elif layout.sync == "zero1":
+        from hvdkit.parallel.zero import Zero1
+
+        exchange = Zero1(layout.reduction, layout.compression, replica_ranks(layout, rank))
+    elif layout.compression == "powersgd":
+        from hvdkit.parallel.powersgd import PowerSGD
+
+        exchange = PowerSGD(layout.reduction, replica_ranks(layout, rank),
+                            layout.powersgd_rank, layout.powersgd_warmup_steps)
     else:
         passes = layout.microbatches if layout.pipelined else layout.accumulation
         exchange = RingAllreduce(layout.reduction, layout.compression,

@@ -18,6 +18,7 @@ import numpy as np
 from hvdkit.layout import ParallelLayout
 from hvdkit.parallel.pipeline import group_layers, plan_stages
 from hvdkit.parallel.step import LocalStep
+from hvdkit.parallel.tied import shared_weights
 
 
 def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, model: Any,
@@ -62,4 +63,12 @@ def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, mode
                   out_shapes[c.stop - 1],
                   4.0 * sum(int(np.prod(shapes[i])) for g in c for i in groups[g]))
             for c in chunks]
-    return PipelineStep(adapter, layout, rank, plan, kept)
+    # Weights that layers of several stages use (a tied embedding and output head); chunk k
+    # of the plan belongs to stage k mod stages.
+    stage_of_layer = [0] * len(layers)
+    for k in range(plan.stages):
+        for g in plan.layers(k):
+            for i in groups[g]:
+                stage_of_layer[i] = k % layout.stages
+    shared = shared_weights([adapter.parameter_keys(layer) for layer in layers], stage_of_layer)
+    return PipelineStep(adapter, layout, rank, plan, kept, shared)

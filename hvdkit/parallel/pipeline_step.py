@@ -26,6 +26,7 @@ from hvdkit.parallel.pipeline import Plan
 from hvdkit.parallel.schedules import Op, global_chunk, message_tag, schedule, splits_backward
 from hvdkit.parallel.stage_metrics import StageMetrics
 from hvdkit.parallel.step import LocalStep
+from hvdkit.parallel.tied import TiedGradients
 
 
 class Chunk(NamedTuple):
@@ -43,7 +44,8 @@ class PipelineStep(LocalStep):
     collective_state = True  # each stage's state lives on its own ranks
 
     def __init__(self, adapter: Any, layout: ParallelLayout, rank: int, plan: Plan,
-                 chunks: list[Chunk]) -> None:
+                 chunks: list[Chunk], shared: dict[int, tuple[int, ...]] | None = None
+                 ) -> None:
         super().__init__(adapter, layout)
         from mpi4py import MPI
 
@@ -60,8 +62,17 @@ class PipelineStep(LocalStep):
                                       layout.microbatches, layout.virtual_stages)
         adapter.split_backward = splits_backward(layout.schedule)
         self.metrics = StageMetrics(layout, self.stage)
+        if not self.first:  # only the first stage reads the data's layout
+            adapter.channels_first = False
+        # Weights shared with other stages: their gradients are summed across them.
+        tied = TiedGradients(self.pipe.comm, self.stage, shared or {}, adapter.parameter_keys())
+        adapter.tied = tied if tied.indices else None
 
     # -- one batch ------------------------------------------------------------------------
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The schedule cuts numpy micro-batches: batches stay numpy."""
+        return x, y
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> Any:
         started = time.perf_counter()
@@ -214,7 +225,10 @@ class PipelineStep(LocalStep):
     def state(self) -> dict[str, Any] | None:
         """Every stage's state, on rank 0 (None elsewhere); every rank must call it. Replica 0
         of each stage sends its own (the replicas of a stage are equal after each step)."""
-        mine = self.adapter.state() if self.replica == 0 else None
+        # Under ZeRO-1 or PowerSGD every replica takes part in gathering its stage's state.
+        mine = self.adapter.state() if self.replica == 0 or \
+            self.adapter.exchange.collective_state else None
+        mine = mine if self.replica == 0 else None
         gathered = self.comm.gather(mine, root=0)
         if gathered is None:
             return None

@@ -18,12 +18,19 @@ from hvdkit.layout import ParallelLayout
 class LocalStep:
     """The step on this rank's whole model; every rank holds all of it (rank 0 saves it)."""
 
-    collective_state = False
-    """True where `state` is a collective every rank calls (a pipeline gathers its stages on
-    rank 0); False where rank 0 alone calls it for a checkpoint."""
-
     def __init__(self, adapter: Any, layout: ParallelLayout) -> None:
         self.adapter, self.layout = adapter, layout
+
+    @property
+    def collective_state(self) -> bool:
+        """True where `state` is a collective every rank calls (the exchange spreads the
+        optimizer's state over the ranks); False where rank 0 alone calls it."""
+        return self.adapter.exchange.collective_state
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Run in the data prefetch thread: the batch as the adapter's step takes it (its
+        tensors, copied to their devices while earlier steps run)."""
+        return self.adapter.stage_batch(x, y)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> Any:
         """One optimizer step on this rank's batch; its metrics stay on the device."""

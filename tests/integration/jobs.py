@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvdkit.launcher import LaunchOptions, horovodrun_command
+from hvdkit.launcher import LaunchOptions, job_command
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -27,9 +27,10 @@ class JobResult:
 def run_job(program: list[str], np: int = 2, controller: str = "mpi", timeout: float = 300,
             env: dict[str, str] | None = None, check: bool = True,
             options: LaunchOptions | None = None) -> JobResult:
-    """Run `program` (an argv) on `np` ranks under horovodrun; fail the test on error."""
+    """Run `program` (an argv) on `np` ranks as `hvdkit train` would (mpirun on one host with
+    MPI, else horovodrun); fail the test on error."""
     options = options or LaunchOptions(np=np, controller=controller)
-    command = horovodrun_command(options, program) if options.np > 1 or options.multi_host \
+    command = job_command(options, program) if options.np > 1 or options.multi_host \
         else program
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     started = time.perf_counter()

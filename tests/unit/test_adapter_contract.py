@@ -13,6 +13,8 @@ import pytest
 
 from hvdkit.adapters.base import FRAMEWORKS, Adapter
 
+ATTRIBUTES = ("threads", "device", "task", "input_dtype", "channels_first", "tied", "exchange")
+"""Instance attributes every adapter has (set in Adapter.__init__)."""
 HVDKIT = Path(__file__).resolve().parents[2] / "hvdkit"
 USERS = [HVDKIT / "trainer.py", HVDKIT / "checkpoint.py", *sorted((HVDKIT / "parallel")
                                                                   .glob("*.py"))]
@@ -24,7 +26,7 @@ def test_framework_free_code_uses_only_declared_members() -> None:
         used |= set(re.findall(r"\badapter\.([a-zA-Z_]\w*)", path.read_text()))
     assert used, "the scan found no adapter use"
     undeclared = sorted(name for name in used if not hasattr(Adapter, name)
-                        and name not in ("threads", "device", "task", "exchange", "hvd"))
+                        and name not in (*ATTRIBUTES, "hvd"))
     assert undeclared == []
     for path in USERS:
         assert "hasattr(" not in path.read_text(), path
@@ -39,7 +41,7 @@ from hvdkit.adapters.base import Adapter, get_adapter
 adapter = get_adapter({framework!r})
 cls = type(adapter)
 assert issubclass(cls, Adapter) and not inspect.isabstract(cls), cls.__abstractmethods__
-for name in ("threads", "device", "task", "exchange"):
+for name in {ATTRIBUTES!r}:
     assert hasattr(adapter, name), name
 assert adapter.framework == {framework!r} and adapter.hvd is not None
 for name, member in inspect.getmembers(Adapter, inspect.isfunction):

@@ -70,8 +70,9 @@ def test_aggregate_speedup_and_efficiency():
     one, two, ps_one, ps_two = aggregate(rows + ps)
     assert (one["samples_per_sec"], one["spread_min"], one["spread_max"]) == (100.0, 90.0, 110.0)
     assert two["speedup"] == pytest.approx(1.8) and two["efficiency"] == pytest.approx(0.9)
-    # The parameter server is measured against plain ring-allreduce at one rank.
-    assert ps_one["efficiency"] == pytest.approx(0.5) and ps_two["speedup"] == pytest.approx(0.9)
+    # Efficiency stays within one configuration; vs_allreduce compares at the same np.
+    assert ps_one["efficiency"] == 1.0 and ps_two["speedup"] == pytest.approx(1.8)
+    assert ps_two["vs_allreduce"] == pytest.approx(0.5) and two["vs_allreduce"] == 1.0
 
 
 def test_timeline_allreduce_share(tmp_path):
@@ -106,3 +107,27 @@ def test_report_files(tmp_path, monkeypatch):
     for name in ("throughput", "efficiency", "breakdown"):
         assert matplotlib.image.imread(tmp_path / f"{name}.png").ndim == 3
     assert "cores" in (tmp_path / "report.md").read_text()
+
+
+def test_scale_gives_every_point_the_same_threads(monkeypatch, tmp_path):
+    from hvdkit.bench import scale
+
+    monkeypatch.setattr(scale, "cores", lambda: 8)
+    spec = scale.SweepSpec(recipe="recipes/synthetic_cnn.yaml", nps=[1, 2, 4])
+    threads = {cmd[cmd.index("--threads") + 1] for cmd in
+               (scale.trial_command(spec, trial, tmp_path) for trial in spec.trials())}
+    assert threads == {"2"}  # 8 cores ÷ the largest -np 4, at np=1 too
+    spec.threads = 3
+    command = scale.trial_command(spec, spec.trials()[0], tmp_path)
+    assert command[command.index("--threads") + 1] == "3"
+
+
+def test_no_comm_share_at_one_rank():
+    from hvdkit.bench.scale import trial_row
+
+    summary = {"parameters": 10, "global_batch": 32, "samples_per_sec": 5.0, "wall_time": 9.0,
+               "timed": {"samples_per_sec": 5.0, "seconds": 2.0, "comm_seconds": 0.2}}
+    trial = {"framework": "torch", "controller": "mpi", "sync": "allreduce",
+             "compression": "none"}
+    assert "comm_share" not in trial_row({**trial, "np": 1}, 0, summary, None)
+    assert trial_row({**trial, "np": 2}, 0, summary, None)["comm_share"] == 0.1

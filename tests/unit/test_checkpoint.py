@@ -87,12 +87,15 @@ def test_no_good_checkpoint_is_an_error(tmp_path: Path) -> None:
 def test_another_recipe_is_refused_with_the_field_named(tmp_path: Path) -> None:
     save(tmp_path / "checkpoints", 5, payload(5))
     other = recipe_from_dict({"model": {"name": "mlp"}, "data": {"name": "digits"},
-                              "optimizer": {"name": "adam", "lr": 0.01}})
-    with pytest.raises(CheckpointError, match=r"another recipe.*optimizer\.lr: 0\.002 → 0\.01"):
+                              "optimizer": {"name": "adam", "lr": 0.002, "weight_decay": 0.1}})
+    with pytest.raises(CheckpointError,
+                       match=r"another recipe.*optimizer\.weight_decay: 0\.0 → 0\.1"):
         load_latest(tmp_path, other)  # a run folder: looks in its checkpoints/
 
 
-def test_length_and_logging_changes_may_resume() -> None:
+def test_length_logging_and_learning_rate_changes_may_resume() -> None:
     assert recipe_hash(recipe(epochs=1)) == recipe_hash(recipe(epochs=5, max_steps=3,
                                                                log_every_steps=1))
+    faster = recipe_from_dict({**recipe().to_dict(), "optimizer": {"name": "adam", "lr": 0.1}})
+    assert recipe_hash(faster) == recipe_hash(recipe())
     assert recipe_hash(recipe(batch_size=32)) != recipe_hash(recipe(batch_size=16))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hvdkit.data import ShardedLoader
+from hvdkit.data.samples import ArraySamples
 from hvdkit.errors import UserError
 from hvdkit.launcher import _RANK_FAILED, _RANK_LOST, LaunchOptions, horovodrun_command
 
@@ -63,8 +64,9 @@ def test_failed_rank_is_found(line: str, rank: int) -> None:
 
 def test_sample_position_resumes_at_another_world_size() -> None:
     x = np.arange(100, dtype=np.float32)[:, None]
-    two = [ShardedLoader(x, x[:, 0], batch_size=4, rank=r, size=2, seed=3) for r in range(2)]
-    one = ShardedLoader(x, x[:, 0], batch_size=4, rank=0, size=1, seed=3)
+    samples = ArraySamples(x, x[:, 0].astype(np.int64))
+    two = [ShardedLoader(samples, batch_size=4, rank=r, size=2, seed=3) for r in range(2)]
+    one = ShardedLoader(samples, batch_size=4, rank=0, size=1, seed=3)
     # Two ranks took 3 steps of 8 samples: one rank goes on from global sample 24.
     taken = np.concatenate([np.concatenate([b for b, _ in ld.batches(0)][:3]) for ld in two])
     rest = np.concatenate([b for b, _ in one.batches(0, start_sample=24)])

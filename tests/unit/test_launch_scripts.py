@@ -64,6 +64,14 @@ def test_slurm_uses_srun_and_the_tasks_cores() -> None:
     assert command[command.index("--run-dir") + 1] == "runs/slurm-42"
 
 
+def test_slurm_repeats_no_flag_the_user_gave() -> None:
+    command = dry_run("slurm.sbatch", RECIPE, "-f", "tensorflow", "--run-dir", "mine",
+                      "--threads=3", SLURM_CPUS_PER_TASK="6", SLURM_SUBMIT_DIR=str(LAUNCH.parent))
+    words = " ".join(command)
+    assert command[-5:] == ["-f", "tensorflow", "--run-dir", "mine", "--threads=3"]
+    assert words.count("-f ") == 1 and words.count("--run-dir") == 1 and "--threads " not in words
+
+
 @pytest.mark.parametrize("script", ["local.sh", "multinode.sh", "mpirun.sh", "slurm.sbatch"])
 def test_without_a_recipe_the_usage_is_shown(script: str) -> None:
     done = subprocess.run(["bash", str(LAUNCH / script)], capture_output=True, text=True,

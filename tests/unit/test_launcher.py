@@ -1,16 +1,26 @@
-"""The horovodrun command hvdkit builds, with its measured defaults, and launch-option errors."""
+"""The commands hvdkit launches with (mpirun on one host, horovodrun otherwise), its measured
+defaults, the user's mpirun arguments, launch-option errors, and a launch that imports no
+framework."""
 
+import json
+import os
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions, horovodrun_command
+from hvdkit.launcher import LaunchOptions, horovodrun_command, job_command
+from hvdkit.mpirun import parse_mpi_args
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mpi_command_carries_yield_when_idle() -> None:
     command = horovodrun_command(LaunchOptions(np=2), ["python", "x.py"])
-    assert command[1:4] == ["-np", "2", "--mpi"]
+    assert command[1:6] == ["-m", "hvdkit.horovodrun", "-np", "2", "--mpi"]
     assert shlex.split(command[command.index("--mpi-args") + 1]) == \
         ["--mca", "mpi_yield_when_idle", "1"]
     assert command[-2:] == ["python", "x.py"]
@@ -44,12 +54,11 @@ def test_bad_options(options: LaunchOptions, message: str) -> None:
 def test_horovod_built_without_framework_points_at_setup(monkeypatch) -> None:
     import hvdkit.launcher as launcher
 
-    real = launcher.find_spec
-    monkeypatch.setattr(launcher, "find_spec",
-                        lambda name: None if name == "horovod.torch.mpi_lib_v2" else real(name))
+    assert launcher.extension_built("torch") and launcher.extension_built("tensorflow")
+    monkeypatch.setattr(launcher, "extension_built", lambda framework: framework != "torch")
     with pytest.raises(UserError, match=r"built without torch; run `make setup`"):
         launcher.check_horovod("torch", "mpi")
-    monkeypatch.setattr(launcher, "find_spec", lambda name: None)
+    monkeypatch.setattr(launcher, "horovod_installed", lambda: False)
     with pytest.raises(UserError, match=r"Horovod is not installed.*make setup"):
         launcher.check_horovod("tensorflow", "gloo")
 
@@ -62,3 +71,94 @@ def test_more_ranks_than_cores_warns(capsys) -> None:
     assert "more than the" in capsys.readouterr().err
     warn_oversubscription(LaunchOptions(np=1))
     assert capsys.readouterr().err == ""
+
+
+def test_one_host_mpi_jobs_run_mpirun_itself() -> None:
+    command = job_command(LaunchOptions(np=2), ["python", "x.py"])
+    assert command[:2] == ["mpirun", "--allow-run-as-root"]
+    assert command[command.index("-H") + 1] == "localhost:2"
+    assert mca(command) == {"pml": "ob1", "btl": "^openib,ofi", "btl_tcp_if_include": "lo",
+                            "mpi_yield_when_idle": "1"}
+    assert command[-2:] == ["python", "x.py"]
+    stalls = job_command(LaunchOptions(np=2, stall_warning_seconds=5, stall_check=True), ["p"])
+    assert "HOROVOD_STALL_CHECK_TIME_SECONDS=5" in stalls
+    for options in (LaunchOptions(np=2, controller="gloo"), LaunchOptions(np=2, hosts="a:1,b:1"),
+                    LaunchOptions(np=2, elastic=True, host_discovery_script="d.sh")):
+        assert job_command(options, ["p"])[1:3] == ["-m", "hvdkit.horovodrun"]
+
+
+def test_user_mpi_args_take_any_string_and_replace_ours() -> None:
+    options = LaunchOptions(np=2, mpi_args=parse_mpi_args(
+        "--report-bindings --mca btl_tcp_if_include eth0 --mca mpi_yield_when_idle 0 "
+        "--bind-to core"))
+    command = job_command(options, ["p"])
+    assert mca(command) == {"pml": "ob1", "btl": "^openib,ofi", "btl_tcp_if_include": "eth0",
+                            "mpi_yield_when_idle": "0"}
+    assert "--report-bindings" in command
+    assert command.count("--bind-to") == 1 and command[command.index("--bind-to") + 1] == "core"
+    # horovodrun sets the interface itself: the user's value becomes its --network-interface
+    remote = horovodrun_command(LaunchOptions(np=2, hosts="a:1,b:1", mpi_args=parse_mpi_args(
+        "--mca btl_tcp_if_include eth0")), ["p"])
+    assert remote[remote.index("--network-interface") + 1] == "eth0"
+    assert "btl_tcp_if_include" not in remote[remote.index("--mpi-args") + 1]
+    with pytest.raises(UserError, match="horovodrun sets btl itself"):
+        horovodrun_command(LaunchOptions(np=2, hosts="a:1,b:1", mpi_args=["--mca", "btl", "tcp"]),
+                           ["p"])
+    with pytest.raises(UserError, match="--mpi-args"):
+        parse_mpi_args("'unclosed")
+
+
+def test_mpi_args_flag_takes_a_value_that_starts_with_dashes() -> None:
+    from hvdkit.cli import parse_args
+
+    args = parse_args(["train", "r.yaml", "--mpi-args", "--report-bindings", "-np", "2"])
+    assert args.mpi_args == "--report-bindings" and args.np == 2
+
+
+def test_version_flag(capsys) -> None:
+    from hvdkit import __version__
+    from hvdkit.cli import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"hvdkit {__version__}"
+
+
+LAUNCH_WITHOUT_RUNNING = """
+import json, sys
+import hvdkit.cli as cli
+seen = []
+cli.run_job = lambda options, program, verbose=False: seen.append(program) or 0
+for framework in ("torch", "tensorflow"):
+    for controller in ("mpi", "gloo"):
+        assert cli.main(["train", "recipes/digits_mlp.yaml", "-f", framework, "-np", "2",
+                         "--controller", controller, "--run-dir", sys.argv[1]]) == 0
+print(json.dumps([name for name in ("torch", "tensorflow", "keras", "horovod.torch",
+                 "horovod.tensorflow", "horovod", "mpi4py") if name in sys.modules]))
+"""
+
+
+def test_launching_a_job_imports_no_framework(tmp_path) -> None:
+    """The launch path of `hvdkit train -np 2`, both frameworks and controllers, up to the
+    point where it would start the job: no framework, Horovod or mpi4py module loaded."""
+    env = {**os.environ, "HVDKIT_NO_MACHINE_DEFAULTS": "1"}
+    done = subprocess.run([sys.executable, "-c", LAUNCH_WITHOUT_RUNNING, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def mca(command: list[str]) -> dict[str, str]:
+    return {command[i + 1]: command[i + 2] for i, word in enumerate(command) if word == "--mca"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--launcher", "ray", "--controller", "mpi"], "runs Horovod on Gloo"),
+    (["--launcher", "ray", "-H", "a:1,b:1"], "takes its hosts from the Ray cluster"),
+    (["--ray-address", "auto"], "--ray-address needs --launcher ray"),
+])
+def test_ray_launcher_flag_errors(argv: list[str], message: str, capsys) -> None:
+    from hvdkit.cli import main
+
+    assert main(["train", "recipes/digits_mlp.yaml", "-np", "2", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from hvdkit.data import ShardedLoader, eval_shard
+from hvdkit.data.samples import ArraySamples
 
 
-def _loaders(n: int, batch: int, size: int, drop_last: bool) -> list[ShardedLoader]:
-    x = np.arange(n, dtype=np.float32)[:, None]
-    y = np.arange(n)
-    return [ShardedLoader(x, y, batch_size=batch, rank=r, size=size, seed=3, drop_last=drop_last)
-            for r in range(size)]
+def _loaders(n: int, batch: int, size: int, drop_last: bool,
+             prefetch: int = 0) -> list[ShardedLoader]:
+    samples = ArraySamples(np.arange(n, dtype=np.float32)[:, None], np.arange(n))
+    return [ShardedLoader(samples, batch_size=batch, rank=r, size=size, seed=3,
+                          drop_last=drop_last, prefetch=prefetch) for r in range(size)]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
@@ -28,14 +29,21 @@ def test_drop_last_drops_only_the_incomplete_global_batch() -> None:
     assert len(covered) == 96
 
 
-def test_ranks_together_take_the_single_process_batch() -> None:
-    two = _loaders(100, 5, 2, drop_last=True)
-    one = _loaders(100, 10, 1, drop_last=True)[0]
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_ranks_together_take_the_single_process_batch(prefetch: int) -> None:
+    two = _loaders(100, 5, 2, drop_last=True, prefetch=prefetch)
+    one = _loaders(100, 10, 1, drop_last=True, prefetch=prefetch)[0]
     for epoch in range(2):
         batches = [list(ld.batches(epoch)) for ld in two]
-        for step, (x1, _) in enumerate(one.batches(epoch)):
+        for step, (x1, y1) in enumerate(one.batches(epoch)):
             joined = np.concatenate([batches[0][step][0], batches[1][step][0]])
-            np.testing.assert_array_equal(joined, x1)
+            np.testing.assert_array_equal(np.sort(joined, axis=0), x1)  # x1 is sorted
+            np.testing.assert_array_equal(x1[:, 0], y1)
+
+
+def test_each_batch_is_sorted_for_locality() -> None:
+    for idx in _loaders(100, 10, 2, drop_last=False)[1].index_batches(epoch=4):
+        assert np.all(np.diff(idx) > 0)
 
 
 def test_order_is_seeded_and_changes_per_epoch() -> None:

@@ -40,3 +40,13 @@ def test_devices_translate_between_frameworks() -> None:
     assert device_for("/CPU:0", "torch") == "cpu"
     with pytest.raises(UserError, match="unknown device"):
         device_for("tpu", "torch")
+
+
+def test_shared_weights_are_the_ones_used_on_several_stages() -> None:
+    from hvdkit.parallel.tied import shared_weights
+
+    # A GPT cut in 3 stages: embeddings (weights 1, 2) and block on stage 0, a block on
+    # stage 1, the head (final norm 9, tied weight 1) on stage 2.
+    layers = [[1, 2], [3, 4], [5, 6], [9, 1]]
+    assert shared_weights(layers, [0, 0, 1, 2]) == {1: (0, 2)}
+    assert shared_weights(layers, [0, 0, 0, 0]) == {}

@@ -49,7 +49,7 @@ def test_bool_is_not_an_integer() -> None:
 def test_missing_required_field() -> None:
     assert _error({"model": {"name": "mlp"}, "data": {"name": "digits"}}) == \
         "r.yaml: missing required field 'optimizer'"
-    assert "missing required field 'model.name'" in _error({**MINIMAL, "model": {}})
+    assert "needs exactly one of model.name" in _error({**MINIMAL, "model": {}})
 
 
 def test_choice_lists_valid_values() -> None:
@@ -58,9 +58,10 @@ def test_choice_lists_valid_values() -> None:
 
 
 def test_unknown_model_and_data_set_list_valid_names() -> None:
-    message = _error({**MINIMAL, "model": {"name": "resnet"}})
-    assert "unknown model 'resnet'; valid: mlp, cnn" in message
-    assert "valid: digits, synthetic" in _error({**MINIMAL, "data": {"name": "mnist"}})
+    message = _error({**MINIMAL, "model": {"name": "vgg"}})
+    assert "unknown model 'vgg'; valid: mlp, cnn, resnet, gpt" in message
+    message = _error({**MINIMAL, "data": {"name": "mnist"}})
+    assert "valid: digits, npy, synthetic, text, tokens" in message
 
 
 def test_ranges_are_checked() -> None:
@@ -89,3 +90,17 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("model: [unclosed")
     with pytest.raises(UserError, match="not valid YAML"):
         load_recipe(bad)
+
+
+def test_model_fields_are_checked() -> None:
+    assert "model.depth must be one of 18, 34, 50, 101, 152" in _error(
+        {**MINIMAL, "model": {"name": "resnet", "depth": 20}})
+    assert "model.stem must be one of imagenet, small" in _error(
+        {**MINIMAL, "model": {"name": "resnet", "stem": "tiny"}})
+    assert "model.width 30 must divide by model.heads 4" in _error(
+        {**MINIMAL, "model": {"name": "gpt", "width": 30}})
+    assert "model.dropout must lie in [0, 1)" in _error(
+        {**MINIMAL, "model": {"name": "gpt", "dropout": 1.0}})
+    assert "parallel.stages cuts model gpt into 7 parts but it has only 4 layers" in _error(
+        {**MINIMAL, "model": {"name": "gpt", "layers": 2},
+         "parallel": {"stages": 7}, "train": {"batch_size": 7}})

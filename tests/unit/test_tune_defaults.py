@@ -38,7 +38,8 @@ def test_tune_keeps_clear_wins_and_saves_them(config_dir, tmp_path, monkeypatch)
     assert result["best"] == {"controller": "mpi", "yield_when_idle": True, "threads": 1,
                               "fusion_threshold_mb": None, "cycle_time_ms": 5.0}
     saved = yaml.safe_load((config_dir / "defaults.yaml").read_text())
-    assert saved["settings"]["threads"] == 1 and saved["measured"]["np"] == 2
+    entry = saved["by_ranks_per_host"][2]
+    assert entry["settings"]["threads"] == 1 and entry["measured"]["np"] == 2
 
 
 def test_train_flags_take_saved_defaults_and_flags_win(config_dir, monkeypatch):
@@ -62,4 +63,23 @@ def test_no_file_means_built_in_defaults(config_dir):
 def test_unknown_setting_names_the_file(config_dir):
     (config_dir / "defaults.yaml").write_text("settings: {fusion: 1}\n")
     with pytest.raises(UserError, match="unknown setting 'fusion'"):
-        load_defaults()
+        load_defaults(1)
+
+
+def test_defaults_apply_only_at_the_ranks_per_host_they_were_measured_at(config_dir, monkeypatch):
+    from hvdkit.defaults import load_table, ranks_per_host
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    save_defaults({"threads": 1, "controller": "gloo"}, {"np": 2})
+    save_defaults({"threads": 2}, {"np": 1})
+    assert sorted(load_table()) == [1, 2]
+    one = cli.parse_args(["train", "r.yaml"])
+    assert apply_machine_defaults(one)["applied"] == {"threads": 2}
+    four = cli.parse_args(["train", "r.yaml", "-np", "4"])
+    assert apply_machine_defaults(four) is None and four.threads is None
+    two = cli.parse_args(["train", "r.yaml", "-np", "4", "-H", "a:2,b:2"])
+    assert apply_machine_defaults(two)["applied"] == {"threads": 1, "controller": "gloo"}
+    assert ranks_per_host(3, hosts="a:2,b:2") == 2 and ranks_per_host(2, hosts="a,b") == 1
+    # a file from before: flat settings, measured at its np
+    (config_dir / "defaults.yaml").write_text("settings: {threads: 1}\nmeasured: {np: 2}\n")
+    assert load_defaults(2) == {"threads": 1} and load_defaults(1) == {}

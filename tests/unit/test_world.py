@@ -27,3 +27,12 @@ def test_more_ranks_than_gpus_only_where_sharing_is_allowed() -> None:
     with pytest.raises(UserError, match="NCCL needs a GPU per rank"):
         pick_gpu("auto", 1, 2, gpus=1, shared_ok=False)
     assert pick_gpu("auto", 1, 2, gpus=1, shared_ok=True) == 0
+
+
+def test_ranks_given_their_own_gpus_take_the_first_they_see(monkeypatch) -> None:
+    """SLURM --gpus-per-task: 4 ranks on a node, each seeing only its own GPU."""
+    with pytest.raises(UserError, match="NCCL needs a GPU per rank"):
+        pick_gpu("auto", 3, 4, gpus=1, shared_ok=False)
+    monkeypatch.setenv("HVDKIT_OWN_GPUS", "1")
+    assert pick_gpu("auto", 3, 4, gpus=1, shared_ok=False) == 0
+    assert pick_gpu("auto", 3, 4, gpus=4, shared_ok=False) == 3  # tasks that see all GPUs

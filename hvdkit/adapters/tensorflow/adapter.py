@@ -14,6 +14,7 @@ broadcasts get the underlying ones (`v.value`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import keras
@@ -21,13 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.tensorflow import losses
+from hvdkit.adapters.tensorflow import losses, usermodel
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
 from hvdkit.errors import UserError
 from hvdkit.parallel.placement import device_for
-from hvdkit.recipe import OptimizerConfig, Recipe
+from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
 
 
@@ -54,6 +55,8 @@ class TensorFlowAdapter(Adapter):
         self.device = "/CPU:0"
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}  # by (micro-batch, chunk)
         self._reduce = _unchanged  # the ring's grouped allreduce, once installed
+        self.sharded: Any = None  # ZeRO-1's ZeroExchange, once installed
+        self.powersgd: Any = None  # a PowerSGDExchange, once installed
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -65,9 +68,13 @@ class TensorFlowAdapter(Adapter):
             hvd.init(process_sets=sets) if sets else hvd.init()
             PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
         self.threads = threads or default_threads(hvd.local_size())
-        # Must run before TensorFlow's runtime starts, i.e. before the first op.
-        tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+        if not pin_threads(self.threads):
+            self.threads = 0  # the runtime's own choice: all cores
+            if hvd.rank() == 0:
+                print("hvdkit: warning: TensorFlow's runtime started before hvdkit could pin "
+                      "its threads (a keras.Model built before the Trainer starts it), so "
+                      "train.threads is not applied; pass a factory (input_shape, "
+                      "num_classes) -> model to have it applied", file=sys.stderr, flush=True)
         self.device = tf_device(device, hvd.local_rank(), hvd.local_size(),
                                 shared_ok=not (exclusive_gpu and hvd.nccl_built()))
         return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
@@ -81,12 +88,22 @@ class TensorFlowAdapter(Adapter):
                             f"{ranks} existed; run one pipeline layout per process")
         return PROCESS_SETS[tuple(ranks)]
 
-    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-                    model: Any = None) -> keras.Model:
-        keras.utils.set_random_seed(recipe.train.seed)
-        if model is None:
-            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        return model if isinstance(model, keras.Model) else model(input_shape, num_classes)
+    def seed(self, seed: int) -> None:
+        keras.utils.set_random_seed(seed)
+
+    def builtin_model(self, config: Any, input_shape: tuple[int, ...],
+                      num_classes: int) -> keras.Model:
+        return MODELS.get(config.name)(config, input_shape, num_classes)
+
+    def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,
+                   what: str) -> keras.Model:
+        return usermodel.as_model(model, input_shape, num_classes, what)
+
+    def probe(self, model: keras.Model, sample: np.ndarray, what: str) -> np.ndarray:
+        return usermodel.probe(model, sample, self.device, self.channels_first, what)
+
+    def parameter_keys(self, layer: Any = None) -> list[int]:
+        return [id(w) for w in (self.trainable if layer is None else layer.trainable_weights)]
 
     def model_layers(self, model: keras.Model) -> list[Any]:
         return list(model.layers)
@@ -96,7 +113,7 @@ class TensorFlowAdapter(Adapter):
 
     def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
                        timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-        return profile_layers(layers, input_shape, rows, timed)
+        return profile_layers(layers, input_shape, rows, timed, self.input_dtype)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
         self.parts = parts
@@ -104,12 +121,14 @@ class TensorFlowAdapter(Adapter):
         if len(devices) > 1:
             self.device = ",".join(self.devices)
         layers = [layer for part in parts for layer in part]
-        self.trainable = [w for layer in layers for w in layer.trainable_weights]
-        self.variables = [w for layer in layers for w in layer.weights]
+        # A weight two kept layers share (a tied embedding and head) is listed once.
+        self.trainable = _unique([w for layer in layers for w in layer.trainable_weights])
+        self.variables = _unique([w for layer in layers for w in layer.weights])
         self._index = {id(w): i for i, w in enumerate(self.trainable)}
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
         self._grads_fn = tf.function(self._local_grads, autograph=False,
                                      reduce_retracing=True)
+        self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
         self._set_chunks([(self.parts, self.devices)])
 
@@ -124,8 +143,18 @@ class TensorFlowAdapter(Adapter):
                                          reduce_retracing=True) for c in chunks]
         self._eval_calls = [tf.function(lambda x, c=c: self._call(x, False, c),
                                         reduce_retracing=True) for c in chunks]
-        self._chunk_weights = [[w for part in parts for layer in part
-                                for w in layer.trainable_weights] for parts, _ in chunks]
+        self._chunk_weights = [_unique([w for part in parts for layer in part
+                                        for w in layer.trainable_weights])
+                               for parts, _ in chunks]
+
+    def _inputs(self, x: Any) -> Any:
+        """A batch of inputs as the model takes it: (N, C, H, W) with model.channels_first."""
+        return tf.transpose(x, (0, 3, 1, 2)) if self.channels_first and len(x.shape) == 4 else x
+
+    def _chunk_inputs(self, inputs: np.ndarray, chunk: int) -> tf.Tensor:
+        """A chunk's inputs: the batch's layout for this stage's first chunk, activations as
+        they came for its later chunks (virtual stages)."""
+        return tf.constant(self._inputs(inputs) if chunk == 0 else inputs)
 
     def _call(self, x: tf.Tensor, training: bool,
               chunk: tuple[list[list[Any]], list[str]] | None = None) -> tf.Tensor:
@@ -156,6 +185,48 @@ class TensorFlowAdapter(Adapter):
         return float(sum(int(np.prod(v.shape)) * codec.compress(tf.zeros((), v.dtype))[0]
                          .dtype.size for v in self.trainable))
 
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        from hvdkit.adapters.tensorflow.zero import ZeroExchange
+
+        self.sharded = ZeroExchange(self.trainable, self.optimizer, self.hvd,
+                                    self.process_set(process_set_ranks), op, compression)
+        self.optimizer = self.sharded.optimizer  # over this rank's shard alone
+        return self.sharded.plan
+
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        from hvdkit.adapters.tensorflow.powersgd import PowerSGDExchange
+
+        self.powersgd = PowerSGDExchange(self.trainable, self.optimizer, self.hvd,
+                                         self.process_set(process_set_ranks), op, rank,
+                                         warmup_steps)
+        return self.powersgd.plan
+
+    def optimizer_state_bytes(self) -> int:
+        from hvdkit.adapters.tensorflow.zero import optimizer_state_bytes
+
+        return optimizer_state_bytes(self.optimizer)
+
+    def _compressing(self) -> bool:
+        """PowerSGD past its warm-up (a Python value: a step traces once per value)."""
+        return self.powersgd is not None and self.powersgd.compressing
+
+    def _apply(self, grads: list[tf.Tensor], compressing: bool) -> None:
+        """Combine the replicas' gradients and update (graph-safe; the learning rate is set)."""
+        if self.sharded is not None:
+            self.sharded.apply(grads)
+            return
+        if self.powersgd is not None:
+            grads = self.powersgd.reduce(grads, compressing)
+        else:
+            grads = self._reduce(grads)
+        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+
+    def _stepped(self) -> None:
+        if self.powersgd is not None:
+            self.powersgd.done()
+
     # -- one step on the whole kept model -------------------------------------------------
 
     def _local_grads(self, x: tf.Tensor, y: tf.Tensor,
@@ -177,28 +248,40 @@ class TensorFlowAdapter(Adapter):
             sums += tf.stack([loss * count, tf.cast(correct, tf.float32)])
         return sums / tf.cast(n, tf.float32), grads
 
-    def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int) -> tf.Tensor:
+    def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int,
+                    compressing: bool) -> tf.Tensor:
         self.optimizer.learning_rate.assign(lr)
         metrics, grads = self._local_grads(x, y, k)
-        self.optimizer.apply_gradients(zip(self._reduce(grads), self.trainable, strict=True))
+        self._apply(grads, compressing)
         return metrics
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         if self.exchange.in_step:
-            return self._step(x, y, np.float32(lr), accumulation)
+            metrics = self._step(self._inputs(x), y, np.float32(lr), accumulation,
+                                 self._compressing())
+            self._stepped()
+            return metrics
         self.optimizer.learning_rate.assign(lr)
-        metrics, self._grads = self._grads_fn(x, y, accumulation)
+        metrics, self._grads = self._grads_fn(self._inputs(x), y, accumulation)
         self.exchange.step()
         return metrics
 
     def read_metrics(self, handles: list[Any]) -> np.ndarray:
         return tf.stack(handles).numpy().astype(np.float64)
 
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        """In the prefetch thread: the batch as tensors, the inputs on the first part's device
+        and the labels on the last's (to a GPU: copied while the previous step runs)."""
+        with tf.device(self.devices[0]):
+            x = tf.identity(x)
+        with tf.device(self.devices[-1]):
+            return x, tf.identity(y)
+
     def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return losses.eval_sums(self.task, self._call(x, False), y)
 
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self._eval(x, y).numpy().astype(np.float64)
+        return self._eval(self._inputs(x), y).numpy().astype(np.float64)
 
     # -- a pipeline stage's micro-batches -------------------------------------------------
 
@@ -208,7 +291,7 @@ class TensorFlowAdapter(Adapter):
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
                 input_grad: bool, chunk: int = 0) -> np.ndarray:
-        x = tf.constant(inputs)
+        x = self._chunk_inputs(inputs, chunk)
         if self.split_backward:
             out, loss, correct = self._split_forward((mb, chunk), x, labels, scale, input_grad)
         else:
@@ -292,7 +375,7 @@ class TensorFlowAdapter(Adapter):
         self.exchange.step()
 
     def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
-        return self._eval_calls[chunk](tf.constant(inputs)).numpy()
+        return self._eval_calls[chunk](self._chunk_inputs(inputs, chunk)).numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, tf.constant(outputs),
@@ -301,8 +384,15 @@ class TensorFlowAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        grads = self._reduce(self._grads)
-        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+        if self.tied is not None:  # shared with other pipeline stages: their parts summed
+            grads = list(self._grads)
+            for i in self.tied.indices:
+                grad = np.array(grads[i], dtype=np.float32)
+                self.tied.reduce_one(i, grad)
+                grads[i] = tf.constant(grad)
+            self._grads = grads
+        self._apply_fn(self._grads, self._compressing())
+        self._stepped()
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [g.numpy() for g in self._grads]
@@ -313,6 +403,12 @@ class TensorFlowAdapter(Adapter):
     def assign_parameters(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.trainable, arrays, strict=True):
             v.assign(a)
+        self._parameters_changed()
+
+    def _parameters_changed(self) -> None:
+        """ZeRO-1's shard follows variables changed outside its step."""
+        if self.sharded is not None:
+            self.sharded.pull()
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.trainable]
@@ -328,22 +424,35 @@ class TensorFlowAdapter(Adapter):
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
     def _all_variables(self) -> list[Any]:
-        return [*self.variables, *self.optimizer.variables]
+        """What a broadcast makes equal: not ZeRO-1's shards, which differ by rank."""
+        return [*self.variables, *([] if self.sharded else self.optimizer.variables)]
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_variables([v.value for v in self._all_variables()],
                                      root_rank=root_rank)
+        self._parameters_changed()
 
     def state(self) -> dict[str, Any]:
-        """Model and optimizer variables (the step counter included) and TF's global RNG."""
-        return {"model": [v.numpy() for v in self.variables],
-                "optimizer": [v.numpy() for v in self.optimizer.variables],
-                "rng": tf.random.get_global_generator().state.numpy()}
+        """Model and optimizer variables (the step counter included) and TF's global RNG. Under
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
+        state = {"model": [v.numpy() for v in self.variables],
+                 "optimizer": self.sharded.state_dict() if self.sharded else
+                 [v.numpy() for v in self.optimizer.variables],
+                 "rng": tf.random.get_global_generator().state.numpy()}
+        if self.powersgd is not None:
+            state["powersgd"] = self.powersgd.state_dict()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if self.sharded is not None:
+            self.sharded.load_state_dict(state["optimizer"])
         for variable, value in zip(self._all_variables(),
-                                   [*state["model"], *state["optimizer"]], strict=True):
+                                   [*state["model"], *([] if self.sharded
+                                                       else state["optimizer"])], strict=True):
             variable.assign(value)
+        self._parameters_changed()
+        if self.powersgd is not None and "powersgd" in state:
+            self.powersgd.load_state_dict(state["powersgd"])
         if "rng" in state:
             tf.random.get_global_generator().state.assign(state["rng"])
 
@@ -372,16 +481,36 @@ def _unchanged(grads: list[tf.Tensor]) -> list[tf.Tensor]:
     return grads
 
 
+def _unique(variables: list[Any]) -> list[Any]:
+    seen: set[int] = set()
+    return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
+
+
+def pin_threads(threads: int) -> bool:
+    """Set TensorFlow's intra- and inter-op threads; False where its runtime has already
+    started (creating a variable, e.g. building a Keras model, starts it), after which they
+    cannot change ("Intra op parallelism cannot be modified after initialization")."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        return False
+    return True
+
+
 def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
     """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
     memory grown on demand, so that the ranks of a host do not take each other's GPUs.
     Must run before TensorFlow's runtime starts."""
     gpus = tf.config.list_physical_devices("GPU")
     gpu = pick_gpu(device, local_rank, local_size, len(gpus), shared_ok)
-    if gpu is None:
-        if gpus:
-            tf.config.set_visible_devices([], "GPU")
-        return "/CPU:0"
-    tf.config.set_visible_devices(gpus[gpu], "GPU")
-    tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    try:
+        if gpu is None:
+            if gpus:
+                tf.config.set_visible_devices([], "GPU")
+            return "/CPU:0"
+        tf.config.set_visible_devices(gpus[gpu], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[gpu], True)
+    except RuntimeError:  # the runtime already started (a model built first): as it is
+        return "/CPU:0" if gpu is None else f"/GPU:{gpu}"
     return "/GPU:0"

@@ -1,4 +1,8 @@
-"""Keras 3 model builders, one per recipe model name, the same shapes as the PyTorch ones."""
+"""Keras 3 model builders, one per recipe model name, the same shapes as the PyTorch ones.
+
+Images arrive channels last (N, H, W, C), or channels first with model.channels_first, which
+the built-in models undo with a Permute layer. resnet.py and gpt.py register theirs here too.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,13 @@ def _dense_head(hidden: list[int], num_classes: int) -> list[keras.layers.Layer]
             keras.layers.Dense(num_classes)]
 
 
+def input_layers(config: ModelConfig, input_shape: tuple[int, ...]) -> list[keras.layers.Layer]:
+    """The model's input, turned channels last when the batches come channels first."""
+    if config.channels_first and len(input_shape) == 3:
+        return [keras.Input(input_shape), keras.layers.Permute((2, 3, 1))]
+    return [keras.Input(input_shape)]
+
+
 @MODELS.register("mlp")
 def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
@@ -23,12 +34,12 @@ def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
 
 @MODELS.register("cnn")
 def cnn(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    height, width, _ = input_shape
+    height, width = input_shape[1:] if config.channels_first else input_shape[:2]
     layers: list[keras.layers.Layer] = []
     for out in config.channels:
         layers.append(keras.layers.Conv2D(out, 3, padding="same", activation="relu"))
         if min(height, width) >= 4:  # pool while the map is large enough
             layers.append(keras.layers.MaxPooling2D(2))
             height, width = height // 2, width // 2
-    return keras.Sequential([keras.Input(input_shape), *layers, keras.layers.Flatten(),
+    return keras.Sequential([*input_layers(config, input_shape), *layers, keras.layers.Flatten(),
                              *_dense_head(config.hidden, num_classes)])

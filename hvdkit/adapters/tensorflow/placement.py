@@ -15,11 +15,13 @@ from hvdkit.parallel.pipeline import median_seconds
 
 
 def profile_layers(layers: list[Any], input_shape: tuple[int, ...], rows: int,
-                   timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+                   timed: bool, dtype: str = "float32"
+                   ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
     """Per layer: parameters, output feature shape, and (if `timed`) the median seconds of its
-    forward and backward on `rows` samples; each layer is left exactly as it was."""
+    forward and backward on `rows` samples (inputs of `dtype`: token ids are zeros too); each
+    layer is left exactly as it was."""
     params, shapes, seconds = [], [], []
-    x = tf.zeros((rows, *input_shape))
+    x = tf.zeros((rows, *input_shape), dtype=dtype)
     for index, layer in enumerate(layers):
         y = layer(x, training=False)  # builds the layer; a training call might move state
         params.append(float(sum(int(np.prod(w.shape)) for w in layer.trainable_weights)))

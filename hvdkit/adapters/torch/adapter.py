@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.torch import losses
+from hvdkit.adapters.torch import losses, usermodel
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.errors import UserError
-from hvdkit.recipe import OptimizerConfig, Recipe
+from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
 
 
@@ -50,6 +50,8 @@ class TorchAdapter(Adapter):
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._marks: list[tuple[nn.Module, torch.Tensor]] | None = None
         self._hooked = False
+        self.powersgd: Any = None  # a PowerSGDExchange once installed
+        self._copy_streams: dict[torch.device, Any] = {}  # host-to-GPU batch copies
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -75,12 +77,22 @@ class TorchAdapter(Adapter):
                             f"{ranks} existed; run one pipeline layout per process")
         return PROCESS_SETS[tuple(ranks)]
 
-    def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
-                    model: Any = None) -> nn.Module:
-        torch.manual_seed(recipe.train.seed)
-        if model is None:
-            return MODELS.get(recipe.model.name)(recipe.model, input_shape, num_classes)
-        return model if isinstance(model, nn.Module) else model(input_shape, num_classes)
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def builtin_model(self, config: Any, input_shape: tuple[int, ...],
+                      num_classes: int) -> nn.Module:
+        return MODELS.get(config.name)(config, input_shape, num_classes)
+
+    def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,
+                   what: str) -> nn.Module:
+        return usermodel.as_model(model, input_shape, num_classes, what)
+
+    def probe(self, model: nn.Module, sample: np.ndarray, what: str) -> np.ndarray:
+        return usermodel.probe(model, sample, "cpu", self.channels_first, what)
+
+    def parameter_keys(self, layer: Any = None) -> list[int]:
+        return [id(p) for p in (self.model if layer is None else layer).parameters()]
 
     def model_layers(self, model: nn.Module) -> list[nn.Module]:
         return list(model.children())
@@ -90,7 +102,7 @@ class TorchAdapter(Adapter):
 
     def profile_layers(self, layers: list[Any], input_shape: tuple[int, ...], rows: int,
                        timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-        return profile_layers(layers, input_shape, rows, timed)
+        return profile_layers(layers, input_shape, rows, timed, self.input_dtype)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
         self._layers = [layer for part in parts for layer in part]
@@ -128,11 +140,34 @@ class TorchAdapter(Adapter):
         return float(sum(_nbytes(codec.compress(torch.zeros_like(p))[0])
                          for p in self.model.parameters()))
 
+    def zero_reducer(self, op: str, compression: str,
+                     process_set_ranks: list[int] | None) -> Any:
+        from hvdkit.adapters.torch.zero import ZeroExchange
+
+        # It takes the optimizer's place: the same members, over this rank's shard.
+        self.optimizer = ZeroExchange(self.model.parameters(), self.optimizer, self.hvd,
+                                      self.process_set(process_set_ranks), op, compression)
+        return self.optimizer.plan
+
+    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
+                         warmup_steps: int) -> Any:
+        from hvdkit.adapters.torch.powersgd import PowerSGDExchange
+
+        self.powersgd = PowerSGDExchange(self.model.parameters(), self.optimizer, self.hvd,
+                                         self.process_set(process_set_ranks), op, rank,
+                                         warmup_steps)
+        return self.powersgd.plan
+
+    def optimizer_state_bytes(self) -> int:
+        from hvdkit.adapters.torch.zero import optimizer_state_bytes
+
+        return optimizer_state_bytes(self.optimizer)
+
     # -- one step on the whole kept model -------------------------------------------------
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         self.zero_grad(lr)
-        inputs, labels = self._to(x, self.first_device), self._to(y, self.last_device)
+        inputs, labels = self._inputs(x), self._to(y, self.last_device)
         sums = torch.zeros(2, device=self.last_device)
         for xb, yb in zip(inputs.chunk(accumulation), labels.chunk(accumulation), strict=True):
             out = self.model(xb)
@@ -148,7 +183,7 @@ class TorchAdapter(Adapter):
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         self.model.eval()
-        out = self.model(self._to(x, self.first_device))
+        out = self.model(self._inputs(x))
         return losses.eval_sums(self.task, out, self._to(y, out.device))
 
     # -- a pipeline stage's micro-batches -------------------------------------------------
@@ -161,7 +196,7 @@ class TorchAdapter(Adapter):
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
                 input_grad: bool, chunk: int = 0) -> np.ndarray:
-        x = torch.from_numpy(inputs).to(self.first_device).requires_grad_(input_grad)
+        x = self._chunk_inputs(inputs, chunk).requires_grad_(input_grad)
         if self.split_backward:
             self._mark_layers()
             self._marks = []
@@ -216,7 +251,7 @@ class TorchAdapter(Adapter):
     @torch.no_grad()
     def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
         self.model.eval()
-        return self.chunks[chunk](torch.from_numpy(inputs).to(self.first_device)).cpu().numpy()
+        return self.chunks[chunk](self._chunk_inputs(inputs, chunk)).cpu().numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
@@ -224,7 +259,30 @@ class TorchAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()  # the ring: waits for the allreduces still in flight first
+        if self.powersgd is not None:
+            self._sum_tied()
+            self.powersgd.step()  # reduces the gradients, then steps the optimizer
+            return
+        synchronize = getattr(self.optimizer, "synchronize", None)  # the ring's optimizer
+        if self.tied is None or synchronize is None:
+            self._sum_tied()
+            self.optimizer.step()  # the ring: waits for the allreduces still in flight first
+            return
+        synchronize()  # the ring's allreduces first: they write the gradients
+        self._sum_tied()
+        with self.optimizer.skip_synchronize():
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def _sum_tied(self) -> None:
+        """Weights shared with other pipeline stages (a tied head): their gradients summed."""
+        if self.tied is None:
+            return
+        params = list(self.model.parameters())
+        for i in self.tied.indices:
+            grad = params[i].grad.detach().cpu().numpy().copy()
+            self.tied.reduce_one(i, grad)
+            params[i].grad.copy_(torch.from_numpy(grad))
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [p.grad.detach().cpu().numpy() if p.grad is not None
@@ -256,13 +314,19 @@ class TorchAdapter(Adapter):
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
-        self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
+        # Not ZeRO-1's shards; nor an empty state, which Horovod would first fill by a step
+        # with zero gradients: Adam would count that step, and weight decay would move p.
+        if isinstance(self.optimizer, torch.optim.Optimizer) and self.optimizer.state:
+            self.hvd.broadcast_optimizer_state(self.optimizer, root_rank=root_rank)
 
     def state(self) -> dict[str, Any]:
-        """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors)."""
+        """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors). Under
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
         state = {"model": to_numpy(self.model.state_dict()),
                  "optimizer": to_numpy(self.optimizer.state_dict()),
                  "rng": torch.get_rng_state().numpy().copy()}
+        if self.powersgd is not None:
+            state["powersgd"] = to_numpy(self.powersgd.state_dict())
         if torch.cuda.is_available() and "cuda" in self.device:
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
         return state
@@ -270,6 +334,8 @@ class TorchAdapter(Adapter):
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(to_torch(state["optimizer"]))
+        if self.powersgd is not None and "powersgd" in state:
+            self.powersgd.load_state_dict(to_torch(state["powersgd"]))
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
         if "cuda_rng" in state and "cuda" in self.device:
@@ -279,9 +345,42 @@ class TorchAdapter(Adapter):
         """Horovod's elastic state: the model, the optimizer and `values` (the position)."""
         return self.hvd.elastic.TorchState(self.model, self.optimizer, **values)
 
+    def _inputs(self, array: np.ndarray) -> torch.Tensor:
+        """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
+        x = self._to(array, self.first_device)
+        return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
+
+    def _chunk_inputs(self, array: np.ndarray, chunk: int) -> torch.Tensor:
+        """A chunk's inputs on the first device: the batch's layout for this stage's first
+        chunk, activations as they came for its later chunks (virtual stages)."""
+        return self._inputs(array) if chunk == 0 else self._to(array, self.first_device)
+
     @staticmethod
-    def _to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _to(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        if isinstance(array, torch.Tensor):  # staged already (a no-op where it is on device)
+            return array.to(device, non_blocking=True)
         return torch.from_numpy(array).to(device, non_blocking=True)
+
+    def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """In the prefetch thread: the inputs on the first part's device, the labels on the
+        last's. To a GPU: pinned host memory and an asynchronous copy on a side stream, waited
+        for here (off the step's thread); the GPU's default stream, which runs the step, then
+        owns the memory."""
+        return (self._stage(torch.from_numpy(x), self.first_device),
+                self._stage(torch.from_numpy(y), self.last_device))
+
+    def _stage(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if device.type != "cuda":
+            return tensor
+        with torch.cuda.device(device):
+            stream = self._copy_streams.get(device)
+            if stream is None:
+                stream = self._copy_streams[device] = torch.cuda.Stream(device)
+            with torch.cuda.stream(stream):
+                staged = tensor.pin_memory().to(device, non_blocking=True)
+            stream.synchronize()
+            staged.record_stream(torch.cuda.default_stream(device))  # freed after the step
+        return staged
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

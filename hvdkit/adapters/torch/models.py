@@ -1,4 +1,8 @@
-"""PyTorch model builders, one per recipe model name. Inputs arrive channels last (N, H, W, C)."""
+"""PyTorch model builders, one per recipe model name. resnet.py and gpt.py register theirs here.
+
+Images arrive channels last (N, H, W, C) and the built-in models turn them (`ChannelsFirst`),
+or channels first (N, C, H, W) with model.channels_first, as PyTorch's own models expect.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +40,12 @@ class ChannelsFirst(nn.Module):
 
 @MODELS.register("cnn")
 def cnn(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    height, width, channels = input_shape
-    layers: list[nn.Module] = [ChannelsFirst()]
+    if config.channels_first:
+        channels, height, width = input_shape
+        layers: list[nn.Module] = []
+    else:
+        height, width, channels = input_shape
+        layers = [ChannelsFirst()]
     for out in config.channels:
         layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
         if min(height, width) >= 4:  # pool while the map is large enough

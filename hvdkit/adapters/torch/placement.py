@@ -29,11 +29,13 @@ class Placed(nn.Module):
 
 
 def profile_layers(layers: list[nn.Module], input_shape: tuple[int, ...], rows: int,
-                   timed: bool) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
+                   timed: bool, dtype: str = "float32"
+                   ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
     """Per layer: parameters, output feature shape, and (if `timed`) the median seconds of its
-    forward and backward on `rows` samples; each layer is left exactly as it was."""
+    forward and backward on `rows` samples (inputs of `dtype`: token ids are zeros too); each
+    layer is left exactly as it was."""
     params, shapes, seconds = [], [], []
-    x = torch.zeros((rows, *input_shape))
+    x = torch.zeros((rows, *input_shape), dtype=getattr(torch, dtype))
     for index, layer in enumerate(layers):
         params.append(float(sum(p.numel() for p in layer.parameters())))
         if timed:

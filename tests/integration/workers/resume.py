@@ -32,12 +32,13 @@ from hvdkit.worker import run_worker
 STOP_AT = 17  # steps; checkpoints at 5, 10, 15, so resuming repeats 2 steps
 
 
-def recipe(lr: float = 0.003, epochs: int = 2):
+def recipe(lr: float = 0.003, epochs: int = 2, weight_decay: float = 0.0):
     return recipe_from_dict({
         "name": "resume-check",
         "model": {"name": "mlp", "hidden": [32]},
         "data": {"name": "digits"},
-        "optimizer": {"name": "adam", "lr": lr, "schedule": "cosine"},
+        "optimizer": {"name": "adam", "lr": lr, "schedule": "cosine",
+                      "weight_decay": weight_decay},
         "train": {"batch_size": 32, "epochs": epochs, "log_every_steps": 4,
                   "checkpoint_every_steps": 5, "keep_checkpoints": 3},
     })
@@ -48,9 +49,9 @@ class UnevenLoader(ShardedLoader):
 
     even = False
 
-    def batches(self, epoch: int, start_step: int = 0,
-                start_sample: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        batches = list(super().batches(epoch, start_step, start_sample))
+    def batches(self, epoch: int, start_step: int = 0, start_sample: int = 0,
+                stage=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        batches = list(super().batches(epoch, start_step, start_sample, stage))
         yield from batches[: len(batches) - 3] if self.rank == 1 else batches
 
 
@@ -71,8 +72,9 @@ def uneven(framework: str) -> dict:
 
     def train_from_position() -> None:
         old = trainer.loader
-        trainer.loader = UnevenLoader(old.x, old.y, batch_size=old.batch_size, rank=old.rank,
-                                      size=old.size, seed=old.seed, drop_last=old.drop_last)
+        trainer.loader = UnevenLoader(old.samples, batch_size=old.batch_size, rank=old.rank,
+                                      size=old.size, seed=old.seed, drop_last=old.drop_last,
+                                      prefetch=old.prefetch)
         original()
 
     trainer.train_from_position = train_from_position  # type: ignore[method-assign]
@@ -119,7 +121,7 @@ def main() -> int:
 
     print("[resume-check] next: try", file=sys.stderr, flush=True)
     try:
-        Trainer(recipe(lr=0.01), fw, progress=False, run_dir=None, resume=run).fit()
+        Trainer(recipe(weight_decay=0.01), fw, progress=False, run_dir=None, resume=run).fit()
         results["mismatch_error"] = None
     except CheckpointError as exc:
         results["mismatch_error"] = str(exc)

@@ -1,0 +1,101 @@
+"""ResNet v1.5 in Keras 3, the same architecture and parameter count as
+hvdkit/adapters/torch/resnet.py (and the same arithmetic: explicit zero padding as torch pads,
+no convolution bias, batch norm with torch's epsilon and momentum).
+
+The model is a `keras.Sequential` of the stem, each residual block and the head, so
+`model.layers` gives the same 1 + blocks + 1 layers a pipeline cuts as PyTorch's `children()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from hvdkit.adapters.tensorflow.models import MODELS, input_layers
+from hvdkit.models import RESNET_BLOCKS, check_images, resnet_stages
+from hvdkit.recipe import ModelConfig
+
+HE_FAN_OUT = {"class_name": "VarianceScaling",
+              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+def conv(filters: int, kernel: int, stride: int = 1) -> list[keras.layers.Layer]:
+    """torch's Conv2d(padding=kernel // 2, bias=False): zero padding, then a valid convolution."""
+    pad = [keras.layers.ZeroPadding2D(kernel // 2)] if kernel > 1 else []
+    return [*pad, keras.layers.Conv2D(filters, kernel, stride, use_bias=False,
+                                      kernel_initializer=keras.initializers.get(HE_FAN_OUT))]
+
+
+def norm() -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+
+
+def _run(layers: list[keras.layers.Layer], x: Any, training: Any) -> Any:
+    for layer in layers:
+        x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) \
+            else layer(x)
+    return x
+
+
+class Stem(keras.layers.Layer):
+    """imagenet: 7x7/2 convolution, norm, ReLU, 3x3/2 max-pool; small: 3x3/1, norm, ReLU."""
+
+    def __init__(self, width: int, stem: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        imagenet = stem == "imagenet"
+        self.parts = [*conv(width, 7 if imagenet else 3, 2 if imagenet else 1), norm(),
+                      keras.layers.ReLU()]
+        if imagenet:  # after a ReLU, zero padding is as good as torch's -inf padding
+            self.parts += [keras.layers.ZeroPadding2D(1), keras.layers.MaxPooling2D(3, 2)]
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        return _run(self.parts, x, training)
+
+
+class Block(keras.layers.Layer):
+    """A residual block: basic (two 3x3) or bottleneck (1x1, 3x3, 1x1), with a projection
+    shortcut (1x1 convolution and norm) where the shape changes."""
+
+    def __init__(self, kind: str, c_in: int, inner: int, c_out: int, stride: int,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        shapes = ([(inner, 3, stride), (c_out, 3, 1)] if kind == "basic" else
+                  [(inner, 1, 1), (inner, 3, stride), (c_out, 1, 1)])
+        self.branch: list[keras.layers.Layer] = []
+        for i, (filters, kernel, s) in enumerate(shapes):
+            self.branch += [*conv(filters, kernel, s), norm()]
+            if i < len(shapes) - 1:
+                self.branch.append(keras.layers.ReLU())
+        self.shortcut = ([*conv(c_out, 1, stride), norm()]
+                         if stride != 1 or c_in != c_out else [])
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        return keras.ops.relu(_run(self.branch, x, training) + _run(self.shortcut, x, training))
+
+
+class Head(keras.layers.Layer):
+    """Global average pooling and the classifier (torch's default Linear initialisation)."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.
+                                     VarianceScaling(1 / 3, "fan_in", "uniform"))
+
+    def call(self, x: Any) -> Any:
+        return self.fc(self.pool(x))
+
+
+@MODELS.register("resnet")
+def resnet(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Images (N, H, W, C), or (N, C, H, W) with model.channels_first, to class logits."""
+    check_images(input_shape)
+    kind = RESNET_BLOCKS[config.depth][0]
+    layers: list[keras.layers.Layer] = [Stem(config.width, config.stem)]
+    channels = config.width
+    for inner, c_out, stride in resnet_stages(config.depth, config.width):
+        layers.append(Block(kind, channels, inner, c_out, stride))
+        channels = c_out
+    layers.append(Head(num_classes))
+    return keras.Sequential([*input_layers(config, input_shape), *layers])
