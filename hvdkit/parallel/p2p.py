@@ -74,7 +74,14 @@ def idle_wait(requests: list[Any]) -> None:
     from mpi4py import MPI
 
     spins = 0
-    while not MPI.Request.Testall(requests):
-        spins += 1
-        if spins > SPIN_POLLS:
-            time.sleep(SLEEP_SECONDS)
+    statuses = [MPI.Status() for _ in requests]
+    try:
+        while not MPI.Request.Testall(requests, statuses):
+            spins += 1
+            if spins > SPIN_POLLS:
+                time.sleep(SLEEP_SECONDS)
+    except MPI.Exception as exc:  # name the failed message's own error, not "in status"
+        errors = {MPI.Get_error_string(s.Get_error()) for s in statuses if s.Get_error()}
+        raise RuntimeError(f"a pipeline message failed: {'; '.join(sorted(errors)) or exc} "
+                           f"(source {[s.Get_source() for s in statuses]}, "
+                           f"tag {[s.Get_tag() for s in statuses]})") from exc

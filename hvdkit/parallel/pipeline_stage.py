@@ -34,6 +34,13 @@ def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, mode
     rows = max(1, recipe.train.batch_size // p.microbatches)  # a micro-batch, per replica
     params, shapes, seconds = adapter.profile_layers(layers, input_shape, rows,
                                                      p.split == "time")
+    if p.split == "time" and layout.pipelined:
+        # Every rank must cut the same way: each measured its own (noisy) timings, and two
+        # stages cutting differently exchanged tensors of other shapes (MPI_ERR_TRUNCATE, or
+        # a crash in Isend). Rank 0's timings decide.
+        from mpi4py import MPI
+
+        seconds = MPI.COMM_WORLD.bcast(seconds, root=0)
     costs = [sum((seconds if p.split == "time" else params)[i] for i in g) for g in groups]
     # With virtual stages the model is cut into stages x v chunks; stage s keeps s, s + p, ...
     virtual = layout.virtual_stages if layout.pipelined else 1
