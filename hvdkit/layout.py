@@ -33,6 +33,7 @@ class ParallelLayout:
     microbatches: int
     accumulation: int
     schedule: str
+    virtual_stages: int
     sync: str
     compression: str
     reduction: str
@@ -47,8 +48,11 @@ class ParallelLayout:
 
     @property
     def parts(self) -> int:
-        """Pieces the model is cut into: stages, or the devices of a one-stage placement."""
-        return self.stages if self.stages > 1 else max(1, len(self.placement))
+        """Pieces the model is cut into: stages (× their virtual stages), or the devices of a
+        one-stage placement."""
+        if self.stages > 1:
+            return self.stages * self.virtual_stages
+        return max(1, len(self.placement))
 
     def stage_of(self, rank: int) -> int:
         return rank % self.stages
@@ -78,18 +82,26 @@ class ParallelLayout:
             raise UserError(where + message)
 
         for key, value in (("parallel.stages", p.stages), ("parallel.microbatches",
-                           p.microbatches), ("parallel.accumulation", p.accumulation)):
+                           p.microbatches), ("parallel.accumulation", p.accumulation),
+                           ("parallel.virtual_stages", p.virtual_stages)):
             if value < 1:
                 fail(f"{key} must be at least 1, got {value}")
+        if p.virtual_stages > 1 and (p.schedule != "interleaved" or p.stages == 1):
+            fail(f"parallel.virtual_stages {p.virtual_stages} needs parallel.schedule "
+                 "interleaved and parallel.stages > 1")
+        if p.schedule == "interleaved" and p.stages > 1 and p.microbatches % p.stages:
+            fail(f"parallel.schedule interleaved needs parallel.microbatches "
+                 f"({p.microbatches}) to be a multiple of parallel.stages ({p.stages})")
         for name in p.placement:
             parse_device(name)
         if p.placement and p.stages > 1 and len(p.placement) != p.stages:
             fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
                  f"{p.stages}; give one device per stage")
-        parts = p.stages if p.stages > 1 else max(1, len(p.placement))
+        parts = p.stages * p.virtual_stages if p.stages > 1 else max(1, len(p.placement))
         layers = layer_count(recipe.model)
         if layers is not None and parts > layers:
-            field = "parallel.stages" if p.stages > 1 else "parallel.placement"
+            field = ("parallel.placement" if p.stages == 1 else "parallel.stages" if
+                     p.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
             fail(f"{field} cuts model {recipe.model.name} into {parts} parts but it has only "
                  f"{layers} layers with parameters; use at most {layers}")
         if p.boundaries:
@@ -150,7 +162,8 @@ class ParallelLayout:
                  f"degree; launch a multiple of {p.stages} ranks (-np)")
         return cls(world_size=size, stages=p.stages, replicas=size // p.stages,
                    placement=tuple(p.placement), microbatches=p.microbatches,
-                   accumulation=p.accumulation, schedule=p.schedule, sync=p.sync,
+                   accumulation=p.accumulation, schedule=p.schedule,
+                   virtual_stages=p.virtual_stages, sync=p.sync,
                    compression=p.compression, reduction=p.reduction,
                    powersgd_rank=p.powersgd_rank,
                    powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,

@@ -177,8 +177,13 @@ class ParallelConfig:
     """Pipeline stages, one rank each; world size = stages x data-parallel degree."""
     microbatches: int = 1
     """Micro-batches per batch in a pipeline (train.batch_size must divide by it)."""
-    schedule: Literal["gpipe", "1f1b"] = "1f1b"
-    """Pipeline schedule: all forwards then all backwards, or one-forward-one-backward."""
+    schedule: Literal["gpipe", "1f1b", "interleaved", "zb-h1"] = "1f1b"
+    """Pipeline schedule: all forwards then all backwards, one-forward-one-backward, 1F1B over
+    `virtual_stages` chunks per stage, or zero-bubble ZB-H1 (backward split into the input's
+    gradient, sent at once, and the weights', deferred into idle slots)."""
+    virtual_stages: int = 1
+    """Chunks per stage for schedule interleaved: the model is cut into stages x this many
+    chunks and stage s holds chunks s, s + stages, ... (microbatches a multiple of stages)."""
     split: Literal["params", "time"] = "params"
     """Balanced cut of the layers into stages: by parameter count, or by each layer's measured
     forward and backward time on one micro-batch."""

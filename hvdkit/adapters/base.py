@@ -6,10 +6,12 @@ mechanics of one framework, and declares here every member they use. It is appli
     adapter.init(layout, threads, device)         Horovod, process sets, threads, device
     model = adapter.build_model(...)              the whole model, seeded (one path)
     parallelize(adapter, layout, model, ...)      placement -> pipeline stage -> exchange:
-        adapter.keep(parts, devices)              this rank's parts on their devices
+        adapter.keep(parts, devices)              this rank's parts on their devices (or
+        adapter.keep_chunks(chunks, device)       its chunks, with virtual stages)
         adapter.make_optimizer(recipe.optimizer)
         adapter.use_exchange(exchange)            how replicas' gradients are combined
-    adapter.train_step(x, y, lr) / forward / backward per micro-batch in a pipeline
+    adapter.train_step(x, y, lr) / forward / backward (/ backward_weights) per micro-batch
+                                                  and chunk in a pipeline
 
 Every array that crosses the boundary is numpy, except step metrics, which stay on the device
 until `read_metrics` (no host synchronisation per step), and batches from `stage_batch`.
@@ -39,6 +41,10 @@ class Adapter(ABC):
     framework: str = ""
     hvd: Any = None
     """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
+    split_backward: bool = False
+    """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
+    only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps
+    what both need."""
 
     def __init__(self) -> None:
         self.threads = 0
@@ -146,6 +152,11 @@ class Adapter(ABC):
         hvdkit.parallel.placement). A single part holding one layer is kept as it is."""
 
     @abstractmethod
+    def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
+        """Keep these layer lists as this rank's chunks of the model (a pipeline's virtual
+        stages), each run on its own by `forward(..., chunk=k)`, all on `device`."""
+
+    @abstractmethod
     def make_optimizer(self, config: OptimizerConfig) -> None:
         """The optimizer over the kept model's parameters."""
 
@@ -183,16 +194,21 @@ class Adapter(ABC):
 
     @abstractmethod
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool) -> np.ndarray:
-        """A micro-batch forward, keeping what backward needs (and the input's gradient where
-        `input_grad`). Without labels: the output (numpy). With labels (the last stage): the
-        micro-batch's [mean loss, correct], after taking `loss × scale` as what backward
-        differentiates."""
+                input_grad: bool, chunk: int = 0) -> np.ndarray:
+        """A micro-batch forward through kept chunk `chunk` (0: the whole kept model), keeping
+        what backward needs (and the input's gradient where `input_grad`). Without labels: the
+        output (numpy). With labels (the model's last chunk): the micro-batch's [mean loss,
+        correct], after taking `loss × scale` as what backward differentiates."""
 
     @abstractmethod
-    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
-        """A micro-batch backward (accumulating gradients); the input's gradient, or None where
-        forward was not asked for it."""
+    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
+        """A micro-batch backward (accumulating the weights' gradients, unless
+        `split_backward`); the input's gradient, or None where forward was not asked for it."""
+
+    @abstractmethod
+    def backward_weights(self, mb: int, chunk: int = 0) -> None:
+        """With `split_backward`: accumulate the weights' gradients of a micro-batch whose
+        `backward` has run, and free what it kept."""
 
     @abstractmethod
     def apply_gradients(self) -> None:
@@ -200,8 +216,8 @@ class Adapter(ABC):
         optimizer steps."""
 
     @abstractmethod
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
-        """The kept model's output in evaluation mode."""
+    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
+        """The kept model's (or chunk's) output in evaluation mode."""
 
     @abstractmethod
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

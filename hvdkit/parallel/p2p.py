@@ -5,7 +5,8 @@ over MPI directly, on a communicator holding one pipeline's stages (rank = stage
 contiguous float32 arrays that the adapters wrap without a copy where the framework allows
 (`torch.from_numpy`, `Tensor.numpy()`); shapes are known in advance (every stage computes
 each boundary's feature shape from the model, and the batch size from its own data), so no
-shape message precedes a tensor. Tags name the micro-batch and the direction.
+shape message precedes a tensor. Tags name the micro-batch, the boundary between model chunks
+it crosses and the direction (hvdkit.parallel.schedules.message_tag): unique within a step.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ import numpy as np
 FORWARD, BACKWARD = 0, 1
 SPIN_POLLS = 200  # polls before a waiting stage starts to sleep between them
 SLEEP_SECONDS = 5e-5
-
-
-def tag(microbatch: int, direction: int) -> int:
-    return 2 * microbatch + direction
 
 
 class Neighbours:
@@ -38,18 +35,18 @@ class Neighbours:
         self.wait_seconds = 0.0
         self.bytes_sent = 0
 
-    def send(self, array: np.ndarray, dest: int, microbatch: int, direction: int) -> None:
+    def send(self, array: np.ndarray, dest: int, tag: int) -> None:
         """Start sending `array`; it stays referenced until `finish_sends` completes it."""
         buffer = np.ascontiguousarray(array, dtype=np.float32)
-        request = self.comm.Isend(buffer, dest=dest, tag=tag(microbatch, direction))
+        request = self.comm.Isend(buffer, dest=dest, tag=tag)
         self._sends.append((request, buffer))
         self.bytes_sent += buffer.nbytes
 
-    def post_recv(self, shape: tuple[int, ...], source: int, microbatch: int,
-                  direction: int) -> tuple[Any, np.ndarray]:
+    def post_recv(self, shape: tuple[int, ...], source: int,
+                  tag: int) -> tuple[Any, np.ndarray]:
         """Start receiving into a fresh buffer; `wait` on the returned pair before reading it."""
         buffer = np.empty(shape, dtype=np.float32)
-        return self.comm.Irecv(buffer, source=source, tag=tag(microbatch, direction)), buffer
+        return self.comm.Irecv(buffer, source=source, tag=tag), buffer
 
     def wait(self, pending: tuple[Any, np.ndarray]) -> np.ndarray:
         request, buffer = pending
@@ -77,7 +74,14 @@ def idle_wait(requests: list[Any]) -> None:
     from mpi4py import MPI
 
     spins = 0
-    while not MPI.Request.Testall(requests):
-        spins += 1
-        if spins > SPIN_POLLS:
-            time.sleep(SLEEP_SECONDS)
+    statuses = [MPI.Status() for _ in requests]
+    try:
+        while not MPI.Request.Testall(requests, statuses):
+            spins += 1
+            if spins > SPIN_POLLS:
+                time.sleep(SLEEP_SECONDS)
+    except MPI.Exception as exc:  # name the failed message's own error, not "in status"
+        errors = {MPI.Get_error_string(s.Get_error()) for s in statuses if s.Get_error()}
+        raise RuntimeError(f"a pipeline message failed: {'; '.join(sorted(errors)) or exc} "
+                           f"(source {[s.Get_source() for s in statuses]}, "
+                           f"tag {[s.Get_tag() for s in statuses]})") from exc

@@ -1,11 +1,12 @@
-"""Pipeline parallelism, framework-free: the stage plan, the rank layout and the schedules.
+"""Pipeline parallelism, framework-free: the stage plan (which layers each stage keeps).
 
 A model is a sequence of *layers*: each layer with parameters, together with the parameter-free
 layers that follow it (activations, pooling, flatten), so a PyTorch `Linear, ReLU` and a Keras
 `Dense(activation="relu")` count the same and one recipe cuts both frameworks alike.
 
     plan = plan_stages([4096, 4160, 650], stages=2)         # balanced by cost → Plan([0, 2, 3])
-    schedule("1f1b", stage=0, stages=2, microbatches=4)     # [F0, F1, B0, F2, B1, F3, B2, B3]
+
+The schedules (which ops each stage runs, in which order) live in hvdkit.parallel.schedules.
 
 Ranks are laid out pipeline by pipeline (hvdkit.layout): rank = replica × stages + stage, so the
 stages of one replica are neighbours and the ranks of one stage form a Horovod process set.
@@ -17,22 +18,9 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from hvdkit.errors import UserError
-
-SCHEDULES = ("gpipe", "1f1b")
-
-
-class Op(NamedTuple):
-    """One step of a stage's schedule: forward (`F`) or backward (`B`) of a micro-batch."""
-
-    kind: str
-    microbatch: int
-
-    def __repr__(self) -> str:
-        return f"{self.kind}{self.microbatch}"
-
 
 # -- the stage plan -------------------------------------------------------------------------
 
@@ -91,77 +79,6 @@ def plan_stages(costs: list[float], stages: int, boundaries: list[int] | None = 
                             f"1..{n - 1} (the model has {n} layers)")
         return Plan(tuple(bounds))
     return Plan(tuple(balanced_bounds(costs, stages)))
-
-
-# -- the schedules --------------------------------------------------------------------------
-
-
-def gpipe(stage: int, stages: int, microbatches: int) -> list[Op]:
-    """All forwards, then all backwards: every stage holds all m micro-batches at the peak."""
-    m = range(microbatches)
-    return [Op("F", i) for i in m] + [Op("B", i) for i in m]
-
-
-def one_f_one_b(stage: int, stages: int, microbatches: int) -> list[Op]:
-    """Warm-up forwards, then one forward one backward, then the remaining backwards.
-
-    Stage s runs `stages − s − 1` warm-up forwards, so it never holds more than
-    `stages − s` micro-batches (PipeDream-flush / Megatron's non-interleaved 1F1B)."""
-    warmup = min(stages - stage - 1, microbatches)
-    ops = [Op("F", i) for i in range(warmup)]
-    for i in range(microbatches - warmup):
-        ops += [Op("F", warmup + i), Op("B", i)]
-    return ops + [Op("B", i) for i in range(microbatches - warmup, microbatches)]
-
-
-def schedule(name: str, stage: int, stages: int, microbatches: int) -> list[Op]:
-    if name == "gpipe":
-        return gpipe(stage, stages, microbatches)
-    if name == "1f1b":
-        return one_f_one_b(stage, stages, microbatches)
-    raise UserError(f"parallel.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
-
-
-def peak_in_flight(ops: list[Op]) -> int:
-    """The most micro-batches whose activations a stage holds (forward done, backward not)."""
-    held = peak = 0
-    for op in ops:
-        held += 1 if op.kind == "F" else -1
-        peak = max(peak, held)
-    return peak
-
-
-def ideal_bubble(stages: int, microbatches: int) -> float:
-    """The idle share of each stage with equal stage times and free communication."""
-    return (stages - 1) / (microbatches + stages - 1)
-
-
-def simulate(name: str, stages: int, microbatches: int, forward: float = 1.0,
-             backward: float = 2.0) -> tuple[float, list[float]]:
-    """Run the schedules on a clock with the pipeline's dependencies; returns the makespan
-    and each stage's idle share. Raises RuntimeError if the schedules deadlock."""
-    plans = [schedule(name, s, stages, microbatches) for s in range(stages)]
-    done: dict[tuple[int, Op], float] = {}
-    nexts, clocks = [0] * stages, [0.0] * stages
-    while any(n < len(p) for n, p in zip(nexts, plans, strict=True)):
-        progressed = False
-        for s in range(stages):
-            if nexts[s] == len(plans[s]):
-                continue
-            op = plans[s][nexts[s]]
-            dep = ((s - 1, op) if op.kind == "F" and s > 0
-                   else (s + 1, op) if op.kind == "B" and s < stages - 1 else None)
-            if dep is not None and dep not in done:
-                continue
-            start = max(clocks[s], done.get(dep, 0.0)) if dep else clocks[s]
-            clocks[s] = done[(s, op)] = start + (forward if op.kind == "F" else backward)
-            nexts[s] += 1
-            progressed = True
-        if not progressed:
-            raise RuntimeError(f"{name} schedule deadlocks with {stages} stages")
-    span = max(clocks)
-    busy = microbatches * (forward + backward)
-    return span, [1 - busy / span for _ in range(stages)]
 
 
 def group_layers(has_params: list[bool]) -> list[list[int]]:

@@ -4,8 +4,9 @@
 
 A model cut into parts (pipeline stages, or one-stage placement over devices) is a sequence of
 *layers* (hvdkit.parallel.pipeline.group_layers), cut by parameter count, measured time, or
-explicit `parallel.boundaries`. Stages cut the layer groups first; placement then cuts this
-stage's groups into one part per device. A model that is not cut is kept whole, as built.
+explicit `parallel.boundaries`. Stages cut the layer groups first (into stages × v chunks with
+virtual stages, stage s keeping chunks s, s + stages, ...); placement then cuts this stage's
+groups into one part per device. A model that is not cut is kept whole, as built.
 """
 
 from __future__ import annotations
@@ -33,33 +34,48 @@ def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, mode
     rows = max(1, recipe.train.batch_size // p.microbatches)  # a micro-batch, per replica
     params, shapes, seconds = adapter.profile_layers(layers, input_shape, rows,
                                                      p.split == "time")
+    if p.split == "time" and layout.pipelined:
+        # Every rank must cut the same way: each measured its own (noisy) timings, and two
+        # stages cutting differently exchanged tensors of other shapes (MPI_ERR_TRUNCATE, or
+        # a crash in Isend). Rank 0's timings decide.
+        from mpi4py import MPI
+
+        seconds = MPI.COMM_WORLD.bcast(seconds, root=0)
     costs = [sum((seconds if p.split == "time" else params)[i] for i in g) for g in groups]
-    plan = plan_stages(costs, layout.stages, p.boundaries if layout.pipelined else None)
+    # With virtual stages the model is cut into stages x v chunks; stage s keeps s, s + p, ...
+    virtual = layout.virtual_stages if layout.pipelined else 1
+    plan = plan_stages(costs, layout.stages * virtual, p.boundaries if layout.pipelined else None)
     stage = layout.stage_of(rank)
-    mine = plan.layers(stage)
+    chunks = [plan.layers(k * layout.stages + stage) for k in range(virtual)]
+    mine = chunks[0]
     stage_groups = [[layers[i] for i in groups[g]] for g in mine]
-    if len(devices) > 1:
+    if layout.virtual_stages > 1:
+        adapter.keep_chunks([[layers[i] for g in chunk for i in groups[g]] for chunk in chunks],
+                            devices[0])
+    elif len(devices) > 1:
         cut = plan_stages(costs[mine.start:mine.stop], len(devices),
                           None if layout.pipelined else p.boundaries)
         parts = [[layer for g in stage_groups[cut.layers(k).start:cut.layers(k).stop]
                   for layer in g] for k in range(len(devices))]
+        adapter.keep(parts, devices)
     else:
-        parts = [[layer for g in stage_groups for layer in g]]
-    adapter.keep(parts, devices)
+        adapter.keep([[layer for g in stage_groups for layer in g]], devices)
     if not layout.pipelined:
         return LocalStep(adapter, layout)
-    from hvdkit.parallel.pipeline_step import PipelineStep
+    from hvdkit.parallel.pipeline_step import Chunk, PipelineStep
 
     out_shapes = [shapes[g[-1]] for g in groups]
-    in_shape = tuple(input_shape) if mine.start == 0 else out_shapes[mine.start - 1]
-    # Activation bytes per sample a held micro-batch keeps: every layer output of the stage.
-    bytes_per_sample = 4.0 * sum(int(np.prod(shapes[i])) for g in mine for i in groups[g])
-    # Weights that layers of several stages use (a tied embedding and output head).
+    # Activation bytes per sample a held micro-batch keeps: every layer output of the chunk.
+    kept = [Chunk(tuple(input_shape) if c.start == 0 else out_shapes[c.start - 1],
+                  out_shapes[c.stop - 1],
+                  4.0 * sum(int(np.prod(shapes[i])) for g in c for i in groups[g]))
+            for c in chunks]
+    # Weights that layers of several stages use (a tied embedding and output head); chunk k
+    # of the plan belongs to stage k mod stages.
     stage_of_layer = [0] * len(layers)
-    for s in range(plan.stages):
-        for g in plan.layers(s):
+    for k in range(plan.stages):
+        for g in plan.layers(k):
             for i in groups[g]:
-                stage_of_layer[i] = s
+                stage_of_layer[i] = k % layout.stages
     shared = shared_weights([adapter.parameter_keys(layer) for layer in layers], stage_of_layer)
-    return PipelineStep(adapter, layout, rank, plan, in_shape, out_shapes[mine.stop - 1],
-                        bytes_per_sample, shared)
+    return PipelineStep(adapter, layout, rank, plan, kept, shared)

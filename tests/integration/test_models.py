@@ -62,6 +62,27 @@ def test_gpt_pipeline_equals_the_unsplit_model(tmp_path_factory, framework: str)
     assert max_abs_diff(single, load_arrays(ref / "gpt_placed.npz")) <= 1e-7
 
 
+def test_gpt_zb_h1_and_interleaved_pipelines_keep_the_tied_weights(tmp_path_factory,
+                                                                   framework: str) -> None:
+    """ZB-H1 (split backward) equals the unsplit model as 1F1B does; interleaved (v = 2, its
+    chunks in another order on each stage) keeps the two tied copies equal and ends with
+    1F1B's test loss."""
+    single = load_arrays(_run(tmp_path_factory, framework, True) / "gpt_single.npz")
+    out = _run(tmp_path_factory, framework, False)
+    first, last = (load_arrays(out / "gpt_zb-h1_stage0.npz"),
+                   load_arrays(out / "gpt_zb-h1_stage1.npz"))
+    tied = last.pop(-3)
+    assert max_abs_diff(single, first + last) <= TOLERANCE
+    assert np.array_equal(tied, first[0])
+    first, last = (load_arrays(out / "gpt_interleaved_stage0.npz"),
+                   load_arrays(out / "gpt_interleaved_stage1.npz"))
+    assert first[0].shape == (256, 16)
+    assert any(a.shape == first[0].shape and np.array_equal(a, first[0]) for a in last)
+    loss = json.loads((out / "gpt_pipe.json").read_text())["test_loss"]
+    assert json.loads((out / "gpt_interleaved.json").read_text())["test_loss"] == \
+        pytest.approx(loss, abs=TOLERANCE)
+
+
 def test_resnet18_small_loss_falls(tmp_path_factory, framework: str) -> None:
     losses = json.loads((_run(tmp_path_factory, framework, False) / "resnet_losses.json")
                         .read_text())

@@ -1,10 +1,10 @@
 """Pipeline and placement against single-process training, both frameworks, real MPI jobs.
 
 Per framework: one process computes the references (plain training at batch 16 and 32, and a
-model placed over two devices), one 2-rank job runs GPipe then 1F1B with m=4 through the
-trainer, and a placement over two devices on each of the 2 ranks (data parallel); one 4-rank
-PyTorch job runs 2 stages x 2 replicas, without and with fp16 compression. Parameters must
-agree to 1e-5.
+model placed over two devices), one 2-rank job runs GPipe, 1F1B, interleaved (v=2) and ZB-H1
+with m=4 through the trainer, and a placement over two devices on each of the 2 ranks (data
+parallel); one 4-rank PyTorch job runs 2 stages x 2 replicas, without and with fp16
+compression, and on ZB-H1. Parameters must agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hvdkit.launcher import LaunchOptions
+from hvdkit.parallel.schedules import simulate
 from tests.integration.jobs import load_arrays, max_abs_diff, run_job, worker
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def framework(request) -> str:
     return request.param
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved", "zb-h1"])
 def test_two_stages_match_single_process(tmp_path_factory, framework: str,
                                          schedule: str) -> None:
     reference = _run(tmp_path_factory, framework, "reference")
@@ -59,7 +60,7 @@ def test_stopped_pipeline_resumes_from_its_checkpoint_to_the_same_end(
     # resumed one repeats step 4 (index 3) and goes on to the end.
     assert json.loads((pipeline / "resumed.json").read_text())["steps"] == [3, 4, 5]
     assert max_abs_diff(load_arrays(pipeline / "resumed.npz"),
-                        load_arrays(pipeline / "gpipe.npz")) <= 1e-6
+                        load_arrays(pipeline / "interleaved.npz")) <= 1e-6
 
 
 def test_placement_over_two_devices_matches_unsplit(tmp_path_factory, framework: str) -> None:
@@ -96,13 +97,33 @@ def test_1f1b_holds_at_most_stages_microbatches_gpipe_holds_m(tmp_path_factory,
             < gpipe["stage_peak_activation_mib"][0])
 
 
-def test_hybrid_two_stages_two_replicas_match_double_batch(tmp_path_factory) -> None:
+@pytest.mark.parametrize("name", ["hybrid", "hybrid_zb"])  # 1F1B, ZB-H1
+def test_hybrid_two_stages_two_replicas_match_double_batch(tmp_path_factory, name: str) -> None:
     reference = _run(tmp_path_factory, "torch", "reference")
     hybrid = _run(tmp_path_factory, "torch", "hybrid")
     expected = load_arrays(reference / "single32.npz")
-    assert max_abs_diff(load_arrays(hybrid / "hybrid.npz"), expected) <= TOLERANCE
-    assert max_abs_diff(load_arrays(hybrid / "hybrid_replica1.npz"), expected) <= TOLERANCE
-    assert json.loads((hybrid / "hybrid.json").read_text())["replicas"] == 2
+    assert max_abs_diff(load_arrays(hybrid / f"{name}.npz"), expected) <= TOLERANCE
+    assert max_abs_diff(load_arrays(hybrid / f"{name}_replica1.npz"), expected) <= TOLERANCE
+    assert json.loads((hybrid / f"{name}.json").read_text())["replicas"] == 2
+
+
+def test_zb_h1_and_interleaved_hold_what_the_simulator_predicts(tmp_path_factory,
+                                                                framework: str) -> None:
+    """Counted while running: ZB-H1 holds no more micro-batches than 1F1B at its peak (its
+    last stage holds more than 1F1B's until the deferred W's run); interleaved (v = 2) holds
+    (v − 1)·p + p − s micro-batch chunks on stage s."""
+    pipeline = _run(tmp_path_factory, framework, "pipeline")
+    report = {name: json.loads((pipeline / f"{name}.json").read_text())
+              for name in ("1f1b", "interleaved", "zb-h1")}
+    predicted = {name: simulate(name, 2, 4, report[name]["virtual_stages"]).peak
+                 for name in report}
+    for name in report:
+        assert report[name]["stage_peak_microbatches"] == predicted[name], name
+    assert max(report["zb-h1"]["stage_peak_microbatches"]) <= max(
+        report["1f1b"]["stage_peak_microbatches"])
+    assert report["interleaved"]["stage_peak_microbatches"] == [4, 3]
+    assert report["zb-h1"]["ideal_bubble"] == pytest.approx(1 / 13)
+    assert report["interleaved"]["ideal_bubble"] == pytest.approx(1 / 9)
 
 
 def test_fp16_compression_applies_in_a_hybrid_pipeline(tmp_path_factory) -> None:

@@ -33,6 +33,12 @@ def test_layout_puts_a_pipeline_on_neighbouring_ranks() -> None:
     assert layout.devices(1, "cpu") == ["cpu"]
 
 
+def test_virtual_stages_cut_the_model_into_more_chunks() -> None:
+    layout = ParallelLayout.from_recipe(_recipe([16, 16, 16], stages=2, microbatches=4,
+                                                schedule="interleaved", virtual_stages=2), 2)
+    assert (layout.parts, layout.virtual_stages) == (4, 2)
+
+
 def test_placement_runs_data_parallel_over_every_rank() -> None:
     layout = ParallelLayout.from_recipe(_recipe([16, 16], placement=["cpu", "cpu"]), 2)
     assert (layout.stages, layout.replicas, layout.parts) == (1, 2, 2)
@@ -53,6 +59,12 @@ def test_placement_runs_data_parallel_over_every_rank() -> None:
     ({"accumulation": 0}, "parallel.accumulation must be at least 1"),
     ({"sync": "ps", "reduction": "adasum"}, "adasum needs parallel.sync allreduce"),
     ({"placement": ["tpu:0"]}, "unknown device 'tpu:0'"),
+    ({"stages": 2, "virtual_stages": 2}, "virtual_stages 2 needs parallel.schedule interleaved"),
+    ({"virtual_stages": 0}, "parallel.virtual_stages must be at least 1"),
+    ({"stages": 2, "microbatches": 2, "schedule": "interleaved", "virtual_stages": 2},
+     r"parallel.stages x parallel.virtual_stages cuts model mlp into 4 parts"),
+    ({"stages": 3, "microbatches": 4, "schedule": "interleaved"},
+     r"interleaved needs parallel.microbatches \(4\) to be a multiple of parallel.stages"),
 ])
 def test_recipe_errors_name_the_field(parallel: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -1,60 +1,13 @@
-"""Pipeline planning without a job: schedules, the stage splitter, device names."""
+"""Pipeline planning without a job: the stage splitter, device names (the schedules:
+test_schedules.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.parallel.pipeline import (
-    Op,
-    balanced_bounds,
-    group_layers,
-    ideal_bubble,
-    peak_in_flight,
-    plan_stages,
-    schedule,
-    simulate,
-)
+from hvdkit.parallel.pipeline import balanced_bounds, group_layers, plan_stages
 from hvdkit.parallel.placement import device_for
-
-
-def ops(text: str) -> list[Op]:
-    return [Op(t[0], int(t[1:])) for t in text.split()]
-
-
-def test_gpipe_runs_all_forwards_then_all_backwards() -> None:
-    assert schedule("gpipe", 0, 2, 3) == ops("F0 F1 F2 B0 B1 B2")
-
-
-def test_1f1b_warms_up_then_alternates_then_cools_down() -> None:
-    assert schedule("1f1b", 0, 2, 4) == ops("F0 F1 B0 F2 B1 F3 B2 B3")
-    assert schedule("1f1b", 1, 2, 4) == ops("F0 B0 F1 B1 F2 B2 F3 B3")
-    assert schedule("1f1b", 0, 4, 2) == ops("F0 F1 B0 B1")  # fewer micro-batches than stages
-
-
-@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
-@pytest.mark.parametrize("stages,m", [(1, 1), (2, 1), (2, 4), (3, 5), (4, 8)])
-def test_every_schedule_runs_each_op_once_in_order(name: str, stages: int, m: int) -> None:
-    for stage in range(stages):
-        plan = schedule(name, stage, stages, m)
-        assert sorted(plan) == sorted([Op("F", i) for i in range(m)] +
-                                      [Op("B", i) for i in range(m)])
-        assert all(plan.index(Op("F", i)) < plan.index(Op("B", i)) for i in range(m))
-
-
-@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
-@pytest.mark.parametrize("stages,m", [(2, 1), (2, 2), (2, 4), (2, 8), (4, 8)])
-def test_simulated_bubble_is_the_textbook_one(name: str, stages: int, m: int) -> None:
-    _, bubbles = simulate(name, stages, m)  # also raises if the schedules deadlock
-    assert bubbles[0] == pytest.approx(ideal_bubble(stages, m))
-
-
-def test_peak_activations_1f1b_at_most_stages_gpipe_m() -> None:
-    for m in (1, 2, 4, 8):
-        assert peak_in_flight(schedule("gpipe", 0, 2, m)) == m
-        assert peak_in_flight(schedule("1f1b", 0, 2, m)) == min(2, m)
-        assert peak_in_flight(schedule("1f1b", 0, 4, m)) == min(4, m)
-        assert peak_in_flight(schedule("1f1b", 3, 4, m)) == 1
 
 
 def test_balanced_split_minimises_the_largest_stage() -> None:

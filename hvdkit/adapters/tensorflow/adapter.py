@@ -5,8 +5,10 @@ One adapter serves every layout (hvdkit.parallel composes them). Where the excha
 gradients are summed, reduced in one `hvd.grouped_allreduce` over the replicas' process set
 (the call `hvd.DistributedGradientTape` makes) and applied, so accumulation never holds more
 than one micro-batch of activations. Pipeline stages run a `GradientTape` per micro-batch and
-`tape.gradient(..., output_gradients=...)` with the gradient the next stage sent back; each
-part's computation runs under `tf.device`. Keras 3 variables are not `tf.Variable`s: Horovod's
+`tape.gradient(..., output_gradients=...)` with the gradient the next stage sent back (for
+zb-h1, layer by layer under two tapes, so the input's and the weights' gradients come apart);
+each part's computation runs under `tf.device`; virtual stages keep one compiled call per chunk.
+Keras 3 variables are not `tf.Variable`s: Horovod's
 broadcasts get the underlying ones (`v.value`).
 """
 
@@ -51,7 +53,7 @@ class TensorFlowAdapter(Adapter):
 
         self.hvd = hvd
         self.device = "/CPU:0"
-        self._saved: dict[int, tuple[Any, tf.Tensor, tf.Tensor]] = {}
+        self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}  # by (micro-batch, chunk)
         self._reduce = _unchanged  # the ring's grouped allreduce, once installed
         self.sharded: Any = None  # ZeRO-1's ZeroExchange, once installed
         self.powersgd: Any = None  # a PowerSGDExchange, once installed
@@ -122,20 +124,42 @@ class TensorFlowAdapter(Adapter):
         # A weight two kept layers share (a tied embedding and head) is listed once.
         self.trainable = _unique([w for layer in layers for w in layer.trainable_weights])
         self.variables = _unique([w for layer in layers for w in layer.weights])
-        self._train_call = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
-        self._eval_call = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
+        self._index = {id(w): i for i, w in enumerate(self.trainable)}
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
         self._grads_fn = tf.function(self._local_grads, autograph=False,
                                      reduce_retracing=True)
         self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
+        self._set_chunks([(self.parts, self.devices)])
+
+    def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
+        self.keep([[layer for chunk in chunks for layer in chunk]], [device])
+        self._set_chunks([([chunk], self.devices) for chunk in chunks])
+
+    def _set_chunks(self, chunks: list[tuple[list[list[Any]], list[str]]]) -> None:
+        """Each chunk's parts and devices, its compiled calls, and its trainable weights."""
+        self.chunks = chunks
+        self._train_calls = [tf.function(lambda x, c=c: self._call(x, True, c),
+                                         reduce_retracing=True) for c in chunks]
+        self._eval_calls = [tf.function(lambda x, c=c: self._call(x, False, c),
+                                        reduce_retracing=True) for c in chunks]
+        self._chunk_weights = [_unique([w for part in parts for layer in part
+                                        for w in layer.trainable_weights])
+                               for parts, _ in chunks]
 
     def _inputs(self, x: Any) -> Any:
         """A batch of inputs as the model takes it: (N, C, H, W) with model.channels_first."""
         return tf.transpose(x, (0, 3, 1, 2)) if self.channels_first and len(x.shape) == 4 else x
 
-    def _call(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        for part, device in zip(self.parts, self.devices, strict=True):
+    def _chunk_inputs(self, inputs: np.ndarray, chunk: int) -> tf.Tensor:
+        """A chunk's inputs: the batch's layout for this stage's first chunk, activations as
+        they came for its later chunks (virtual stages)."""
+        return tf.constant(self._inputs(inputs) if chunk == 0 else inputs)
+
+    def _call(self, x: tf.Tensor, training: bool,
+              chunk: tuple[list[list[Any]], list[str]] | None = None) -> tf.Tensor:
+        parts, devices = chunk or (self.parts, self.devices)
+        for part, device in zip(parts, devices, strict=True):
             with tf.device(device):
                 for layer in part:
                     x = layer(x, training=training)
@@ -266,37 +290,92 @@ class TensorFlowAdapter(Adapter):
         self._grads = [tf.zeros_like(v) for v in self.trainable]
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool) -> np.ndarray:
-        x = tf.constant(self._inputs(inputs))
-        with tf.GradientTape() as tape:
-            if input_grad:
-                tape.watch(x)
-            out = self._train_call(x)
-            if labels is not None:
-                loss, correct = losses.loss_and_correct(self.task, out, labels)
-                scaled = loss * scale  # inside the tape, or the tape cannot see it
+                input_grad: bool, chunk: int = 0) -> np.ndarray:
+        x = self._chunk_inputs(inputs, chunk)
+        if self.split_backward:
+            out, loss, correct = self._split_forward((mb, chunk), x, labels, scale, input_grad)
+        else:
+            with tf.GradientTape() as tape:
+                if input_grad:
+                    tape.watch(x)
+                out = self._train_calls[chunk](x)
+                if labels is not None:
+                    loss, correct = losses.loss_and_correct(self.task, out, labels)
+                    scaled = loss * scale  # inside the tape, or the tape cannot see it
+            self._saved[(mb, chunk)] = (tape, x if input_grad else None,
+                                        out if labels is None else scaled)
         if labels is None:
-            self._saved[mb] = (tape, x if input_grad else None, out)
             return out.numpy()
-        self._saved[mb] = (tape, x if input_grad else None, scaled)
         return np.array([float(loss), float(correct)])
 
-    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
-        tape, x, out = self._saved.pop(mb)
-        sources = self.trainable if x is None else [x, *self.trainable]
-        grads = tape.gradient(out, sources,
+    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
+        if self.split_backward:
+            return self._split_backward((mb, chunk), grad)
+        tape, x, out = self._saved.pop((mb, chunk))
+        weights = self._chunk_weights[chunk]
+        grads = tape.gradient(out, weights if x is None else [x, *weights],
                               output_gradients=None if grad is None else tf.constant(grad))
         grad_in = None
         if x is not None:
             grad_in, grads = grads[0].numpy(), grads[1:]
-        self._grads = [a + g for a, g in zip(self._grads, grads, strict=True)]
+        self._accumulate(weights, grads)
         return grad_in
+
+    def _split_forward(self, key: tuple[int, int], x: tf.Tensor, labels: np.ndarray | None,
+                       scale: float, input_grad: bool) -> tuple[Any, Any, Any]:
+        """Forward layer by layer (eagerly) under two tapes: one that watches only each
+        layer's input (cut from the layer before by `stop_gradient`), for B, and one that
+        watches only the weights, for W, so that neither computes the other's gradients."""
+        parts, devices = self.chunks[key[1]]
+        loss = correct = None
+        with tf.GradientTape(persistent=True) as w_tape, tf.GradientTape(
+                persistent=True, watch_accessed_variables=False) as b_tape:
+            h, layers = x, []
+            for part, device in zip(parts, devices, strict=True):
+                with tf.device(device):
+                    for layer in part:
+                        layer_in = tf.stop_gradient(h)
+                        b_tape.watch(layer_in)
+                        h = layer(layer_in, training=True)
+                        layers.append((layer, layer_in, h))
+            target = h
+            if labels is not None:
+                loss, correct = losses.loss_and_correct(self.task, h, labels)
+                target = loss * scale
+        self._saved[key] = (b_tape, w_tape, input_grad, target, h, layers)
+        return h, loss, correct
+
+    def _split_backward(self, key: tuple[int, int], grad: np.ndarray | None) -> Any:
+        """B: the gradient back through the layers' inputs; keeps each weighted layer's output
+        gradient for W."""
+        b_tape, w_tape, input_grad, target, out, layers = self._saved.pop(key)
+        g = (b_tape.gradient(target, out) if grad is None else tf.constant(grad))
+        pending = []
+        for index in reversed(range(len(layers))):
+            layer, layer_in, layer_out = layers[index]
+            if layer.trainable_weights:
+                pending.append((layer, layer_out, g))
+            if index or input_grad:
+                g = b_tape.gradient(layer_out, layer_in, output_gradients=g)
+        self._saved[key] = (w_tape, pending)
+        return g.numpy() if input_grad else None
+
+    def backward_weights(self, mb: int, chunk: int = 0) -> None:
+        w_tape, pending = self._saved.pop((mb, chunk))
+        for layer, layer_out, g in pending:
+            weights = layer.trainable_weights
+            self._accumulate(weights, w_tape.gradient(layer_out, weights, output_gradients=g))
+
+    def _accumulate(self, weights: list[Any], grads: list[tf.Tensor]) -> None:
+        for w, g in zip(weights, grads, strict=True):
+            i = self._index[id(w)]
+            self._grads[i] = self._grads[i] + g
 
     def apply_gradients(self) -> None:
         self.exchange.step()
 
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
-        return self._eval_call(tf.constant(self._inputs(inputs))).numpy()
+    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
+        return self._eval_calls[chunk](self._chunk_inputs(inputs, chunk)).numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, tf.constant(outputs),

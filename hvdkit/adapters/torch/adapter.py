@@ -4,6 +4,9 @@ One adapter serves every layout (hvdkit.parallel composes them): a whole model o
 on devices (placement), a pipeline stage's micro-batches, and any gradient exchange. The ring
 exchange is Horovod's DistributedOptimizer (allreduce overlapped with backward, over the
 replicas' process set); others call `optimizer_step` with gradients they combined.
+A pipeline stage runs its micro-batches through one chunk of the model or several (virtual
+stages); for zb-h1 the backward splits into `autograd.grad` for the input and each weighted
+layer's output (B), and each layer's `backward(inputs=its parameters)` later (W).
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ class TorchAdapter(Adapter):
         import horovod.torch as hvd
 
         self.hvd = hvd
-        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (micro-batch, chunk) → its input, what backward differentiates, and (split_backward)
+        # the outputs of its layers with parameters; after a split B, those outputs' gradients.
+        self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}
+        self._marks: list[tuple[nn.Module, torch.Tensor]] | None = None
+        self._hooked = False
         self.powersgd: Any = None  # a PowerSGDExchange once installed
         self._copy_streams: dict[torch.device, Any] = {}  # host-to-GPU batch copies
 
@@ -98,14 +105,24 @@ class TorchAdapter(Adapter):
         return profile_layers(layers, input_shape, rows, timed, self.input_dtype)
 
     def keep(self, parts: list[list[Any]], devices: list[str]) -> None:
+        self._layers = [layer for part in parts for layer in part]
         if len(parts) == 1 and len(parts[0]) == 1:
             self.device = torch_name(devices[0])
             self.model = parts[0][0].to(self.device)
             self.first_device = self.last_device = torch.device(self.device)
-            return
-        self.model = Placed([nn.Sequential(*p) for p in parts], [torch_name(d) for d in devices])
-        self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
-        self.device = ",".join(str(d) for d in self.model.devices)
+        else:
+            self.model = Placed([nn.Sequential(*p) for p in parts],
+                                [torch_name(d) for d in devices])
+            self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
+            self.device = ",".join(str(d) for d in self.model.devices)
+        self.chunks: list[nn.Module] = [self.model]
+
+    def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
+        self._layers = [layer for chunk in chunks for layer in chunk]
+        self.device = torch_name(device)
+        self.chunks = [nn.Sequential(*chunk).to(self.device) for chunk in chunks]
+        self.model = nn.ModuleList(self.chunks)  # parameters, state and modes of them all
+        self.first_device = self.last_device = torch.device(self.device)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -178,28 +195,63 @@ class TorchAdapter(Adapter):
         self.optimizer.zero_grad()
 
     def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool) -> np.ndarray:
-        x = self._inputs(inputs).requires_grad_(input_grad)
-        out = self.model(x)
+                input_grad: bool, chunk: int = 0) -> np.ndarray:
+        x = self._chunk_inputs(inputs, chunk).requires_grad_(input_grad)
+        if self.split_backward:
+            self._mark_layers()
+            self._marks = []
+        out = self.chunks[chunk](x)
+        marks, self._marks = self._marks or [], None
         if labels is None:
-            self._saved[mb] = (x, out)
+            self._saved[(mb, chunk)] = (x, out, marks)
             return out.detach().cpu().numpy()
         loss, correct = losses.loss_and_correct(self.task, out, self._to(labels, out.device))
-        self._saved[mb] = (x, loss * scale)
+        self._saved[(mb, chunk)] = (x, loss * scale, marks)
         return np.array([loss.item(), correct.item()])
 
-    def backward(self, mb: int, grad: np.ndarray | None) -> np.ndarray | None:
-        x, out = self._saved.pop(mb)
-        out.backward(None if grad is None else torch.from_numpy(grad).to(out.device))
-        return None if x.grad is None else x.grad.cpu().numpy()
+    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
+        x, out, marks = self._saved.pop((mb, chunk))
+        g = None if grad is None else torch.from_numpy(grad).to(out.device)
+        if not self.split_backward:
+            out.backward(g)
+            return None if x.grad is None else x.grad.cpu().numpy()
+        # B: the gradients of the input and of each layer's output, not of the weights; the
+        # graph stays for W (autograd runs only the paths to the tensors asked for).
+        wanted = [x] if x.requires_grad else []
+        grads = torch.autograd.grad(out, [*wanted, *(o for _, o in marks)], g,
+                                    retain_graph=True)
+        self._saved[(mb, chunk)] = (marks, grads[len(wanted):])
+        return grads[0].cpu().numpy() if wanted else None
+
+    def backward_weights(self, mb: int, chunk: int = 0) -> None:
+        """W: each layer's weight gradients from its output's gradient, accumulated into
+        `.grad` as a backward would (so Horovod's per-parameter hooks see them)."""
+        marks, grads = self._saved.pop((mb, chunk))
+        for (layer, out), grad in zip(marks, grads, strict=True):
+            out.backward(grad, inputs=[p for p in layer.parameters() if p.requires_grad])
+
+    def _mark_layers(self) -> None:
+        """Once: make each kept layer with parameters record its output while `_marks` is a
+        list (W starts from there)."""
+        if self._hooked:
+            return
+
+        def record(layer: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if self._marks is not None:
+                self._marks.append((layer, output))
+
+        for layer in self._layers:
+            if self.layer_has_params(layer):
+                layer.register_forward_hook(record)
+        self._hooked = True
 
     def apply_gradients(self) -> None:
         self.exchange.step()
 
     @torch.no_grad()
-    def infer(self, inputs: np.ndarray) -> np.ndarray:
+    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
         self.model.eval()
-        return self.model(self._inputs(inputs)).cpu().numpy()
+        return self.chunks[chunk](self._chunk_inputs(inputs, chunk)).cpu().numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
@@ -297,6 +349,11 @@ class TorchAdapter(Adapter):
         """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
         x = self._to(array, self.first_device)
         return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
+
+    def _chunk_inputs(self, array: np.ndarray, chunk: int) -> torch.Tensor:
+        """A chunk's inputs on the first device: the batch's layout for this stage's first
+        chunk, activations as they came for its later chunks (virtual stages)."""
+        return self._inputs(array) if chunk == 0 else self._to(array, self.first_device)
 
     @staticmethod
     def _to(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -110,6 +110,17 @@ def distributed(framework: str, out: Path) -> None:
     if rank == 0:
         save(out, "gpt_pipe_stage0", stages[0])
         save(out, "gpt_pipe_stage1", stages[1])
+        (out / "gpt_pipe.json").write_text(json.dumps(pipe.summary))
+    # The tied weights under the split backward (zb-h1) and virtual stages (interleaved, v=2:
+    # stage 0 holds chunks 0 and 2, the embedding in chunk 0; stage 1 the head in chunk 3).
+    for schedule, virtual in (("zb-h1", 1), ("interleaved", 2)):
+        run = train(framework, gpt(2 * BATCH, stages=2, microbatches=2, schedule=schedule,
+                                   virtual_stages=virtual))
+        stages = MPI.COMM_WORLD.gather(run.adapter.parameters_as_numpy(), root=0)
+        if rank == 0:
+            save(out, f"gpt_{schedule}_stage0", stages[0])
+            save(out, f"gpt_{schedule}_stage1", stages[1])
+            (out / f"gpt_{schedule}.json").write_text(json.dumps(run.summary))
     losses = Losses()
     train(framework, resnet(), [losses])
     if rank == 0:

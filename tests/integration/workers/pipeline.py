@@ -2,7 +2,7 @@
 
     python pipeline.py --framework torch --out DIR --reference   # one process: plain training
                                                                  # (batch 16 and 32), placement
-    horovodrun -np 2 python pipeline.py --framework torch --out DIR      # GPipe and 1F1B, m=4
+    horovodrun -np 2 python pipeline.py --framework torch --out DIR      # each schedule, m=4
     horovodrun -np 4 python pipeline.py --framework torch --out DIR --hybrid   # 2 stages x 2
 """
 
@@ -31,7 +31,7 @@ STOP_AT = 4  # the interrupted run stops after this step; it checkpointed at ste
 def recipe(batch: int = BATCH, checkpoint_every: int = 0, **parallel: object):
     return recipe_from_dict({
         "name": "pipeline-check",
-        "model": {"name": "mlp", "hidden": [32, 16]},
+        "model": {"name": "mlp", "hidden": [32, 16, 16]},
         "data": {"name": "digits"},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5},
         "train": {"batch_size": batch, "max_steps": STEPS, "log_every_steps": 3,
@@ -67,6 +67,14 @@ def save(out: Path, name: str, arrays: list[np.ndarray]) -> None:
     np.savez(out / f"{name}.npz", *arrays)
 
 
+def in_model_order(ranks: list[list[np.ndarray]], virtual: int) -> list[np.ndarray]:
+    """One pipeline's parameters in the model's order: with v chunks per stage, stage s holds
+    chunks s, s + 2, ...; here every chunk is one layer (a weight and a bias)."""
+    if virtual == 1:
+        return ranks[0] + ranks[1]
+    return [a for k in range(virtual) for stage in ranks[:2] for a in stage[2 * k:2 * k + 2]]
+
+
 def reference(framework: str, out: Path) -> None:
     save(out, "single16", train(framework, recipe())[0].adapter.parameters_as_numpy())
     save(out, "single32", train(framework, recipe(batch=2 * BATCH))[0]
@@ -78,12 +86,13 @@ def reference(framework: str, out: Path) -> None:
 def pipelines(framework: str, out: Path) -> None:
     # 1F1B cuts by measured time: profiling runs layers forward and backward, and must leave
     # them as built, or the parameters below would differ from single-process training.
-    for name, split in (("gpipe", "params"), ("1f1b", "time")):
+    for name, split, virtual in (("gpipe", "params", 1), ("1f1b", "time", 1),
+                                 ("interleaved", "params", 2), ("zb-h1", "time", 1)):
         trainer, summary = train(framework, recipe(stages=2, microbatches=4, schedule=name,
-                                                   split=split))
+                                                   split=split, virtual_stages=virtual))
         ranks = gathered(trainer)
         if ranks is not None:
-            save(out, name, ranks[0] + ranks[1])
+            save(out, name, in_model_order(ranks, virtual))
             (out / f"{name}.json").write_text(json.dumps(summary["pipeline"]))
     # A placement over two devices on each of 2 ranks: data parallel over both (batch 2x16).
     placed, _ = train(framework, recipe(placement=["cpu", "cpu"]))
@@ -95,8 +104,10 @@ def pipelines(framework: str, out: Path) -> None:
 
 
 def resumed(framework: str, out: Path) -> None:
-    """Stopped after step STOP_AT (a checkpoint every 3 steps), then resumed to the end."""
-    r = recipe(checkpoint_every=3, stages=2, microbatches=4, schedule="gpipe")
+    """Stopped after step STOP_AT (a checkpoint every 3 steps), then resumed to the end; on
+    the interleaved schedule, whose stages checkpoint two chunks each."""
+    r = recipe(checkpoint_every=3, stages=2, microbatches=4, schedule="interleaved",
+               virtual_stages=2)
     run_dir = out / "stopped"
     with contextlib.suppress(Stop):
         Trainer(r, framework, progress=False, run_dir=run_dir, callbacks=[StopAfter(STOP_AT)]).fit()
@@ -106,13 +117,15 @@ def resumed(framework: str, out: Path) -> None:
     trainer.fit()
     ranks = gathered(trainer)
     if ranks is not None:
-        save(out, "resumed", ranks[0] + ranks[1])
+        save(out, "resumed", in_model_order(ranks, 2))
         (out / "resumed.json").write_text(json.dumps({"steps": steps.taken}))
 
 
 def hybrid(framework: str, out: Path) -> None:
-    for name, compression in (("hybrid", "none"), ("hybrid_fp16", "fp16")):
-        trainer, summary = train(framework, recipe(stages=2, microbatches=4,
+    for name, compression, schedule in (("hybrid", "none", "1f1b"),
+                                        ("hybrid_fp16", "fp16", "1f1b"),
+                                        ("hybrid_zb", "none", "zb-h1")):
+        trainer, summary = train(framework, recipe(stages=2, microbatches=4, schedule=schedule,
                                                    compression=compression))
         ranks = gathered(trainer)
         if ranks is not None:  # rank = replica x 2 + stage
