@@ -30,6 +30,9 @@ from hvdkit.errors import UserError
 from hvdkit.recipe import OptimizerConfig, Recipe
 from hvdkit.tasks import CLASSIFICATION, Task
 
+# Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
+PROCESS_SETS: dict[tuple[int, ...], Any] = {}
+
 # framework name → module that defines `Adapter` (imported only when chosen).
 FRAMEWORKS = {"torch": "hvdkit.adapters.torch", "tensorflow": "hvdkit.adapters.tensorflow"}
 
@@ -73,6 +76,23 @@ class Adapter(ABC):
         (0: cores ÷ local ranks), choose this rank's device for train.device (`exclusive_gpu`:
         replicas average over NCCL, which needs a GPU each); return (rank, size, local_rank,
         local_size)."""
+
+    def start_horovod(self, process_sets: list[list[int]]) -> None:
+        """Start Horovod (once per process) with these static process sets (rank lists)."""
+        hvd = self.hvd
+        if not hvd.is_initialized():
+            sets = [hvd.ProcessSet(ranks) for ranks in process_sets]
+            hvd.init(process_sets=sets) if sets else hvd.init()
+            PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
+
+    def process_set(self, ranks: list[int] | None) -> Any:
+        """Horovod's process set of these ranks (the global one for None)."""
+        if ranks is None or len(ranks) == self.hvd.size():
+            return self.hvd.global_process_set
+        if tuple(ranks) not in PROCESS_SETS:
+            raise UserError("Horovod was started in this process before the process set "
+                            f"{ranks} existed; run one pipeline layout per process")
+        return PROCESS_SETS[tuple(ranks)]
 
     def build_model(self, recipe: Recipe, input_shape: tuple[int, ...], num_classes: int,
                     model: Any = None, sample: np.ndarray | None = None) -> Any:

@@ -26,7 +26,6 @@ from hvdkit.adapters.tensorflow import losses, usermodel
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
-from hvdkit.errors import UserError
 from hvdkit.parallel.placement import device_for
 from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
@@ -39,10 +38,6 @@ def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
         return keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum,
                                     weight_decay=decay)
     return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
-
-# Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
-PROCESS_SETS: dict[tuple[int, ...], Any] = {}
-
 
 class TensorFlowAdapter(Adapter):
     framework = "tensorflow"
@@ -63,10 +58,7 @@ class TensorFlowAdapter(Adapter):
     def init(self, process_sets: list[list[int]], threads: int, device: str,
              exclusive_gpu: bool) -> tuple[int, ...]:
         hvd = self.hvd
-        if not hvd.is_initialized():
-            sets = [hvd.ProcessSet(ranks) for ranks in process_sets]
-            hvd.init(process_sets=sets) if sets else hvd.init()
-            PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
+        self.start_horovod(process_sets)
         self.threads = threads or default_threads(hvd.local_size())
         if not pin_threads(self.threads):
             self.threads = 0  # the runtime's own choice: all cores
@@ -78,15 +70,6 @@ class TensorFlowAdapter(Adapter):
         self.device = tf_device(device, hvd.local_rank(), hvd.local_size(),
                                 shared_ok=not (exclusive_gpu and hvd.nccl_built()))
         return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
-
-    def process_set(self, ranks: list[int] | None) -> Any:
-        """Horovod's process set of these ranks (the global one for None)."""
-        if ranks is None or len(ranks) == self.hvd.size():
-            return self.hvd.global_process_set
-        if tuple(ranks) not in PROCESS_SETS:
-            raise UserError("Horovod was started in this process before the process set "
-                            f"{ranks} existed; run one pipeline layout per process")
-        return PROCESS_SETS[tuple(ranks)]
 
     def seed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)

@@ -22,7 +22,6 @@ from hvdkit.adapters.torch import losses, usermodel
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
-from hvdkit.errors import UserError
 from hvdkit.recipe import OptimizerConfig
 from hvdkit.world import default_threads, pick_gpu
 
@@ -32,10 +31,6 @@ def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimize
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-
-# Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
-PROCESS_SETS: dict[tuple[int, ...], Any] = {}
-
 
 class TorchAdapter(Adapter):
     framework = "torch"
@@ -58,24 +53,12 @@ class TorchAdapter(Adapter):
     def init(self, process_sets: list[list[int]], threads: int, device: str,
              exclusive_gpu: bool) -> tuple[int, ...]:
         hvd = self.hvd
-        if not hvd.is_initialized():
-            sets = [hvd.ProcessSet(ranks) for ranks in process_sets]
-            hvd.init(process_sets=sets) if sets else hvd.init()
-            PROCESS_SETS.update({tuple(s.ranks): s for s in sets})
+        self.start_horovod(process_sets)
         self.threads = threads or default_threads(hvd.local_size())
         torch.set_num_threads(self.threads)
         self.device = torch_device(device, hvd.local_rank(), hvd.local_size(),
                                    shared_ok=not (exclusive_gpu and hvd.nccl_built()))
         return hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
-
-    def process_set(self, ranks: list[int] | None) -> Any:
-        """Horovod's process set of these ranks (the global one for None)."""
-        if ranks is None or len(ranks) == self.hvd.size():
-            return self.hvd.global_process_set
-        if tuple(ranks) not in PROCESS_SETS:
-            raise UserError("Horovod was started in this process before the process set "
-                            f"{ranks} existed; run one pipeline layout per process")
-        return PROCESS_SETS[tuple(ranks)]
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
