@@ -138,3 +138,16 @@ def test_fp16_compression_applies_in_a_hybrid_pipeline(tmp_path_factory) -> None
     assert 0 < diff <= 1e-4  # compressed on the wire (not bit-equal), yet the same training
     assert max_abs_diff(load_arrays(hybrid / "hybrid_fp16.npz"),
                         load_arrays(hybrid / "hybrid_fp16_replica1.npz")) == 0.0
+
+
+def test_zero1_shards_each_stages_optimizer_state_in_a_hybrid_pipeline(tmp_path_factory) -> None:
+    """ZeRO-1 over each stage's 2 replicas: the same training, half the optimizer state."""
+    hybrid = _run(tmp_path_factory, "torch", "hybrid")
+    plain = json.loads((hybrid / "hybrid.json").read_text())["exchange"]
+    zero = json.loads((hybrid / "hybrid_zero1.json").read_text())["exchange"]
+    assert zero["sync"] == "zero1"
+    assert zero["optimizer_state_bytes"] <= 0.55 * plain["optimizer_state_bytes"]
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_zero1.npz"),
+                        load_arrays(hybrid / "hybrid.npz")) <= TOLERANCE
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_zero1.npz"),
+                        load_arrays(hybrid / "hybrid_zero1_replica1.npz")) == 0.0

@@ -122,11 +122,12 @@ def resumed(framework: str, out: Path) -> None:
 
 
 def hybrid(framework: str, out: Path) -> None:
-    for name, compression, schedule in (("hybrid", "none", "1f1b"),
-                                        ("hybrid_fp16", "fp16", "1f1b"),
-                                        ("hybrid_zb", "none", "zb-h1")):
+    for name, compression, schedule, sync in (("hybrid", "none", "1f1b", "allreduce"),
+                                              ("hybrid_fp16", "fp16", "1f1b", "allreduce"),
+                                              ("hybrid_zb", "none", "zb-h1", "allreduce"),
+                                              ("hybrid_zero1", "none", "1f1b", "zero1")):
         trainer, summary = train(framework, recipe(stages=2, microbatches=4, schedule=schedule,
-                                                   compression=compression))
+                                                   compression=compression, sync=sync))
         ranks = gathered(trainer)
         if ranks is not None:  # rank = replica x 2 + stage
             save(out, name, ranks[0] + ranks[1])
