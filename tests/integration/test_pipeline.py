@@ -111,7 +111,7 @@ def test_zb_h1_and_interleaved_hold_what_the_simulator_predicts(tmp_path_factory
                                                                 framework: str) -> None:
     """Counted while running: ZB-H1 holds no more micro-batches than 1F1B at its peak (its
     last stage holds more than 1F1B's until the deferred W's run); interleaved (v = 2) holds
-    (v − 1)·p + p − s micro-batch chunks on stage s."""
+    (v − 1)·p + 2(p − s − 1) + 1 micro-batch chunks on stage s (Megatron-LM's warm-ups)."""
     pipeline = _run(tmp_path_factory, framework, "pipeline")
     report = {name: json.loads((pipeline / f"{name}.json").read_text())
               for name in ("1f1b", "interleaved", "zb-h1")}
@@ -121,7 +121,7 @@ def test_zb_h1_and_interleaved_hold_what_the_simulator_predicts(tmp_path_factory
         assert report[name]["stage_peak_microbatches"] == predicted[name], name
     assert max(report["zb-h1"]["stage_peak_microbatches"]) <= max(
         report["1f1b"]["stage_peak_microbatches"])
-    assert report["interleaved"]["stage_peak_microbatches"] == [4, 3]
+    assert report["interleaved"]["stage_peak_microbatches"] == [5, 3]
     assert report["zb-h1"]["ideal_bubble"] == pytest.approx(1 / 13)
     assert report["interleaved"]["ideal_bubble"] == pytest.approx(1 / 9)
 

@@ -42,7 +42,7 @@ def test_1f1b_warms_up_then_alternates_then_cools_down() -> None:
 
 def test_interleaved_visits_each_chunk_in_groups_of_p() -> None:
     assert schedule("interleaved", 0, 2, 4, 2) == ops(
-        "F0 F1 F0c1 F1c1 B0c1 F2 B1c1 F3 B0 F2c1 B1 F3c1 B2c1 B3c1 B2 B3")
+        "F0 F1 F0c1 F1c1 F2 B0c1 F3 B1c1 F2c1 B0 F3c1 B1 B2c1 B3c1 B2 B3")
     assert schedule("interleaved", 1, 2, 4, 2) == ops(
         "F0 F1 F0c1 B0c1 F1c1 B1c1 F2 B0 F3 B1 F2c1 B2c1 F3c1 B3c1 B2 B3")
     for stage, m in itertools.product(range(3), (3, 6)):  # one chunk each: 1F1B itself
@@ -95,14 +95,15 @@ def test_the_ideal_formulas() -> None:
 def test_peak_activations(stages: int, m: int) -> None:
     """1F1B: stage s holds p − s micro-batches; ZB-H1 never more than 1F1B's peak (p, on
     stage 0), though later stages hold more than under 1F1B until their deferred W's run;
-    interleaved: (v − 1)·p + p − s chunks of 1/v of a stage, p stages' worth on stage 0."""
+    interleaved: one more than its (v − 1)·p + 2(p − s − 1) warm-ups, chunks of 1/v of a stage
+    each: p + (p − 1)/v stages' worth on stage 0 (Megatron-LM's)."""
     one_f_one_b = simulate("1f1b", stages, m).peak
     assert one_f_one_b == [stages - s for s in range(stages)]
     assert simulate("gpipe", stages, m).peak == [m] * stages
     assert max(simulate("zb-h1", stages, m).peak) <= max(one_f_one_b)
     for v in (2, 3):
         assert simulate("interleaved", stages, m, v).peak == [
-            (v - 1) * stages + stages - s for s in range(stages)]
+            min((v - 1) * stages + 2 * (stages - s - 1) + 1, m * v) for s in range(stages)]
 
 
 def test_w_frees_the_activations_where_there_are_ws() -> None:
