@@ -13,8 +13,6 @@ busy. Each figure is a ratio of two runs measured side by side in one job.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,18 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.jobs import json_line  # noqa: E402
 from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
-
-
-def _json_line(command: list[str]) -> dict:
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
-    for line in out.stdout.splitlines():
-        start, end = line.find("{"), line.rfind("}")  # mpirun's tags may surround the JSON
-        if 0 <= start < end:
-            return json.loads(line[start : end + 1])
-    raise RuntimeError(f"no result from {' '.join(command)}:\n{out.stdout[-3000:]}"
-                       f"{out.stderr[-3000:]}")
 
 
 def write_images(folder: Path, samples: int) -> None:
@@ -56,7 +44,7 @@ def gpu_available() -> bool:
 
 def main(rounds: int, samples: int) -> float:
     if gpu_available():
-        result = _json_line([sys.executable, "benchmarks/workers/input_gpu.py"])
+        result = json_line([sys.executable, "benchmarks/workers/input_gpu.py"])
         for name, row in result.items():
             if isinstance(row, dict):
                 print(f"GPU {name}: hvdkit {row['hvdkit']:.0f} images/s | plain PyTorch loop, "
@@ -70,7 +58,7 @@ def main(rounds: int, samples: int) -> float:
         write_images(Path(tmp), samples)
         worker = [sys.executable, "benchmarks/workers/input.py", "--dir", tmp,
                   "--rounds", str(rounds)]
-        rates = _json_line(horovodrun_command(LaunchOptions(np=2), worker))
+        rates = json_line(horovodrun_command(LaunchOptions(np=2), worker))
     ratios = [n / m for n, m in zip(rates["npy"], rates["memory"], strict=True)]
     print(f"CPU np=2 synthetic CNN: in memory {statistics.median(rates['memory']):.0f} "
           f"samples/s, npy on disk {statistics.median(rates['npy']):.0f} samples/s "

@@ -10,34 +10,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.jobs import json_line  # noqa: E402
 from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
-
-
-def _json_line(command: list[str]) -> dict:
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **__import__("os").environ}
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
-    for line in out.stdout.splitlines():
-        # mpirun's output tags may stand before the JSON and, unflushed, after it.
-        start, end = line.find("{"), line.rfind("}")
-        if 0 <= start < end:
-            return json.loads(line[start : end + 1])
-    raise RuntimeError(f"no result from {' '.join(command)}:\n{out.stdout[-3000:]}"
-                       f"{out.stderr[-3000:]}")
 
 
 def hvdkit_job(framework: str, rounds: int) -> dict:
     worker = [sys.executable, "benchmarks/workers/overhead.py", "--framework", framework,
               "--rounds", str(rounds)]
-    return _json_line(horovodrun_command(LaunchOptions(np=2), worker))
+    return json_line(horovodrun_command(LaunchOptions(np=2), worker))
 
 
 def main(rounds: int = 3) -> dict[str, float]:
@@ -54,7 +41,7 @@ def main(rounds: int = 3) -> dict[str, float]:
               f"hvdkit {result['hvdkit_steps_per_sec']})", flush=True)
         if framework == "torch":
             torch_rates.append(ours * result["batch_per_rank"] * 2)
-            ddp_rates.append(_json_line([sys.executable, "benchmarks/workers/ddp.py"])
+            ddp_rates.append(json_line([sys.executable, "benchmarks/workers/ddp.py"])
                              ["ddp_samples_per_sec"])
     hvdkit_sps, ddp_sps = statistics.median(torch_rates), statistics.median(ddp_rates)
     ratios["vs_ddp"] = hvdkit_sps / ddp_sps

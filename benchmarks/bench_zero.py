@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_overhead import _json_line  # noqa: E402
+from benchmarks.jobs import json_line  # noqa: E402
 from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def main(rounds: int = 3, steps: int = 40) -> dict[str, float]:
     for framework in ("torch", "tensorflow"):
         worker = [sys.executable, "benchmarks/workers/zero.py", "--framework", framework,
                   "--rounds", str(rounds), "--steps", str(steps)]
-        result = _json_line(horovodrun_command(LaunchOptions(np=2), worker))
+        result = json_line(horovodrun_command(LaunchOptions(np=2), worker))
         ring = statistics.median(result["samples_per_sec"]["allreduce"])
         zero = statistics.median(result["samples_per_sec"]["zero1"])
         state = result["optimizer_state_bytes"]

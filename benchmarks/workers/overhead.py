@@ -1,8 +1,18 @@
 """Runs inside a 2-rank Horovod job: hvdkit's Trainer against a hand-written Horovod loop on the
-same model, data, batch and threads, alternating so both see the same machine load.
+same model, data, optimizer, batch and threads, alternating so both see the same machine load.
 Rank 0 prints one JSON line with the steps/s of each round of each.
 
+The hand-written loops are the limit, not a loop that shares hvdkit's code: each rank holds its
+shard of the data set in memory as one framework tensor (shuffled once, before the clock) and
+slices each batch out of it inside the step, so no input path at all runs between steps. They
+use hvdkit's model registry (the same model) and the recipe's data set builder (the same
+arrays), nothing else of hvdkit: no loader, no adapter, no optimizer factory. TensorFlow's
+reduces all gradients in one grouped allreduce (`num_groups=1`), as hvdkit does: per-tensor
+allreduces, the tape's default, are slower with one thread per rank.
+
     horovodrun -np 2 python benchmarks/workers/overhead.py --framework torch
+    horovodrun -np 2 python benchmarks/workers/overhead.py --framework tensorflow \\
+        --recipe recipes/gpt_text.yaml --set train.batch_size=16
 """
 
 from __future__ import annotations
@@ -11,15 +21,18 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from steploop import steps_per_second, torch_step
+import numpy as np
 
 from hvdkit import Trainer, load_recipe
 from hvdkit.callbacks import Callback
-from hvdkit.data import ShardedLoader, build_source
+from hvdkit.data import build_dataset
 from hvdkit.worker import rank_from_env, run_worker
 
 RECIPE = "recipes/synthetic_cnn.yaml"
+LOG_EVERY = 5  # the trainer's metrics flush: the step timer reads the clock there
 
 
 class StepTimer(Callback):
@@ -48,64 +61,116 @@ def hvdkit_rate(framework: str, recipe, warmup: int) -> float:
     return timer.rate()
 
 
+def resident_shard(recipe, rank: int, size: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    """This rank's shard of the training arrays as the model takes them (float32 inputs, or
+    int64 token ids; int64 targets), shuffled once; and the data set (its shapes, classes)."""
+    data = build_dataset(recipe.data, recipe.train.seed, recipe.folder)
+    x, y = np.asarray(data.x_train)[rank::size], np.asarray(data.y_train)[rank::size]
+    order = np.random.default_rng(recipe.train.seed + rank).permutation(len(y))
+    tokens = data.task == "language_model"
+    x = x[order].astype(np.int64) if tokens else x[order].astype(np.float32)
+    if not tokens and np.asarray(data.x_train).dtype == np.uint8:
+        x /= 255.0
+    return np.ascontiguousarray(x), np.ascontiguousarray(y[order].astype(np.int64)), data
+
+
+def classes(data: Any) -> int:
+    return data.num_classes or int(np.asarray(data.y_train).max()) + 1
+
+
+def timed(step: Callable[[int], Any], batches: int, steps: int, warmup: int) -> float:
+    """Steps/s of `step(first_row_index)` after `warmup` steps, cycling over the batches."""
+    start = 0.0
+    for i in range(steps):
+        if i == warmup:
+            start = time.perf_counter()
+        last = step(i % batches)
+    np.asarray(last)  # the last step's loss, read back: every step has run
+    return (steps - warmup) / (time.perf_counter() - start)
+
+
 def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
     import horovod.torch as hvd
     import torch
+    import torch.nn.functional as F
 
     from hvdkit.adapters.torch.models import MODELS
 
     hvd.init()
     torch.set_num_threads(recipe.train.threads)
-    data = build_source(recipe.data, 0)
-    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
-                           rank=hvd.rank(), size=hvd.size())
-    model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
+    torch.manual_seed(recipe.train.seed)
+    x, y, data = resident_shard(recipe, hvd.rank(), hvd.size())
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    model = MODELS.get(recipe.model.name)(recipe.model, tuple(x.shape[1:]), classes(data))
+    o = recipe.optimizer
+    opt = (torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                           weight_decay=o.weight_decay) if o.name == "sgd" else
+           torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay))
     opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    return steps_per_second(loader, torch_step(model, opt), steps, warmup)
+    model.train()
+    b = recipe.train.batch_size
+
+    def step(i: int) -> torch.Tensor:
+        xb, yb = x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
+        opt.zero_grad()
+        out = model(xb)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return timed(step, len(y) // b, steps, warmup)
 
 
 def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
     import horovod.tensorflow as hvd
+    import keras
     import tensorflow as tf
 
     from hvdkit.adapters.tensorflow.models import MODELS
 
     hvd.init()
-    data = build_source(recipe.data, 0)
-    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
-                           rank=hvd.rank(), size=hvd.size())
-    model = MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes)
-    import keras
-
-    opt = keras.optimizers.SGD(learning_rate=recipe.optimizer.lr, momentum=0.9)
+    keras.utils.set_random_seed(recipe.train.seed)
+    xs, ys, data = resident_shard(recipe, hvd.rank(), hvd.size())
+    x, y = tf.constant(xs), tf.constant(ys)
+    model = MODELS.get(recipe.model.name)(recipe.model, tuple(xs.shape[1:]), classes(data))
+    o = recipe.optimizer
+    decay = o.weight_decay or None
+    opt = (keras.optimizers.SGD(learning_rate=o.lr, momentum=o.momentum, weight_decay=decay)
+           if o.name == "sgd" else keras.optimizers.Adam(learning_rate=o.lr, weight_decay=decay))
     opt.build(model.trainable_variables)
     hvd.broadcast_variables([v.value for v in model.variables], root_rank=0)
+    b = recipe.train.batch_size
 
     @tf.function
-    def step(x, y):
+    def step(i):
+        xb, yb = x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=model(x, training=True)))
-        tape = hvd.DistributedGradientTape(tape)
+                labels=yb, logits=model(xb, training=True)))
+        tape = hvd.DistributedGradientTape(tape, num_groups=1)  # one grouped allreduce
         grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    return steps_per_second(loader, lambda x, y: float(step(x, y)), steps, warmup)
+    return timed(lambda i: step(tf.constant(i)), len(ys) // b, steps, warmup)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--framework", required=True)
+    parser.add_argument("--recipe", default=RECIPE)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
-    warmup = 10
     # Evaluation only after the last step: the window compares training steps alone.
-    recipe = load_recipe(RECIPE, ["train.threads=1", "train.epochs=100",
-                                  "train.eval_every_epochs=100", f"train.max_steps={args.steps}"])
+    recipe = load_recipe(args.recipe, [*args.overrides, "train.threads=1", "train.epochs=100",
+                                       "train.eval_every_epochs=100",
+                                       f"train.log_every_steps={LOG_EVERY}",
+                                       f"train.max_steps={args.steps}"])
     if args.framework == "torch":
         import torch
         torch.set_num_threads(1)
@@ -117,13 +182,14 @@ def main() -> int:
     rates: dict[str, list[float]] = {"raw": [], "hvdkit": []}
     # Round 0 warms caches and clocks for both and is not kept.
     for round_ in range(args.rounds + 1):
-        raw_rate = raw(recipe, args.steps, warmup)
-        ours = hvdkit_rate(args.framework, recipe, warmup)
+        raw_rate = raw(recipe, args.steps, args.warmup)
+        ours = hvdkit_rate(args.framework, recipe, args.warmup)
         if round_:
             rates["raw"].append(raw_rate)
             rates["hvdkit"].append(ours)
     if rank_from_env() == 0:
-        print(json.dumps({"framework": args.framework, "batch_per_rank": recipe.train.batch_size,
+        print(json.dumps({"framework": args.framework, "recipe": args.recipe,
+                          "batch_per_rank": recipe.train.batch_size,
                           "raw_steps_per_sec": rates["raw"],
                           "hvdkit_steps_per_sec": rates["hvdkit"]}), flush=True)
     return 0
