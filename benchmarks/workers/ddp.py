@@ -1,6 +1,7 @@
 """PyTorch DDP (gloo backend) on hvdkit's synthetic CNN recipe: the peer hvdkit is measured against.
-Spawns 2 processes on this host, 1 intra-op thread each; rank 0 prints one JSON line with
-samples/s (global) over the steps after warm-up.
+Spawns 2 processes on this host, 1 intra-op thread each, each with its shard of the data set
+resident (steploop.py); rank 0 prints one JSON line with samples/s (global) over the steps
+after warm-up.
 
     python benchmarks/workers/ddp.py [--steps 60]
 """
@@ -15,11 +16,10 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from steploop import steps_per_second, torch_step
+from steploop import classes, resident_shard, steps_per_second, torch_step
 
 from hvdkit import load_recipe
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.data import ShardedLoader, build_source
 
 RECIPE = "recipes/synthetic_cnn.yaml"
 WARMUP = 10
@@ -30,14 +30,16 @@ def run(rank: int, world: int, port: int, steps: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     recipe = load_recipe(RECIPE)
-    data = build_source(recipe.data, 0)
-    loader = ShardedLoader(data.train, batch_size=recipe.train.batch_size,
-                           rank=rank, size=world)
+    x, y, data = resident_shard(recipe, rank, world)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(
-        MODELS.get(recipe.model.name)(recipe.model, data.input_shape, data.num_classes))
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr, momentum=0.9)
-    rate = steps_per_second(loader, torch_step(model, opt), steps, WARMUP, sync=dist.barrier)
+        MODELS.get(recipe.model.name)(recipe.model, tuple(x.shape[1:]), classes(data)))
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.optimizer.lr,
+                          momentum=recipe.optimizer.momentum)
+    b = recipe.train.batch_size
+    rate = steps_per_second(torch_step(model, opt, x, y, b), len(y) // b, steps, WARMUP,
+                            sync=dist.barrier)
     if rank == 0:
         samples = rate * recipe.train.batch_size * world
         print(json.dumps({"ddp_samples_per_sec": samples}), flush=True)

@@ -2,13 +2,9 @@
 same model, data, optimizer, batch and threads, alternating so both see the same machine load.
 Rank 0 prints one JSON line with the steps/s of each round of each.
 
-The hand-written loops are the limit, not a loop that shares hvdkit's code: each rank holds its
-shard of the data set in memory as one framework tensor (shuffled once, before the clock) and
-slices each batch out of it inside the step, so no input path at all runs between steps. They
-use hvdkit's model registry (the same model) and the recipe's data set builder (the same
-arrays), nothing else of hvdkit: no loader, no adapter, no optimizer factory. TensorFlow's
-reduces all gradients in one grouped allreduce (`num_groups=1`), as hvdkit does: per-tensor
-allreduces, the tape's default, are slower with one thread per rank.
+The hand-written loops (steploop.py) are the limit: the data set resident as one tensor per rank,
+each batch sliced out of it inside the step. TensorFlow's reduces all gradients in one grouped
+allreduce (`num_groups=1`), as hvdkit does.
 
     horovodrun -np 2 python benchmarks/workers/overhead.py --framework torch
     horovodrun -np 2 python benchmarks/workers/overhead.py --framework tensorflow \\
@@ -21,14 +17,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
-import numpy as np
+from steploop import classes, resident_shard, steps_per_second, torch_step
 
 from hvdkit import Trainer, load_recipe
 from hvdkit.callbacks import Callback
-from hvdkit.data import build_dataset
 from hvdkit.worker import rank_from_env, run_worker
 
 RECIPE = "recipes/synthetic_cnn.yaml"
@@ -61,38 +54,9 @@ def hvdkit_rate(framework: str, recipe, warmup: int) -> float:
     return timer.rate()
 
 
-def resident_shard(recipe, rank: int, size: int) -> tuple[np.ndarray, np.ndarray, Any]:
-    """This rank's shard of the training arrays as the model takes them (float32 inputs, or
-    int64 token ids; int64 targets), shuffled once; and the data set (its shapes, classes)."""
-    data = build_dataset(recipe.data, recipe.train.seed, recipe.folder)
-    x, y = np.asarray(data.x_train)[rank::size], np.asarray(data.y_train)[rank::size]
-    order = np.random.default_rng(recipe.train.seed + rank).permutation(len(y))
-    tokens = data.task == "language_model"
-    x = x[order].astype(np.int64) if tokens else x[order].astype(np.float32)
-    if not tokens and np.asarray(data.x_train).dtype == np.uint8:
-        x /= 255.0
-    return np.ascontiguousarray(x), np.ascontiguousarray(y[order].astype(np.int64)), data
-
-
-def classes(data: Any) -> int:
-    return data.num_classes or int(np.asarray(data.y_train).max()) + 1
-
-
-def timed(step: Callable[[int], Any], batches: int, steps: int, warmup: int) -> float:
-    """Steps/s of `step(first_row_index)` after `warmup` steps, cycling over the batches."""
-    start = 0.0
-    for i in range(steps):
-        if i == warmup:
-            start = time.perf_counter()
-        last = step(i % batches)
-    np.asarray(last)  # the last step's loss, read back: every step has run
-    return (steps - warmup) / (time.perf_counter() - start)
-
-
 def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
     import horovod.torch as hvd
     import torch
-    import torch.nn.functional as F
 
     from hvdkit.adapters.torch.models import MODELS
 
@@ -108,19 +72,8 @@ def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
            torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay))
     opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    model.train()
     b = recipe.train.batch_size
-
-    def step(i: int) -> torch.Tensor:
-        xb, yb = x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
-        opt.zero_grad()
-        out = model(xb)
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.reshape(-1))
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return timed(step, len(y) // b, steps, warmup)
+    return steps_per_second(torch_step(model, opt, x, y, b), len(y) // b, steps, warmup)
 
 
 def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
@@ -154,7 +107,7 @@ def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    return timed(lambda i: step(tf.constant(i)), len(ys) // b, steps, warmup)
+    return steps_per_second(lambda i: step(tf.constant(i)), len(ys) // b, steps, warmup)
 
 
 def main() -> int:
