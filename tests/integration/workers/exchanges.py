@@ -322,17 +322,16 @@ def powersgd_resume(fit, framework: str, out: Path, results: dict, rank: int) ->
     resumed, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD),
                      run_dir=out / f"resumed-{framework}-powersgd", resume=first)
     results["powersgd_resume"] = diff(whole, resumed)
-    path = list_checkpoints(first / "checkpoints")[-1]
-    payload = load(path)
-    state = payload["state"]["powersgd"]
-    results["powersgd_saved"] = {"steps": int(state["steps"]),
-                                 "qs": [list(np.shape(q)) for q in state["qs"]],
-                                 "errors": [list(np.shape(e)) for e in state["errors"]],
-                                 "error_norm": float(sum(np.abs(e).sum()
-                                                         for e in state["errors"]))}
-    del payload["state"]["powersgd"]  # as a checkpoint without the compressor's state
     bare = out / f"ckpt-{framework}-powersgd-bare"
-    if rank == 0:  # rank 0 alone reads it, in the broadcast that rank 1 waits in
+    if rank == 0:  # rank 0 alone reads checkpoints (in the broadcast that rank 1 waits in)
+        payload = load(list_checkpoints(first / "checkpoints")[-1])
+        state = payload["state"]["powersgd"]
+        results["powersgd_saved"] = {"steps": int(state["steps"]),
+                                     "qs": [list(np.shape(q)) for q in state["qs"]],
+                                     "errors": [list(np.shape(e)) for e in state["errors"]],
+                                     "error_norm": float(sum(np.abs(e).sum()
+                                                             for e in state["errors"]))}
+        del payload["state"]["powersgd"]  # as a checkpoint without the compressor's state
         save(bare / "checkpoints", STEPS, payload)
     lost, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD),
                   run_dir=out / f"lost-{framework}-powersgd", resume=bare)
