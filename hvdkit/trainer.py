@@ -186,18 +186,11 @@ class Trainer:
         self.loader = ShardedLoader(
             self.data.train, batch_size=per_step,
             rank=world.data_rank, size=world.data_size, seed=self.recipe.train.seed,
-            drop_last=self.recipe.data.drop_last, prefetch=self._prefetch(),
+            drop_last=self.recipe.data.drop_last, prefetch=self.recipe.data.prefetch,
         ) if old is None or (old.rank, old.size) != (world.data_rank, world.data_size) else old
         if self.checkpointer is not None:
             self.checkpointer.is_root = world.is_root
         self.total_steps = self.plan_steps()
-
-    def _prefetch(self) -> int:
-        """Batches prepared ahead in a thread. None for a pipeline stage for now: with the
-        thread, its 2-rank test jobs intermittently saw MPI finalized mid-step on one rank
-        (under heavy load; not understood yet), so pipelines keep preparing in the step."""
-        pipelined = self.layout is not None and self.layout.pipelined
-        return 0 if pipelined else self.recipe.data.prefetch
 
     def _resume_source(self) -> Path:
         if self.resume != "latest":
@@ -395,7 +388,7 @@ class Trainer:
         assert self.world is not None
         sums = np.zeros(len(self.adapter.task.eval_sums))
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
-                                 EVAL_BATCH, self._prefetch(),
+                                 EVAL_BATCH, self.recipe.data.prefetch,
                                  self.runner.stage_batch):
             sums += self.runner.eval_step(x, y)
         sums *= self.world.data_size / self.world.size

@@ -71,7 +71,8 @@ class PipelineStep(LocalStep):
     # -- one batch ------------------------------------------------------------------------
 
     def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The schedule cuts numpy micro-batches: batches stay numpy."""
+        """The schedule cuts numpy micro-batches: batches stay numpy. Runs in the data
+        prefetch thread, which must never call MPI (the stages' messages are the step's)."""
         return x, y
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> Any:

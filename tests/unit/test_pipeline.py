@@ -1,12 +1,14 @@
-"""Pipeline planning without a job: the stage splitter, device names (the schedules:
-test_schedules.py)."""
+"""Pipeline planning without a job: the stage splitter, layer timings, device names (the
+schedules: test_schedules.py)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.parallel.pipeline import balanced_bounds, group_layers, plan_stages
+from hvdkit.parallel.pipeline import balanced_bounds, group_layers, layer_seconds, plan_stages
 from hvdkit.parallel.placement import device_for
 
 
@@ -16,6 +18,27 @@ def test_balanced_split_minimises_the_largest_stage() -> None:
     assert balanced_bounds([5, 1, 1, 1, 1, 1], 2) == [0, 1, 6]
     assert balanced_bounds([3, 3, 3], 3) == [0, 1, 2, 3]
     assert plan_stages([1, 2, 3, 4], 2).bounds == (0, 3, 4)
+
+
+def test_layer_timings_survive_a_burst_of_load_and_the_first_calls() -> None:
+    # Four equal 2 ms layers; each one's first call is slow (set-up), and a burst of load
+    # slows three calls in a row by 30 ms. Timed one layer at a time (median of 5), the burst
+    # would triple one layer and cut 1 | 3; interleaved, it slows one call of three layers.
+    calls = {"n": 0}
+    first = set()
+
+    def layer(index: int):
+        def work() -> None:
+            calls["n"] += 1
+            slow = 0.05 if index not in first else 0.03 if 10 <= calls["n"] < 13 else 0.0
+            first.add(index)
+            time.sleep(0.002 + slow)
+        return work
+
+    seconds = layer_seconds([layer(i) for i in range(4)])
+    assert all(0.0015 < s < 0.01 for s in seconds), seconds
+    assert calls["n"] >= 4 * (2 + 5)  # two untimed calls each, then at least 5 rounds
+    assert balanced_bounds(seconds, 2) == [0, 2, 4]
 
 
 def test_explicit_boundaries_and_their_errors() -> None:

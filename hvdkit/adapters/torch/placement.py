@@ -6,11 +6,12 @@ The cut itself (which layers go where) is framework-free: hvdkit.parallel.pipeli
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
 
-from hvdkit.parallel.pipeline import median_seconds
+from hvdkit.parallel.pipeline import layer_seconds
 
 
 class Placed(nn.Module):
@@ -31,24 +32,30 @@ class Placed(nn.Module):
 def profile_layers(layers: list[nn.Module], input_shape: tuple[int, ...], rows: int,
                    timed: bool, dtype: str = "float32"
                    ) -> tuple[list[float], list[tuple[int, ...]], list[float]]:
-    """Per layer: parameters, output feature shape, and (if `timed`) the median seconds of its
-    forward and backward on `rows` samples (inputs of `dtype`: token ids are zeros too); each
-    layer is left exactly as it was."""
-    params, shapes, seconds = [], [], []
+    """Per layer: parameters, output feature shape, and (if `timed`) the seconds of its forward
+    and backward on `rows` samples (inputs of `dtype`: token ids are zeros too; the layers
+    timed in turn, hvdkit.parallel.pipeline.layer_seconds); each layer is left exactly as it
+    was. Timing holds every layer's input at once: one micro-batch's activations."""
+    params, shapes, inputs = [], [], []
     x = torch.zeros((rows, *input_shape), dtype=getattr(torch, dtype))
-    for index, layer in enumerate(layers):
+    for layer in layers:
         params.append(float(sum(p.numel() for p in layer.parameters())))
-        if timed:
-            state = copy.deepcopy(layer.state_dict())
-            with torch.random.fork_rng():
-                seconds.append(median_seconds(_forward_backward, layer, x, index))
-            layer.load_state_dict(state)
-            for p in layer.parameters():
-                p.grad = None
+        inputs.append(x)
         with torch.no_grad():
             x = layer.eval()(x)
             layer.train()
         shapes.append(tuple(x.shape[1:]))
+    if not timed:
+        return params, shapes, []
+    states = [copy.deepcopy(layer.state_dict()) for layer in layers]
+    with torch.random.fork_rng():
+        seconds = layer_seconds([functools.partial(_forward_backward, layer, x, index)
+                                 for index, (layer, x) in enumerate(zip(layers, inputs,
+                                                                        strict=True))])
+    for layer, state in zip(layers, states, strict=True):
+        layer.load_state_dict(state)
+        for p in layer.parameters():
+            p.grad = None
     return params, shapes, seconds
 
 

@@ -271,7 +271,7 @@ def check(side, ds, results: dict, convergence: bool) -> None:
                 results["powersgd_uncompressed_bytes"] = exchange.plan.bytes_per_step(False)
 
 
-def trainer_recipe(sync: str, steps: int, **train):
+def trainer_recipe(sync: str, steps: int, parallel: dict | None = None, **train):
     from hvdkit import recipe_from_dict
 
     return recipe_from_dict({
@@ -279,11 +279,15 @@ def trainer_recipe(sync: str, steps: int, **train):
         "data": {"name": "digits"}, "optimizer": {"name": "adam", "lr": 0.01},
         "train": {"batch_size": BATCH, "max_steps": steps, "log_every_steps": 3, "threads": 1,
                   **train},
-        "parallel": {"sync": sync},
+        "parallel": {"sync": sync, **(parallel or {})},
     })
 
 
-def trainer_checks(framework: str, out: Path, results: dict) -> None:
+# Compressed from step 3 on, so that the checkpoint at step 6 holds errors and warm Q's.
+POWERSGD = {"compression": "powersgd", "powersgd_rank": 2, "powersgd_warmup_steps": 3}
+
+
+def trainer_checks(framework: str, out: Path, results: dict, rank: int) -> None:
     """Through the Trainer: zero1 equals the ring; a checkpoint resumes exactly; its file holds
     the whole optimizer state (a later np=1 process resumes it: tests/integration)."""
     from hvdkit import Trainer
@@ -303,6 +307,35 @@ def trainer_checks(framework: str, out: Path, results: dict) -> None:
     resumed, _ = fit(trainer_recipe("zero1", 2 * STEPS), run_dir=out / "resumed",
                      resume=out / f"ckpt-{framework}-zero1")
     results["trainer_resume"] = diff(whole, resumed)
+    powersgd_resume(fit, framework, out, results, rank)
+
+
+def powersgd_resume(fit, framework: str, out: Path, results: dict, rank: int) -> None:
+    """PowerSGD stopped at step 6 and resumed ends where the uninterrupted run ends: the
+    checkpoint holds the step count, the warm Q's and every rank's errors. Resumed from the
+    same checkpoint without that state, it ends elsewhere (the measure of what it holds)."""
+    from hvdkit.checkpoint import list_checkpoints, load, save
+
+    whole, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD))
+    first = out / f"ckpt-{framework}-powersgd"
+    fit(trainer_recipe("allreduce", STEPS, POWERSGD), run_dir=first)
+    resumed, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD),
+                     run_dir=out / f"resumed-{framework}-powersgd", resume=first)
+    results["powersgd_resume"] = diff(whole, resumed)
+    bare = out / f"ckpt-{framework}-powersgd-bare"
+    if rank == 0:  # rank 0 alone reads checkpoints (in the broadcast that rank 1 waits in)
+        payload = load(list_checkpoints(first / "checkpoints")[-1])
+        state = payload["state"]["powersgd"]
+        results["powersgd_saved"] = {"steps": int(state["steps"]),
+                                     "qs": [list(np.shape(q)) for q in state["qs"]],
+                                     "errors": [list(np.shape(e)) for e in state["errors"]],
+                                     "error_norm": float(sum(np.abs(e).sum()
+                                                             for e in state["errors"]))}
+        del payload["state"]["powersgd"]  # as a checkpoint without the compressor's state
+        save(bare / "checkpoints", STEPS, payload)
+    lost, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD),
+                  run_dir=out / f"lost-{framework}-powersgd", resume=bare)
+    results["powersgd_resume_without_state"] = diff(whole, lost)
 
 
 def flat_optimizer_state(value) -> list[np.ndarray]:
@@ -353,7 +386,7 @@ def main() -> int:
         results[framework] = {}
         check(side, ds, results[framework], args.convergence)
         if args.trainer:
-            trainer_checks(framework, args.out, results[framework])
+            trainer_checks(framework, args.out, results[framework], side.rank)
     if side.rank == 0:
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
