@@ -1,6 +1,13 @@
 """Runs inside a 2-rank Horovod job: hvdkit's Trainer against a hand-written Horovod loop on the
-same model, data, optimizer, batch and threads, alternating so both see the same machine load.
-Rank 0 prints one JSON line with the steps/s of each round of each.
+same model, data, optimizer, batch and threads, interleaved every few steps in one process.
+
+The trainer runs; at each of its metric flushes (every SEGMENT steps, on every rank) a callback
+runs SEGMENT steps of the hand-written loop, then hands back. So the two alternate about once a
+second and see the same machine: on these shared hosts the speed drifts by ±10% from one
+minute to the next, which alternating whole runs did not average out. hvdkit's segment is the
+wall time from the end of one hand-written segment to the start of the next: its steps, its
+input path and its metric flush; it is compared with the two hand-written segments around it.
+Rank 0 prints one JSON line with both rates per segment.
 
 The hand-written loops (steploop.py) are the limit: the data set resident as one tensor per rank,
 each batch sliced out of it inside the step. TensorFlow's reduces all gradients in one grouped
@@ -8,7 +15,7 @@ allreduce (`num_groups=1`), as hvdkit does.
 
     horovodrun -np 2 python benchmarks/workers/overhead.py --framework torch
     horovodrun -np 2 python benchmarks/workers/overhead.py --framework tensorflow \\
-        --recipe recipes/gpt_text.yaml --set train.batch_size=16
+        --recipe recipes/gpt_text.yaml --segments 12
 """
 
 from __future__ import annotations
@@ -17,51 +24,66 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from steploop import classes, resident_shard, steps_per_second, torch_step
+import numpy as np
+from steploop import classes, resident_shard, torch_step
 
 from hvdkit import Trainer, load_recipe
 from hvdkit.callbacks import Callback
 from hvdkit.worker import rank_from_env, run_worker
 
 RECIPE = "recipes/synthetic_cnn.yaml"
-LOG_EVERY = 5  # the trainer's metrics flush: the step timer reads the clock there
+SEGMENT = 5  # steps of each loop in turn; the trainer's log_every_steps
+WARMUP_SEGMENTS = 2  # tracing, allocation, the first negotiations: not kept
 
 
-class StepTimer(Callback):
-    """Wall time from the end of step `warmup` to the end of the last step (evaluation left out).
+class Interleaved(Callback):
+    """At each metric flush: SEGMENT steps of the hand-written loop (built at the first flush,
+    once hvdkit has started Horovod), timed; the time since the previous one is hvdkit's."""
 
-    Callbacks see steps when the trainer flushes metrics (every log_every_steps), so `warmup`
-    and the step count are multiples of it: the clock reads right after those steps end.
-    """
+    def __init__(self, make_raw: Callable[[], tuple[Callable[[int], Any], int]]) -> None:
+        self.make_raw = make_raw
+        self.raw: Callable[[int], Any] | None = None
+        self.batches = self.done = 0
+        self.last_step = -1
+        self.mark: float | None = None
+        self.hvdkit_seconds: list[float] = []
+        self.raw_seconds: list[float] = []
 
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup, self.total, self.start, self.end = warmup, total, 0.0, 0.0
+    def on_step_end(self, step: int, logs: dict) -> None:
+        if (step + 1) % SEGMENT or step <= self.last_step:
+            return
+        self.last_step = step
+        if self.mark is not None:
+            self.hvdkit_seconds.append(time.perf_counter() - self.mark)
+        if self.raw is None:
+            self.raw, self.batches = self.make_raw()
+        started = time.perf_counter()
+        for _ in range(SEGMENT):
+            last = self.raw(self.done % self.batches)
+            self.done += 1
+        np.asarray(last)  # read back: every step has run
+        self.raw_seconds.append(time.perf_counter() - started)
+        self.mark = time.perf_counter()
 
-    def on_step_end(self, step, logs):
-        if step + 1 == self.warmup:
-            self.start = time.perf_counter()
-        if step + 1 == self.total:
-            self.end = time.perf_counter()
-
-    def rate(self) -> float:
-        return (self.total - self.warmup) / (self.end - self.start)
-
-
-def hvdkit_rate(framework: str, recipe, warmup: int) -> float:
-    timer = StepTimer(warmup, recipe.train.max_steps)
-    Trainer(recipe, framework, callbacks=[timer], progress=False).fit()
-    return timer.rate()
+    def rates(self) -> tuple[list[float], list[float]]:
+        """Steps/s per segment after the warm-up: hvdkit's, each beside the hand-written rate
+        of the two segments around it (their mean time: a drift in the machine's speed
+        cancels)."""
+        raw, ours = self.raw_seconds, self.hvdkit_seconds
+        kept = range(WARMUP_SEGMENTS, min(len(ours), len(raw) - 1))
+        return ([SEGMENT / ours[k] for k in kept],
+                [2 * SEGMENT / (raw[k] + raw[k + 1]) for k in kept])
 
 
-def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
+def raw_torch(recipe) -> tuple[Callable[[int], Any], int]:
     import horovod.torch as hvd
     import torch
 
     from hvdkit.adapters.torch.models import MODELS
 
-    hvd.init()
-    torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.train.seed)
     x, y, data = resident_shard(recipe, hvd.rank(), hvd.size())
     x, y = torch.from_numpy(x), torch.from_numpy(y)
@@ -70,20 +92,21 @@ def raw_torch_rate(recipe, steps: int, warmup: int) -> float:
     opt = (torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
                            weight_decay=o.weight_decay) if o.name == "sgd" else
            torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay))
-    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
+    # Names of its own: hvdkit's model, alive beside it, has the same parameter names.
+    opt = hvd.DistributedOptimizer(opt, named_parameters=[
+        (f"raw.{name}", p) for name, p in model.named_parameters()])
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     b = recipe.train.batch_size
-    return steps_per_second(torch_step(model, opt, x, y, b), len(y) // b, steps, warmup)
+    return torch_step(model, opt, x, y, b), len(y) // b
 
 
-def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
+def raw_tensorflow(recipe) -> tuple[Callable[[int], Any], int]:
     import horovod.tensorflow as hvd
     import keras
     import tensorflow as tf
 
     from hvdkit.adapters.tensorflow.models import MODELS
 
-    hvd.init()
     keras.utils.set_random_seed(recipe.train.seed)
     xs, ys, data = resident_shard(recipe, hvd.rank(), hvd.size())
     x, y = tf.constant(xs), tf.constant(ys)
@@ -102,12 +125,13 @@ def raw_tensorflow_rate(recipe, steps: int, warmup: int) -> float:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=yb, logits=model(xb, training=True)))
-        tape = hvd.DistributedGradientTape(tape, num_groups=1)  # one grouped allreduce
+        # One grouped allreduce, as hvdkit does; embeddings' gradients as dense tensors.
+        tape = hvd.DistributedGradientTape(tape, num_groups=1, sparse_as_dense=True)
         grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    return steps_per_second(lambda i: step(tf.constant(i)), len(ys) // b, steps, warmup)
+    return (lambda i: step(tf.constant(i))), len(ys) // b
 
 
 def main() -> int:
@@ -115,36 +139,24 @@ def main() -> int:
     parser.add_argument("--framework", required=True)
     parser.add_argument("--recipe", default=RECIPE)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--segments", type=int, default=12,
+                        help="segments of each loop kept (after the warm-up ones)")
     args = parser.parse_args()
-    # Evaluation only after the last step: the window compares training steps alone.
+    steps = SEGMENT * (args.segments + WARMUP_SEGMENTS + 1)
+    # Evaluation only after the last step: the segments compare training steps alone.
     recipe = load_recipe(args.recipe, [*args.overrides, "train.threads=1", "train.epochs=100",
                                        "train.eval_every_epochs=100",
-                                       f"train.log_every_steps={LOG_EVERY}",
-                                       f"train.max_steps={args.steps}"])
-    if args.framework == "torch":
-        import torch
-        torch.set_num_threads(1)
-    else:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    raw = raw_torch_rate if args.framework == "torch" else raw_tensorflow_rate
-    rates: dict[str, list[float]] = {"raw": [], "hvdkit": []}
-    # Round 0 warms caches and clocks for both and is not kept.
-    for round_ in range(args.rounds + 1):
-        raw_rate = raw(recipe, args.steps, args.warmup)
-        ours = hvdkit_rate(args.framework, recipe, args.warmup)
-        if round_:
-            rates["raw"].append(raw_rate)
-            rates["hvdkit"].append(ours)
+                                       f"train.log_every_steps={SEGMENT}",
+                                       f"train.max_steps={steps}"])
+    make_raw = raw_torch if args.framework == "torch" else raw_tensorflow
+    interleaved = Interleaved(lambda: make_raw(recipe))
+    Trainer(recipe, args.framework, callbacks=[interleaved], progress=False).fit()
+    hvdkit_rates, raw_rates = interleaved.rates()
     if rank_from_env() == 0:
         print(json.dumps({"framework": args.framework, "recipe": args.recipe,
                           "batch_per_rank": recipe.train.batch_size,
-                          "raw_steps_per_sec": rates["raw"],
-                          "hvdkit_steps_per_sec": rates["hvdkit"]}), flush=True)
+                          "raw_steps_per_sec": raw_rates,
+                          "hvdkit_steps_per_sec": hvdkit_rates}), flush=True)
     return 0
 
 
