@@ -1,12 +1,13 @@
 """Runs inside a 2-rank Horovod job: hvdkit's Trainer against a hand-written Horovod loop on the
 same model, data, optimizer, batch and threads, interleaved every few steps in one process.
 
-The trainer runs; at each of its metric flushes (every SEGMENT steps, on every rank) a callback
-runs SEGMENT steps of the hand-written loop, then hands back. So the two alternate about once a
-second and see the same machine: on these shared hosts the speed drifts by ±10% from one
-minute to the next, which alternating whole runs did not average out. hvdkit's segment is the
-wall time from the end of one hand-written segment to the start of the next: its steps, its
-input path and its metric flush; it is compared with the two hand-written segments around it.
+The trainer runs; at each of its metric flushes (every SEGMENT steps, on every rank) and at each
+epoch's end, a callback runs SEGMENT steps of the hand-written loop, then hands back. So the two
+alternate about once a second and see the same machine: on these shared hosts the speed drifts
+by ±10% from one minute to the next, which alternating whole runs did not average out. hvdkit's
+segment is the wall time from the end of one hand-written segment to the start of the next:
+its steps, its input path and its metric flush; it is compared with the two hand-written
+segments around it.
 Rank 0 prints one JSON line with both rates per segment.
 
 The hand-written loops (steploop.py) are the limit: the data set resident as one tensor per rank,
@@ -40,24 +41,34 @@ WARMUP_SEGMENTS = 2  # tracing, allocation, the first negotiations: not kept
 
 
 class Interleaved(Callback):
-    """At each metric flush: SEGMENT steps of the hand-written loop (built at the first flush,
-    once hvdkit has started Horovod), timed; the time since the previous one is hvdkit's."""
+    """At each metric flush of SEGMENT steps, and at each epoch's end: SEGMENT steps of the
+    hand-written loop (built at the first, once hvdkit has started Horovod), timed; the time
+    since the previous one is hvdkit's, over the steps it counted (an epoch's last flush may
+    hold fewer)."""
 
     def __init__(self, make_raw: Callable[[], tuple[Callable[[int], Any], int]]) -> None:
         self.make_raw = make_raw
         self.raw: Callable[[int], Any] | None = None
-        self.batches = self.done = 0
-        self.last_step = -1
+        self.batches = self.done = self.counted = 0
         self.mark: float | None = None
+        self.hvdkit_steps: list[int] = []
         self.hvdkit_seconds: list[float] = []
         self.raw_seconds: list[float] = []
 
     def on_step_end(self, step: int, logs: dict) -> None:
-        if (step + 1) % SEGMENT or step <= self.last_step:
-            return
-        self.last_step = step
+        self.counted += 1
+        if self.counted >= SEGMENT:  # the last step of a full flush
+            self._run_raw()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.counted:
+            self._run_raw()
+
+    def _run_raw(self) -> None:
         if self.mark is not None:
             self.hvdkit_seconds.append(time.perf_counter() - self.mark)
+            self.hvdkit_steps.append(self.counted)
+        self.counted = 0
         if self.raw is None:
             self.raw, self.batches = self.make_raw()
         started = time.perf_counter()
@@ -72,9 +83,9 @@ class Interleaved(Callback):
         """Steps/s per segment after the warm-up: hvdkit's, each beside the hand-written rate
         of the two segments around it (their mean time: a drift in the machine's speed
         cancels)."""
-        raw, ours = self.raw_seconds, self.hvdkit_seconds
+        raw, ours, steps = self.raw_seconds, self.hvdkit_seconds, self.hvdkit_steps
         kept = range(WARMUP_SEGMENTS, min(len(ours), len(raw) - 1))
-        return ([SEGMENT / ours[k] for k in kept],
+        return ([steps[k] / ours[k] for k in kept],
                 [2 * SEGMENT / (raw[k] + raw[k + 1]) for k in kept])
 
 
