@@ -2,12 +2,14 @@
 busy. Each figure is a ratio of two runs measured side by side in one job.
 
 - CPU, np=2, 1 thread per rank: hvdkit on `npy` files read from disk ÷ hvdkit on the same
-  uint8 arrays in memory (synthetic CNN, 32x32x3; rounds alternate; target >= 0.97).
+  uint8 arrays in memory (synthetic CNN, 32x32x3; rounds alternate; target >= 0.97). Whole
+  runs alternate, and on a shared host one run's speed swings by ±15%: the median of 9
+  rounds' ratios (3 gave 0.91 and then 1.04 with 7, idle).
 - GPU, one process, where CUDA is present: hvdkit ÷ a plain PyTorch loop with the whole data
   set resident on the GPU, synthetic CNN at batch 512 and ResNet-50 at 224x224, batch 128
   (target >= 0.97). Skipped, saying so, without CUDA.
 
-    python benchmarks/bench_input.py [--rounds 3] [--samples 4096]
+    python benchmarks/bench_input.py [--rounds 9] [--samples 4096]
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def main(rounds: int, samples: int) -> float:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--samples", type=int, default=4096)
     args = parser.parse_args()
     main(args.rounds, args.samples)
