@@ -55,8 +55,14 @@ BATCH = int(os.environ.get("HVDKIT_BENCH_BATCH", "2048"))
 WIDTH = int(os.environ.get("HVDKIT_BENCH_WIDTH", "512"))
 IN_WIDTH = 64  # the cheap input layer
 EQUAL_LAYERS = 8  # WIDTH × WIDTH, after the input layer; the head follows
-BOUNDARIES = {1: [1 + EQUAL_LAYERS // 2], 2: [3, 5, 7]}  # per virtual stages: 4 or 2 each
 WARMUP, STEPS, ROUNDS = 2, 10, 5
+
+
+def boundaries(virtual: int) -> list[int]:
+    """The first layer of each part after the first: STAGES × `virtual` parts of equal layers
+    (the input layer rides with the first part, the head with the last)."""
+    parts = STAGES * virtual
+    return [1 + k * EQUAL_LAYERS // parts for k in range(1, parts)]
 
 
 def recipe(stages: int, microbatches: int, schedule: str = "1f1b", virtual: int = 1):
@@ -68,7 +74,7 @@ def recipe(stages: int, microbatches: int, schedule: str = "1f1b", virtual: int 
         "train": {"batch_size": BATCH, "threads": 1},
         "parallel": {"stages": stages, "microbatches": microbatches, "schedule": schedule,
                      "virtual_stages": virtual,
-                     **({"boundaries": BOUNDARIES[virtual]} if stages > 1 else {})},
+                     **({"boundaries": boundaries(virtual)} if stages > 1 else {})},
     })
 
 
