@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.jobs import json_line  # noqa: E402
-from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
+from hvdkit.launch.job import horovodrun_command  # noqa: E402
+from hvdkit.launch.options import LaunchOptions  # noqa: E402
 
 
 def write_images(folder: Path, samples: int) -> None:

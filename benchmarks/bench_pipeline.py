@@ -45,7 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
+from hvdkit.launch.job import horovodrun_command  # noqa: E402
+from hvdkit.launch.options import LaunchOptions  # noqa: E402
 from hvdkit.recipe import recipe_from_dict  # noqa: E402
 
 STAGES = 2

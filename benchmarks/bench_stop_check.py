@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
+from hvdkit.launch.job import horovodrun_command  # noqa: E402
+from hvdkit.launch.options import LaunchOptions  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.jobs import json_line  # noqa: E402
-from hvdkit.launcher import LaunchOptions, horovodrun_command  # noqa: E402
+from hvdkit.launch.job import horovodrun_command  # noqa: E402
+from hvdkit.launch.options import LaunchOptions  # noqa: E402
 
 
 def main(rounds: int = 5, steps: int = 300) -> dict[str, float]:

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hvdkit.launcher import LaunchOptions, horovodrun_command
+from hvdkit.launch.job import horovodrun_command
+from hvdkit.launch.options import LaunchOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@
 Importing hvdkit imports no framework; the adapter you pick does.
 """
 
+from hvdkit.config import Recipe
 from hvdkit.errors import UserError
-from hvdkit.recipe import Recipe, load_recipe, recipe_from_dict
+from hvdkit.recipe import load_recipe, recipe_from_dict
 from hvdkit.trainer import Trainer
 
 __all__ = ["Recipe", "Trainer", "UserError", "load_recipe", "recipe_from_dict"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvdkit.errors import UserError
-from hvdkit.models import layer_count
-from hvdkit.parallel.placement import parse_device
+from hvdkit.models.catalogue import layer_count
+from hvdkit.runtime.devices import parse_device
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,34 @@ import numpy as np
 import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
-from hvdkit.callbacks import Callback, Logs, MetricsWriter, ProgressBar
-from hvdkit.checkpoint import Checkpointer, Position
+from hvdkit.config import Recipe
 from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
 from hvdkit.data.checks import check_model_fits
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
-from hvdkit.interrupts import StepBoundaryStop
 from hvdkit.layout import ParallelLayout
+from hvdkit.models.tasks import TEST_METRICS, task_for
+from hvdkit.models.usermodel import model_input_shape
 from hvdkit.parallel import parallelize
-from hvdkit.recipe import Recipe
-from hvdkit.schedule import learning_rate
-from hvdkit.tasks import TEST_METRICS, task_for
-from hvdkit.tensorboard import TensorBoard
-from hvdkit.timing import ThroughputWindow
-from hvdkit.usermodel import model_input_shape
-from hvdkit.watchdog import report_step
-from hvdkit.worker import controller_from_env, size_from_env
-from hvdkit.world import World, job_seconds_so_far
+from hvdkit.runtime.heartbeat import report_step
+from hvdkit.runtime.rank import controller_from_env, size_from_env
+from hvdkit.runtime.stop import StepBoundaryStop
+from hvdkit.runtime.world import World, job_seconds_so_far
+from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
+from hvdkit.training.checkpoint import Checkpointer, Position
+from hvdkit.training.lr_schedule import learning_rate
+from hvdkit.training.rundir import new_run_dir
+from hvdkit.training.tensorboard import TensorBoard
+from hvdkit.training.timing import ThroughputWindow
 
 EVAL_BATCH = 512
 STEP_METRICS = ("loss", "accuracy", "step_time")
 
 
 def _report_step(pos: Position) -> None:
-    """The step hook that puts this rank's step into its heartbeat (hvdkit.watchdog)."""
+    """The step hook that puts this rank's step into its heartbeat (hvdkit.launch.monitor)."""
     report_step(pos.step)
-
-
-def default_run_dir(recipe: Recipe, framework: str, np_: int) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe.name}-{framework}-np{np_}-{stamp}"
 
 
 class Trainer:
@@ -68,13 +63,13 @@ class Trainer:
 
     `resume` restores a checkpoint before training: "latest" (the newest good one of
     `run_dir`), a run folder, a checkpoint folder or a file. `elastic` runs the loop under
-    Horovod elastic (`hvdkit.parallel.elastic`), inside `horovodrun --host-discovery-script`.
+    Horovod elastic (`hvdkit.training.elastic`), inside `horovodrun --host-discovery-script`.
 
     `data` replaces the recipe's data set with your own: a `hvdkit.data.Dataset` of arrays, a
     map-style data set (`len()` and `[i] -> (x, y)` numpy; `data.workers` processes decode
     it), or a (train, test) pair of them; see `hvdkit.data.to_source`.
 
-    `tensorboard` writes `run_dir/tensorboard/` event files (hvdkit.tensorboard).
+    `tensorboard` writes `run_dir/tensorboard/` event files (hvdkit.training.tensorboard).
     """
 
     def __init__(
@@ -130,8 +125,9 @@ class Trainer:
             sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
         if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env
             self.layout = layout = self._layout(size)
-        if self._auto_run_dir:
-            self.run_dir = default_run_dir(recipe, self.framework, size)
+        if self._auto_run_dir:  # rank 0 makes a new folder; every rank learns its name
+            made = str(new_run_dir(recipe.name, self.framework, size)) if rank == 0 else None
+            self.run_dir = Path(adapter.broadcast_object(made, name="hvdkit.run_dir"))
         if self.user_data is not None:
             self.data = to_source(self.user_data, recipe.data)
         else:
@@ -246,7 +242,7 @@ class Trainer:
         self.stop.install()
         try:
             if self.elastic:
-                from hvdkit.parallel.elastic import run_elastic
+                from hvdkit.training.elastic import run_elastic
 
                 run_elastic(self)
             else:
@@ -258,7 +254,7 @@ class Trainer:
         self.checkpointer.save(self.position)
         history = self.history
         summary = self._summary(history, self.position.step, time.perf_counter() - started)
-        summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.timing)
+        summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
         summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
         summary["exchange"] = self.runner.report()
         if history and "pipeline" in history[-1]:
@@ -357,7 +353,7 @@ class Trainer:
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
         the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
-        more columns carry the ranks' stop requests (hvdkit.interrupts): once any rank has
+        more columns carry the ranks' stop requests (hvdkit.launch.guard): once any rank has
         one, every rank ends the loop at this step, as max_steps would.
         """
         width = len(STEP_METRICS)

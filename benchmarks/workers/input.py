@@ -17,7 +17,7 @@ import numpy as np
 
 from hvdkit import Trainer, load_recipe
 from hvdkit.data import Dataset
-from hvdkit.worker import rank_from_env, run_worker
+from hvdkit.runtime.rank import rank_from_env, run_worker
 
 RECIPE = "recipes/synthetic_cnn.yaml"
 

@@ -20,7 +20,7 @@ import torch
 from hvdkit import Trainer, load_recipe
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.data import Dataset
-from hvdkit.models import MODEL_NAMES
+from hvdkit.models.catalogue import MODEL_NAMES
 
 # name -> (recipe overrides, image shape, samples, timed steps)
 WORKLOADS = {

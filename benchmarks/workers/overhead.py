@@ -32,8 +32,8 @@ import numpy as np
 from steploop import classes, resident_shard, torch_step
 
 from hvdkit import Trainer, load_recipe
-from hvdkit.callbacks import Callback
-from hvdkit.worker import rank_from_env, run_worker
+from hvdkit.runtime.rank import rank_from_env, run_worker
+from hvdkit.training.callbacks import Callback
 
 RECIPE = "recipes/synthetic_cnn.yaml"
 SEGMENT = 5  # steps of each loop in turn; the trainer's log_every_steps

@@ -1,5 +1,5 @@
 """Worker for bench_stop_check.py: the same training with and without the stop check (reading
-the stop file at each metrics flush, hvdkit.interrupts) and the heartbeat's step hook,
+the stop file at each metrics flush, hvdkit.launch.guard) and the heartbeat's step hook,
 alternating in one job; prints JSON."""
 
 from __future__ import annotations

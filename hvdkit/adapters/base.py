@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from hvdkit.config import OptimizerConfig, Recipe
 from hvdkit.errors import UserError
-from hvdkit.recipe import OptimizerConfig, Recipe
-from hvdkit.tasks import CLASSIFICATION, Task
+from hvdkit.models.tasks import CLASSIFICATION, Task
 
 # Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
 PROCESS_SETS: dict[tuple[int, ...], Any] = {}
@@ -102,8 +102,8 @@ class Adapter(ABC):
         model.channels_first). A user's model is run once on `sample` (a few training inputs,
         as stored): a failure is one line with the likely fix, and outputs that are
         probabilities (a softmax) are detected unless model.output says what they are."""
-        from hvdkit.builders import call_model_builder
-        from hvdkit.usermodel import resolve_output
+        from hvdkit.models.builders import call_model_builder
+        from hvdkit.models.usermodel import resolve_output
 
         config = recipe.model
         self.channels_first = config.channels_first
@@ -134,7 +134,7 @@ class Adapter(ABC):
 
     @abstractmethod
     def builtin_model(self, config: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
-        """The catalogued model config.name (hvdkit.models), of this framework."""
+        """The catalogued model config.name (hvdkit.models.catalogue), of this framework."""
 
     @abstractmethod
     def user_model(self, model: Any, input_shape: tuple[int, ...], num_classes: int,

@@ -18,7 +18,7 @@ from typing import Any
 from hvdkit.bench.bandwidth import algbw, busbw, percentiles
 from hvdkit.bench.jobs import run_logged, worker_command
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions
+from hvdkit.launch.options import LaunchOptions
 
 DEFAULT_SIZES = [4 * 16**k for k in range(7)]  # 4 B, 64 B, 1 KB, ... 64 MB
 WORKER = "hvdkit.bench.allreduce_worker"

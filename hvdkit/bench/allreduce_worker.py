@@ -97,6 +97,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from hvdkit.worker import run_worker
+    from hvdkit.runtime.rank import run_worker
 
     raise SystemExit(run_worker(main))

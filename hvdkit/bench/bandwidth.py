@@ -1,4 +1,5 @@
-"""Bandwidth arithmetic, with the nccl-tests definitions, and the bytes a gradient exchange moves.
+"""Bandwidth arithmetic, with the nccl-tests definitions (the bytes each exchange moves:
+hvdkit.parallel.traffic).
 
     algbw = bytes / time;  busbw = algbw × 2(n−1)/n  (allreduce)
 
@@ -11,10 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def bus_factor(n: int) -> float:
-    """The allreduce bus factor 2(n−1)/n (0 for one rank: nothing moves)."""
-    return 2.0 * (n - 1) / n
+from hvdkit.parallel.traffic import bus_factor
 
 
 def algbw(nbytes: float, seconds: float) -> float:
@@ -25,17 +23,6 @@ def algbw(nbytes: float, seconds: float) -> float:
 def busbw(nbytes: float, seconds: float, n: int) -> float:
     """Bus bandwidth in bytes/s."""
     return algbw(nbytes, seconds) * bus_factor(n)
-
-
-def ring_bytes_per_rank(nbytes: float, n: int) -> float:
-    """Bytes each rank sends in one ring-allreduce of `nbytes` (reduce-scatter + allgather)."""
-    return nbytes * bus_factor(n)
-
-
-def ps_bytes_at_root(grad_bytes: float, param_bytes: float, n: int) -> float:
-    """Bytes through the parameter server's link per step: n−1 gradients in, n−1 parameter
-    copies out (the gradients may be compressed; the parameters are not)."""
-    return (grad_bytes + param_bytes) * (n - 1)
 
 
 def percentiles(seconds: Sequence[float]) -> dict[str, float]:

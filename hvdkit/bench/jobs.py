@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions, job_command
+from hvdkit.launch.job import job_command
+from hvdkit.launch.options import LaunchOptions
 
 
 def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.bench.bandwidth import human_bytes
-from hvdkit.world import cores
+from hvdkit.runtime.world import cores
 
 SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global_batch",
                  "threads_per_rank", "samples_per_sec", "spread_min", "spread_max", "repeats",
@@ -24,7 +24,7 @@ SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global
 def machine() -> dict[str, Any]:
     """Host, cores and versions (Python, frameworks, Horovod, MPI) for the report's header;
     versions from package metadata, so that no framework is imported here."""
-    from hvdkit.info import mpi_version
+    from hvdkit.launch.info import mpi_version
 
     versions = {"python": platform.python_version()}
     for name in ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py"):

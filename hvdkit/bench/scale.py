@@ -3,7 +3,7 @@
     hvdkit scale recipes/synthetic_cnn.yaml --np 1,2 --framework torch,tensorflow --threads 1
     hvdkit scale recipes/synthetic_mlp.yaml --np 1,2 --sync allreduce,ps --compression none,fp16
 
-Throughput is the barrier-timed window of every run (hvdkit.timing): samples all ranks
+Throughput is the barrier-timed window of every run (hvdkit.training.timing): samples all ranks
 processed ÷ seconds, warm-up steps out. Strong scaling keeps the global batch (the recipe's
 batch at one rank, split over the ranks); weak keeps the per-rank batch. Every point runs the
 same threads per rank — `--threads`, else this host's cores ÷ the largest -np — so that np=1
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.adapters.base import FRAMEWORKS
-from hvdkit.bench.bandwidth import ps_bytes_at_root, ring_bytes_per_rank
 from hvdkit.bench.jobs import run_logged
 from hvdkit.bench.timeline import allreduce_share
 from hvdkit.errors import UserError
-from hvdkit.launcher import CONTROLLERS
+from hvdkit.launch.options import CONTROLLERS
+from hvdkit.parallel.traffic import ps_bytes_at_root, ring_bytes_per_rank
 from hvdkit.recipe import load_recipe
-from hvdkit.world import cores
+from hvdkit.runtime.world import cores
 
 GROUP = ("framework", "controller", "sync", "compression")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.bench.jobs import run_logged
-from hvdkit.defaults import horovod_env, save_defaults
-from hvdkit.world import cores
+from hvdkit.launch.defaults import horovod_env, save_defaults
+from hvdkit.runtime.world import cores
 
 MARGIN = 0.03
 

@@ -1,7 +1,8 @@
 """Data sets (numpy, framework-free), the per-rank sharded loader and the input pipeline."""
 
 from hvdkit.data import files  # noqa: F401  (registers npy, text, tokens)
-from hvdkit.data.datasets import DATASETS, Dataset, build_dataset, build_source, to_source
+from hvdkit.data.builder import build_dataset, build_source
+from hvdkit.data.datasets import DATASETS, Dataset, to_source
 from hvdkit.data.loader import ShardedLoader, eval_shard
 from hvdkit.data.memory import DiskArray, open_npy, peak_rss_mib
 from hvdkit.data.samples import DataSource, Samples

@@ -7,9 +7,9 @@ worker starts (the CLI); `check_model_fits` is what the trainer runs before it b
 
 from __future__ import annotations
 
+from hvdkit.config import DataConfig
 from hvdkit.data.samples import DataSource
 from hvdkit.errors import UserError
-from hvdkit.recipe import DataConfig, Recipe
 
 FILE_SOURCES = ("npy", "text", "tokens")
 TOKEN_SOURCES = ("text", "tokens")
@@ -52,14 +52,3 @@ def check_model_fits(model: str, data: DataSource) -> None:
     if dims is not None and len(data.input_shape) != dims:
         raise UserError(f"model {model} takes samples of {dims} dimensions (height, width, "
                         f"channels) but the data's samples have shape {data.input_shape}")
-
-
-def check_data(recipe: Recipe) -> None:
-    """Open and check a file source and check it fits the model (before any worker starts)."""
-    if recipe.data.name not in FILE_SOURCES:
-        return
-    from hvdkit.data.datasets import build_source
-
-    data = build_source(recipe.data, recipe.train.seed)
-    check_model_fits(recipe.model.name, data)
-    data.close()

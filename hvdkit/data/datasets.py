@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from hvdkit.config import DataConfig
 from hvdkit.data.samples import ArraySamples, DataSource, MapSamples, Task
 from hvdkit.errors import UserError
-from hvdkit.recipe import DataConfig
-from hvdkit.registry import Registry
+from hvdkit.models.registry import Registry
 
 HOLDOUT_SEED = 1234
 """Held-out test samples depend on the data, not the run's seed: every run tests alike."""
@@ -53,21 +53,6 @@ class Dataset:
 
 DATASETS: Registry = Registry("data set")
 TEACHER_FEATURES = 4096
-
-
-def build_dataset(config: DataConfig, seed: int, folder: str | None = None) -> Any:
-    """The recipe's data set as its builder returns it: a registered one, or `data.builder`'s
-    (looked for in `folder`, the recipe's, first; hvdkit.builders)."""
-    if config.builder:
-        from hvdkit.builders import build_data
-
-        return build_data(config, seed, folder)
-    return DATASETS.get(config.name)(config, seed)
-
-
-def build_source(config: DataConfig, seed: int, folder: str | None = None) -> DataSource:
-    """The recipe's data set as a checked `DataSource`."""
-    return to_source(build_dataset(config, seed, folder), config)
 
 
 def to_source(data: Any, config: DataConfig) -> DataSource:

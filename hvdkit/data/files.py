@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hvdkit.config import DataConfig
 from hvdkit.data.datasets import DATASETS, check_labels, check_pair, holdout, resolve_classes
 from hvdkit.data.memory import DiskArray, open_npy
 from hvdkit.data.samples import ArraySamples, DataSource, WindowSamples
 from hvdkit.errors import UserError
-from hvdkit.recipe import DataConfig
 
 TEXT_VOCAB = 256  # byte-level tokens
 TOKEN_DTYPE = np.dtype("<u2")  # what nanoGPT's prepare scripts write (np.uint16, little-endian)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hvdkit.bench.bandwidth import ring_bytes_per_rank
 from hvdkit.parallel.exchange import GradientExchange
+from hvdkit.parallel.traffic import ring_bytes_per_rank
 
 DEFAULT_RANK = 2
 DEFAULT_WARMUP_STEPS = 10

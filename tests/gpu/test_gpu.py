@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hvdkit.launcher import LaunchOptions
+from hvdkit.launch.options import LaunchOptions
 from tests.integration.jobs import load_arrays, max_abs_diff, run_job
 
 pytestmark = [pytest.mark.integration,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hvdkit.launcher import LaunchOptions, job_command
+from hvdkit.launch.job import job_command
+from hvdkit.launch.options import LaunchOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent / "workers"

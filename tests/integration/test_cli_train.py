@@ -36,7 +36,8 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
                           "--run-dir", str(run_dir), "--mpi-args", " ".join(user_mpi))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    launched = "launching: mpirun " if controller == "mpi" else "-m hvdkit.horovodrun -np 2 --gloo"
+    launched = ("launching: mpirun " if controller == "mpi"
+                else "-m hvdkit.launch.horovodrun -np 2 --gloo")
     assert "[hvdkit] launching: " in output and launched in output
     # the console: rank 0's lines whole and untagged, no framework start-up noise
     assert "<stderr>:" not in output and "<stdout>:" not in output
@@ -63,7 +64,8 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
 
 
 def test_console_shows_other_ranks_warnings_once_and_prefixed() -> None:
-    code = ("import sys; from hvdkit.launcher import LaunchOptions, run_job; "
+    code = ("import sys; from hvdkit.launch.job import run_job; "
+            "from hvdkit.launch.options import LaunchOptions; "
             f"sys.exit(run_job(LaunchOptions(np=2), {worker('console')!r}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
@@ -77,7 +79,8 @@ def test_console_shows_other_ranks_warnings_once_and_prefixed() -> None:
 
 
 def test_crashing_rank_ends_the_job_and_is_named() -> None:
-    code = ("import sys; from hvdkit.launcher import LaunchOptions, run_job; "
+    code = ("import sys; from hvdkit.launch.job import run_job; "
+            "from hvdkit.launch.options import LaunchOptions; "
             f"sys.exit(run_job(LaunchOptions(np=2), {worker('crash')!r}))")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

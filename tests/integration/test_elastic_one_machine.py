@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hvdkit.world import cores
+from hvdkit.runtime.world import cores
 from tests.integration.jobs import ROOT
 
 pytestmark = pytest.mark.integration

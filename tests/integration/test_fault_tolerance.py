@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hvdkit.checkpoint import load_latest
-from hvdkit.launcher import LaunchOptions
+from hvdkit.launch.options import LaunchOptions
+from hvdkit.training.checkpoint import load_latest
 from tests.integration.jobs import ROOT, run_job, worker
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,8 @@ def test_failing_rank_ends_the_job_in_time_and_checkpoints_survive(
         tmp_path: Path, controller: str, mode: str) -> None:
     options = LaunchOptions(np=2, controller=controller, stall_warning_seconds=2)
     program = worker("crash_checkpoint", "--mode", mode, "--out", str(tmp_path))
-    code = ("import sys; from hvdkit.launcher import LaunchOptions, run_job; "
+    code = ("import sys; from hvdkit.launch.job import run_job; "
+            "from hvdkit.launch.options import LaunchOptions; "
             f"sys.exit(run_job(LaunchOptions(**{vars(options)!r}), {program!r}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)

@@ -22,9 +22,9 @@ import numpy as np
 import psutil
 import pytest
 
-from hvdkit.checkpoint import list_checkpoints, load
-from hvdkit.watchdog import shm_mappings
-from hvdkit.worker import RANK_VARIABLES
+from hvdkit.runtime.heartbeat import shm_mappings
+from hvdkit.runtime.rank import RANK_VARIABLES
+from hvdkit.training.checkpoint import list_checkpoints, load
 from tests.integration.jobs import ROOT
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdkit.launcher import LaunchOptions
+from hvdkit.launch.options import LaunchOptions
 from hvdkit.parallel.schedules import simulate
 from tests.integration.jobs import load_arrays, max_abs_diff, run_job, worker
 

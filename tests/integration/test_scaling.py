@@ -75,7 +75,7 @@ def test_parameter_server_trains_like_ring_allreduce(tmp_path, framework):
 def test_train_names_the_tuned_defaults_it_applied(tmp_path, monkeypatch):
     import yaml
 
-    from hvdkit.defaults import save_defaults
+    from hvdkit.launch.defaults import save_defaults
 
     env = {"HVDKIT_CONFIG_DIR": str(tmp_path), "HVDKIT_NO_MACHINE_DEFAULTS": ""}
     monkeypatch.setenv("HVDKIT_CONFIG_DIR", str(tmp_path))

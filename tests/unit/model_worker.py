@@ -38,7 +38,7 @@ else:
     def layers(model) -> list:
         return [bool(layer.trainable_weights) for layer in model.layers]
 
-from hvdkit.models import MODEL_NAMES, layer_count  # noqa: E402
+from hvdkit.models.catalogue import MODEL_NAMES, layer_count  # noqa: E402
 from hvdkit.parallel.pipeline import group_layers  # noqa: E402
 from hvdkit.recipe import ModelConfig  # noqa: E402
 

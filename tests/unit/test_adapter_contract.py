@@ -16,7 +16,7 @@ from hvdkit.adapters.base import FRAMEWORKS, Adapter
 ATTRIBUTES = ("threads", "device", "task", "input_dtype", "channels_first", "tied", "exchange")
 """Instance attributes every adapter has (set in Adapter.__init__)."""
 HVDKIT = Path(__file__).resolve().parents[2] / "hvdkit"
-USERS = [HVDKIT / "trainer.py", HVDKIT / "checkpoint.py", *sorted((HVDKIT / "parallel")
+USERS = [HVDKIT / "trainer.py", HVDKIT / "training" / "checkpoint.py", *sorted((HVDKIT / "parallel")
                                                                   .glob("*.py"))]
 
 

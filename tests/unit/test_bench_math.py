@@ -9,17 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from hvdkit.bench.bandwidth import (
-    algbw,
-    bus_factor,
-    busbw,
-    percentiles,
-    ps_bytes_at_root,
-    ring_bytes_per_rank,
-)
+from hvdkit.bench.bandwidth import algbw, busbw, percentiles
 from hvdkit.bench.scale import aggregate
 from hvdkit.bench.timeline import allreduce_share, union_length
-from hvdkit.timing import ThroughputWindow
+from hvdkit.parallel.traffic import bus_factor, ps_bytes_at_root, ring_bytes_per_rank
+from hvdkit.training.timing import ThroughputWindow
 
 
 def test_bus_bandwidth_matches_nccl_tests_definitions():

@@ -1,4 +1,5 @@
-"""Your own model and data by import path (hvdkit.builders): found beside the recipe, and every
+"""Your own model and data by import path (hvdkit.models.builders): found beside the recipe,
+and every
 mistake one line, exit 2, before any worker starts."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvdkit.builders import build_data, call_model_builder, resolve
+from hvdkit.data.builder import build_data
 from hvdkit.errors import UserError
+from hvdkit.models.builders import call_model_builder, resolve
 from hvdkit.recipe import DataConfig, ModelConfig, load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +144,7 @@ def test_user_models_in_each_framework() -> None:
         from hvdkit.adapters.torch import usermodel as tu
         from hvdkit.adapters.tensorflow import usermodel as ku
         from hvdkit.errors import UserError
-        from hvdkit.usermodel import resolve_output
+        from hvdkit.models.usermodel import resolve_output
         softmax = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
         def fails(call):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hvdkit import recipe_from_dict
-from hvdkit.checkpoint import (
+from hvdkit.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from hvdkit.console import Console, is_noise
+from hvdkit.launch.console import Console, is_noise
 
 TF_NOISE = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

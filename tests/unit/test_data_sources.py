@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from hvdkit.data import Dataset, build_source, to_source
-from hvdkit.data.checks import check_data, check_model_fits
+from hvdkit.data.checks import check_model_fits
 from hvdkit.data.memory import DiskArray, open_npy
 from hvdkit.errors import UserError
+from hvdkit.launch.preflight import check_data
 from hvdkit.recipe import recipe_from_dict
 
 

@@ -11,7 +11,8 @@ import pytest
 from hvdkit.data import ShardedLoader
 from hvdkit.data.samples import ArraySamples
 from hvdkit.errors import UserError
-from hvdkit.launcher import _RANK_FAILED, _RANK_LOST, LaunchOptions, horovodrun_command
+from hvdkit.launch.job import _RANK_FAILED, _RANK_LOST, horovodrun_command
+from hvdkit.launch.options import LaunchOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "launch" / "discover_hosts.sh")

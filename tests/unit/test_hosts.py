@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from hvdkit import hosts
+from hvdkit.launch import hosts
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions, horovodrun_command
+from hvdkit.launch.job import horovodrun_command
+from hvdkit.launch.options import LaunchOptions
 
 
 def test_host_names_from_list_and_hostfile(tmp_path: Path) -> None:

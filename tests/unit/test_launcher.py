@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.launcher import LaunchOptions, horovodrun_command, job_command
-from hvdkit.mpirun import parse_mpi_args
+from hvdkit.launch.job import horovodrun_command, job_command
+from hvdkit.launch.mpi_args import parse_mpi_args
+from hvdkit.launch.options import LaunchOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mpi_command_carries_yield_when_idle() -> None:
     command = horovodrun_command(LaunchOptions(np=2), ["python", "x.py"])
-    assert command[1:6] == ["-m", "hvdkit.horovodrun", "-np", "2", "--mpi"]
+    assert command[1:6] == ["-m", "hvdkit.launch.horovodrun", "-np", "2", "--mpi"]
     assert shlex.split(command[command.index("--mpi-args") + 1]) == \
         ["--mca", "mpi_yield_when_idle", "1"]
     assert command[-2:] == ["python", "x.py"]
@@ -52,7 +53,7 @@ def test_bad_options(options: LaunchOptions, message: str) -> None:
 
 
 def test_horovod_built_without_framework_points_at_setup(monkeypatch) -> None:
-    import hvdkit.launcher as launcher
+    import hvdkit.launch.job as launcher
 
     assert launcher.extension_built("torch") and launcher.extension_built("tensorflow")
     monkeypatch.setattr(launcher, "extension_built", lambda framework: framework != "torch")
@@ -64,8 +65,8 @@ def test_horovod_built_without_framework_points_at_setup(monkeypatch) -> None:
 
 
 def test_more_ranks_than_cores_warns(capsys) -> None:
-    from hvdkit.launcher import warn_oversubscription
-    from hvdkit.world import cores
+    from hvdkit.launch.job import warn_oversubscription
+    from hvdkit.runtime.world import cores
 
     warn_oversubscription(LaunchOptions(np=cores() + 1))
     assert "more than the" in capsys.readouterr().err
@@ -84,7 +85,7 @@ def test_one_host_mpi_jobs_run_mpirun_itself() -> None:
     assert "HOROVOD_STALL_CHECK_TIME_SECONDS=5" in stalls
     for options in (LaunchOptions(np=2, controller="gloo"), LaunchOptions(np=2, hosts="a:1,b:1"),
                     LaunchOptions(np=2, elastic=True, host_discovery_script="d.sh")):
-        assert job_command(options, ["p"])[1:3] == ["-m", "hvdkit.horovodrun"]
+        assert job_command(options, ["p"])[1:3] == ["-m", "hvdkit.launch.horovodrun"]
 
 
 def test_user_mpi_args_take_any_string_and_replace_ours() -> None:
@@ -127,12 +128,14 @@ def test_version_flag(capsys) -> None:
 LAUNCH_WITHOUT_RUNNING = """
 import json, sys
 import hvdkit.cli as cli
+import hvdkit.launch.train as train
 seen = []
-cli.run_job = lambda options, program, verbose=False: seen.append(program) or 0
+train.run_job = lambda options, program, verbose=False, env=None: seen.append(program) or 0
 for framework in ("torch", "tensorflow"):
     for controller in ("mpi", "gloo"):
         assert cli.main(["train", "recipes/digits_mlp.yaml", "-f", framework, "-np", "2",
                          "--controller", controller, "--run-dir", sys.argv[1]]) == 0
+assert all(program[1:3] == ["-m", "hvdkit.worker"] for program in seen), seen
 print(json.dumps([name for name in ("torch", "tensorflow", "keras", "horovod.torch",
                  "horovod.tensorflow", "horovod", "mpi4py") if name in sys.modules]))
 """

@@ -9,10 +9,16 @@ import stat
 
 import pytest
 
-from hvdkit.callbacks import ProgressBar
 from hvdkit.errors import UserError
-from hvdkit.machines import ENV, discovered_hosts, elastic_interface, machine_env, ranks_per_machine
-from hvdkit.world import cores, default_threads, ranks_on_machine
+from hvdkit.launch.machines import (
+    ENV,
+    discovered_hosts,
+    elastic_interface,
+    machine_env,
+    ranks_per_machine,
+)
+from hvdkit.runtime.world import cores, default_threads, ranks_on_machine
+from hvdkit.training.callbacks import ProgressBar
 
 
 def test_aliases_of_this_machine_are_one_machine() -> None:
@@ -50,7 +56,7 @@ def test_a_failing_discovery_script_is_named(tmp_path) -> None:
 
 def test_progress_follows_a_new_total_and_never_passes_100_percent(monkeypatch) -> None:
     clock = iter(float(t) for t in range(1000))
-    monkeypatch.setattr("hvdkit.callbacks.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("hvdkit.training.callbacks.time.perf_counter", lambda: next(clock))
     stream = io.StringIO()
     bar = ProgressBar(stream=stream, min_interval_s=5)
     bar.on_train_begin({"total_steps": 176, "epochs": 2})

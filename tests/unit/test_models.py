@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdkit.models import gpt_parameters
+from hvdkit.models.catalogue import gpt_parameters
 
 WORKER = Path(__file__).with_name("model_worker.py")
 
@@ -67,7 +67,7 @@ def test_the_task_follows_the_data() -> None:
     import numpy as np
 
     from hvdkit.data import Dataset
-    from hvdkit.tasks import task_for
+    from hvdkit.models.tasks import task_for
 
     tokens = np.zeros((4, 8), np.int64)
     lm = task_for(Dataset(tokens, tokens, tokens, tokens, num_classes=256))

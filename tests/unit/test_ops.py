@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.failures import Printed, failure_lines, host_lines
-from hvdkit.hosts import rank_hosts
-from hvdkit.interrupts import resume_command
-from hvdkit.jobdir import JobDir, write_json
-from hvdkit.rundir import prepare_run_dir
-from hvdkit.watchdog import CONSEQUENCE, ERROR, FAILED, Monitor
+from hvdkit.launch.failures import Printed, failure_lines, host_lines
+from hvdkit.launch.hosts import rank_hosts
+from hvdkit.launch.monitor import Monitor
+from hvdkit.runtime.heartbeat import CONSEQUENCE, ERROR, FAILED
+from hvdkit.runtime.jobdir import JobDir, write_json
+from hvdkit.runtime.stop import resume_command
+from hvdkit.training.rundir import prepare_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,7 +165,7 @@ def test_cli_refuses_a_run_folder_and_an_unreadable_recipe(tmp_path: Path) -> No
 def test_tensorboard_writes_readable_events_without_tensorflow(tmp_path: Path) -> None:
     code = f"""
 import sys
-from hvdkit.tensorboard import TensorBoard
+from hvdkit.training.tensorboard import TensorBoard
 tb = TensorBoard({str(tmp_path)!r}, {{"recipe": {{"optimizer": {{"lr": 0.1}}}}, "np": 2}})
 tb.on_train_begin({{}})
 for step in range(3):
@@ -193,7 +194,7 @@ def test_a_second_signal_ends_every_process_at_once(tmp_path: Path) -> None:
 
     import psutil
 
-    from hvdkit.interrupts import JobGuard
+    from hvdkit.launch.guard import JobGuard
 
     job = JobDir(tmp_path)
     tree = subprocess.Popen(["bash", "-c", "sleep 60 & sleep 60 & wait"],

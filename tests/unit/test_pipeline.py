@@ -9,7 +9,7 @@ import pytest
 
 from hvdkit.errors import UserError
 from hvdkit.parallel.pipeline import balanced_bounds, group_layers, layer_seconds, plan_stages
-from hvdkit.parallel.placement import device_for
+from hvdkit.runtime.devices import device_for
 
 
 def test_balanced_split_minimises_the_largest_stage() -> None:

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from hvdkit.recipe import OptimizerConfig
-from hvdkit.schedule import learning_rate
+from hvdkit.training.lr_schedule import learning_rate
 
 
 def test_constant_without_scaling() -> None:

@@ -11,8 +11,8 @@ import yaml
 
 from hvdkit import cli
 from hvdkit.bench import tune
-from hvdkit.defaults import apply_machine_defaults, load_defaults, save_defaults
 from hvdkit.errors import UserError
+from hvdkit.launch.defaults import apply_machine_defaults, load_defaults, save_defaults
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_unknown_setting_names_the_file(config_dir):
 
 
 def test_defaults_apply_only_at_the_ranks_per_host_they_were_measured_at(config_dir, monkeypatch):
-    from hvdkit.defaults import load_table, ranks_per_host
+    from hvdkit.launch.defaults import load_table, ranks_per_host
 
     monkeypatch.setattr(os, "environ", dict(os.environ))
     save_defaults({"threads": 1, "controller": "gloo"}, {"np": 2})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hvdkit.errors import UserError
-from hvdkit.world import pick_gpu
+from hvdkit.runtime.world import pick_gpu
 
 
 def test_cpu_and_auto_without_gpus_train_on_the_cpu() -> None:

@@ -26,9 +26,9 @@ from hvdkit.adapters.tensorflow import losses, usermodel
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
-from hvdkit.parallel.placement import device_for
-from hvdkit.recipe import OptimizerConfig
-from hvdkit.world import default_threads, pick_gpu
+from hvdkit.config import OptimizerConfig
+from hvdkit.runtime.devices import device_for
+from hvdkit.runtime.world import default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
@@ -482,7 +482,7 @@ def pin_threads(threads: int) -> bool:
 
 
 def tf_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
-    """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (hvdkit.world.pick_gpu) and its
+    """`/CPU:0`, or `/GPU:0` with only this rank's GPU visible (runtime.world.pick_gpu) and its
     memory grown on demand, so that the ranks of a host do not take each other's GPUs.
     Must run before TensorFlow's runtime starts."""
     gpus = tf.config.list_physical_devices("GPU")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.adapters.tensorflow.models import MODELS
-from hvdkit.recipe import Recipe
+from hvdkit.config import Recipe
 
 
 def export_model(recipe: Recipe, state: dict[str, Any], input_shape: tuple[int, ...],

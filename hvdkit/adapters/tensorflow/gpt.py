@@ -16,8 +16,8 @@ import keras
 from keras import ops
 
 from hvdkit.adapters.tensorflow.models import MODELS
-from hvdkit.models import check_sequences
-from hvdkit.recipe import ModelConfig
+from hvdkit.config import ModelConfig
+from hvdkit.models.catalogue import check_sequences
 
 STD = 0.02
 LN_EPS = 1e-5

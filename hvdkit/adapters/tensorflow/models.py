@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from hvdkit.recipe import ModelConfig
-from hvdkit.registry import Registry
+from hvdkit.config import ModelConfig
+from hvdkit.models.registry import Registry
 
 MODELS: Registry = Registry("model")
 

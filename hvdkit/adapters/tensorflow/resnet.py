@@ -13,8 +13,8 @@ from typing import Any
 import keras
 
 from hvdkit.adapters.tensorflow.models import MODELS, input_layers
-from hvdkit.models import RESNET_BLOCKS, check_images, resnet_stages
-from hvdkit.recipe import ModelConfig
+from hvdkit.config import ModelConfig
+from hvdkit.models.catalogue import RESNET_BLOCKS, check_images, resnet_stages
 
 HE_FAN_OUT = {"class_name": "VarianceScaling",
               "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}

@@ -1,4 +1,4 @@
-"""Your own Keras model: its type, and a probe forward (see hvdkit.usermodel)."""
+"""Your own Keras model: its type, and a probe forward (see hvdkit.models.usermodel)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from hvdkit.usermodel import check_framework, failure_hint
+from hvdkit.models.usermodel import check_framework, failure_hint
 
 EXPECTED = "a keras.Model, or a function (input_shape, num_classes) -> keras.Model"
 

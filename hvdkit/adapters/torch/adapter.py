@@ -22,8 +22,8 @@ from hvdkit.adapters.torch import losses, usermodel
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
-from hvdkit.recipe import OptimizerConfig
-from hvdkit.world import default_threads, pick_gpu
+from hvdkit.config import OptimizerConfig
+from hvdkit.runtime.world import default_threads, pick_gpu
 
 
 def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
@@ -372,13 +372,13 @@ def _nbytes(tensor: torch.Tensor) -> int:
 
 def torch_name(device: str) -> str:
     """PyTorch's spelling of a device named in either framework's (cpu, cuda:i, /GPU:i)."""
-    from hvdkit.parallel.placement import device_for
+    from hvdkit.runtime.devices import device_for
 
     return device_for(device, "torch")
 
 
 def torch_device(device: str, local_rank: int, local_size: int, shared_ok: bool) -> str:
-    """`cpu` or this rank's `cuda:i` for train.device (hvdkit.world.pick_gpu), made current."""
+    """`cpu` or this rank's `cuda:i` for train.device (runtime.world.pick_gpu), made current."""
     gpu = pick_gpu(device, local_rank, local_size, torch.cuda.device_count(), shared_ok)
     if gpu is None:
         return "cpu"

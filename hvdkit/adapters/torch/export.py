@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.recipe import Recipe
+from hvdkit.config import Recipe
 
 
 def build_model(recipe: Recipe, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:

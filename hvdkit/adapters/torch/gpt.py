@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from hvdkit.adapters.torch.models import MODELS
-from hvdkit.models import check_sequences
-from hvdkit.recipe import ModelConfig
+from hvdkit.config import ModelConfig
+from hvdkit.models.catalogue import check_sequences
 
 STD = 0.02
 LN_EPS = 1e-5

@@ -1,4 +1,5 @@
-"""The task's loss and metrics in PyTorch (hvdkit.tasks): one place for every step and stage."""
+"""The task's loss and metrics in PyTorch (hvdkit.models.tasks): one place for every step
+and stage."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvdkit.tasks import Task
+from hvdkit.models.tasks import Task
 
 EPS = 1e-7  # the smallest probability a softmax output counts with (as Keras clips)
 

@@ -11,8 +11,8 @@ import math
 import torch
 from torch import nn
 
-from hvdkit.recipe import ModelConfig
-from hvdkit.registry import Registry
+from hvdkit.config import ModelConfig
+from hvdkit.models.registry import Registry
 
 MODELS: Registry = Registry("model")
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from hvdkit.adapters.torch.models import MODELS, ChannelsFirst
-from hvdkit.models import RESNET_BLOCKS, check_images, resnet_stages
-from hvdkit.recipe import ModelConfig
+from hvdkit.config import ModelConfig
+from hvdkit.models.catalogue import RESNET_BLOCKS, check_images, resnet_stages
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1  # torch's convention; Keras' momentum is 1 − this

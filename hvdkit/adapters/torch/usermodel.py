@@ -1,4 +1,4 @@
-"""Your own PyTorch model: its type, and a probe forward (see hvdkit.usermodel)."""
+"""Your own PyTorch model: its type, and a probe forward (see hvdkit.models.usermodel)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvdkit.usermodel import check_framework, failure_hint
+from hvdkit.models.usermodel import check_framework, failure_hint
 
 EXPECTED = "an nn.Module, or a function (input_shape, num_classes) -> nn.Module"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
 
 STEPS = 6
 

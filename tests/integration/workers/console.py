@@ -2,13 +2,14 @@
 in two pieces and TensorFlow-style start-up lines; every rank the same warning; rank 1 a
 warning of its own and chatter on stdout.
 
-    python -c "from hvdkit.launcher import *; run_job(LaunchOptions(np=2), [python, console.py])"
+    python -c "from hvdkit.launch.job import *; from hvdkit.launch.options import *;
+        run_job(LaunchOptions(np=2), [python, console.py])"
 """
 
 import sys
 import warnings
 
-from hvdkit.worker import rank_from_env
+from hvdkit.runtime.rank import rank_from_env
 
 rank = rank_from_env()
 print("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

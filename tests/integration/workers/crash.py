@@ -1,13 +1,14 @@
 """A 2-rank training job in which rank 1 raises at step 3 (the others wait in a collective).
 
-    python -c "from hvdkit.launcher import *; run_job(LaunchOptions(np=2), [python, crash.py])"
+    python -c "from hvdkit.launch.job import *; from hvdkit.launch.options import *;
+        run_job(LaunchOptions(np=2), [python, crash.py])"
 """
 
 import sys
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
-from hvdkit.worker import rank_from_env, run_worker
+from hvdkit.runtime.rank import rank_from_env, run_worker
+from hvdkit.training.callbacks import Callback
 
 
 class FailOnRankOne(Callback):

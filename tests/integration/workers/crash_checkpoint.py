@@ -1,7 +1,8 @@
 """A 2-rank job with checkpoints in which rank 1 fails after step FAIL_AT: it raises (after
 a stall long enough for Horovod's stall inspector to name it), or it SIGKILLs itself.
 
-    python -c "from hvdkit.launcher import *; run_job(LaunchOptions(np=2), \\
+    python -c "from hvdkit.launch.job import *; from hvdkit.launch.options import *;
+        run_job(LaunchOptions(np=2), \\
         [python, 'crash_checkpoint.py', '--mode', 'raise', '--out', DIR])"
 
 Rank 1 prints `[crash-check] failing at <unix time>` first, so the test can measure how long
@@ -17,8 +18,8 @@ import sys
 import time
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
-from hvdkit.worker import rank_from_env, run_worker
+from hvdkit.runtime.rank import rank_from_env, run_worker
+from hvdkit.training.callbacks import Callback
 
 FAIL_AT = 12
 STALL_SECONDS = 12  # > 2 x the warning time (2 s): the inspector checks once per period

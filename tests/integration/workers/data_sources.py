@@ -17,7 +17,7 @@ import numpy as np
 
 from hvdkit import Trainer, recipe_from_dict
 from hvdkit.data import Dataset
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
 
 STEPS = 6
 

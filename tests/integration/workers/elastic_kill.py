@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
-from hvdkit.checkpoint import Position
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
+from hvdkit.training.callbacks import Callback
+from hvdkit.training.checkpoint import Position
 
 COMMIT_EVERY = 4
 

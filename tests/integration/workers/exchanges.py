@@ -19,7 +19,7 @@ import numpy as np
 
 from hvdkit.data import build_dataset
 from hvdkit.recipe import DataConfig, ModelConfig, OptimizerConfig
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
 
 STEPS = 6
 BATCH = 16  # per rank
@@ -314,7 +314,7 @@ def powersgd_resume(fit, framework: str, out: Path, results: dict, rank: int) ->
     """PowerSGD stopped at step 6 and resumed ends where the uninterrupted run ends: the
     checkpoint holds the step count, the warm Q's and every rank's errors. Resumed from the
     same checkpoint without that state, it ends elsewhere (the measure of what it holds)."""
-    from hvdkit.checkpoint import list_checkpoints, load, save
+    from hvdkit.training.checkpoint import list_checkpoints, load, save
 
     whole, _ = fit(trainer_recipe("allreduce", 2 * STEPS, POWERSGD))
     first = out / f"ckpt-{framework}-powersgd"
@@ -351,7 +351,7 @@ def resume_at_one(framework: str, out: Path, results: dict) -> None:
     """One process resumes the 2-rank ZeRO-1 checkpoint: its optimizer holds what the 2-rank
     ring's checkpoint holds (the whole state), and it trains on."""
     from hvdkit import Trainer
-    from hvdkit.checkpoint import list_checkpoints, load
+    from hvdkit.training.checkpoint import list_checkpoints, load
 
     trainer = Trainer(trainer_recipe("zero1", STEPS), framework, progress=False,
                       resume=out / f"ckpt-{framework}-zero1")

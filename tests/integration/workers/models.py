@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
+from hvdkit.training.callbacks import Callback
 
 STEPS = 4
 BATCH = 8  # per rank; the reference takes 2 x BATCH

@@ -18,8 +18,8 @@ import numpy as np
 from stopping import Stop, StopAfter  # this folder: the script's own
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.callbacks import Callback
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
+from hvdkit.training.callbacks import Callback
 
 STEPS = 6
 BATCH = 16

@@ -25,9 +25,9 @@ import numpy as np
 from stopping import Stop, StopAfter  # this folder: the script's own
 
 from hvdkit import Trainer, recipe_from_dict
-from hvdkit.checkpoint import CheckpointError, list_checkpoints
 from hvdkit.data import ShardedLoader
-from hvdkit.worker import run_worker
+from hvdkit.runtime.rank import run_worker
+from hvdkit.training.checkpoint import CheckpointError, list_checkpoints
 
 STOP_AT = 17  # steps; checkpoints at 5, 10, 15, so resuming repeats 2 steps
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvdkit.callbacks import Callback
+from hvdkit.training.callbacks import Callback
 
 
 class Stop(Exception):

@@ -6,123 +6,32 @@ shown in `hvdkit info`, saved in the run's config.yaml, and can be overridden.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hvdkit.console import Console
 from hvdkit.errors import UserError
-from hvdkit.failures import Printed, failure_lines, host_lines
-from hvdkit.horovodrun import extension_built, horovod_installed
-from hvdkit.hosts import gloo_timeout_env, mpi_keepalive_args, rank_hosts
-from hvdkit.interrupts import JobGuard
-from hvdkit.jobdir import JobDir
-from hvdkit.mpirun import for_horovodrun, merge_mpi_args, mpirun_command, uses_mpirun
-from hvdkit.watchdog import Monitor
-from hvdkit.world import cores
+from hvdkit.launch.console import Console
+from hvdkit.launch.failures import Printed, failure_lines, host_lines
+from hvdkit.launch.guard import JobGuard
+from hvdkit.launch.horovodrun import extension_built, horovod_installed
+from hvdkit.launch.hosts import gloo_timeout_env, rank_hosts
+from hvdkit.launch.monitor import Monitor
+from hvdkit.launch.mpirun import for_horovodrun, mpirun_command, uses_mpirun
+from hvdkit.launch.options import LaunchOptions
+from hvdkit.runtime.jobdir import JobDir
+from hvdkit.runtime.world import cores
 
-CONTROLLERS = ("mpi", "gloo")
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
 # A rank killed by a signal prints nothing itself; its launcher names it.
 _RANK_ERROR = re.compile(r"hvdkit: error \(rank (\d+)\)")
 _RANK_STOPPED = re.compile(r"hvdkit: rank (\d+) stopped")  # only because another failed
 _RANK_LOST = re.compile(r"failure of Process (\d+)\.|"  # horovodrun --gloo
                         r"process rank (\d+) with PID \d+ on node \S+ exited on signal")  # mpirun
-
-
-@dataclass
-class LaunchOptions:
-    np: int = 1
-    """Number of ranks."""
-    controller: str = "mpi"
-    """Horovod's controller: mpi, or gloo (no MPI needed)."""
-    hosts: str | None = None
-    """horovodrun -H list, e.g. `h1:2,h2:2`."""
-    hostfile: str | None = None
-    """A hostfile (`host slots=N` per line)."""
-    network_interface: str | None = None
-    """NIC(s) for Horovod's traffic, e.g. `eth0`."""
-    yield_when_idle: bool = True
-    """OpenMPI `mpi_yield_when_idle 1`: waiting ranks give their core back to compute.
-    Measured here, 2 ranks, 1 thread each: scaling efficiency 0.63 → 0.95 (torch)."""
-    mpi_args: list[str] = field(default_factory=list)
-    """Extra arguments for mpirun."""
-    elastic: bool = False
-    """Horovod elastic: workers come from `host_discovery_script`; Gloo is the controller."""
-    min_np: int | None = None
-    """Elastic: fewest workers to keep training with."""
-    max_np: int | None = None
-    """Elastic: most workers to take in."""
-    host_discovery_script: str | None = None
-    """Elastic: an executable that prints the available `host:slots`, one per line."""
-    stall_check: bool = True
-    """Horovod's stall inspector: report ranks that have not joined a collective."""
-    stall_warning_seconds: int | None = None
-    """Seconds a collective may wait before the stall warning names the missing ranks
-    (Horovod's default: 60)."""
-    stall_shutdown_seconds: int | None = None
-    """Seconds after which a stalled job is shut down (Horovod's default 0: never)."""
-    machine_defaults: dict | None = None
-    """What `hvdkit tune`'s saved defaults filled in (hvdkit.defaults), recorded in config.yaml."""
-    peer_timeout: int = 30
-    """Multi-host: seconds ranks wait for a silent host before the job fails (Gloo's timeout;
-    mpirun's keepalive to each host's daemon). See hvdkit.hosts."""
-
-    def validate(self) -> None:
-        if self.np < 1:
-            raise UserError(f"-np must be at least 1, got {self.np}")
-        if self.peer_timeout < 2:
-            raise UserError(f"--peer-timeout must be at least 2 seconds, got {self.peer_timeout}")
-        if self.controller not in CONTROLLERS:
-            raise UserError(f"unknown controller {self.controller!r}; valid: mpi, gloo")
-        if self.hosts and self.hostfile:
-            raise UserError("give --hosts or --hostfile, not both")
-        if self.hostfile and not Path(self.hostfile).is_file():
-            raise UserError(f"hostfile {self.hostfile} does not exist")
-        if self.elastic:
-            script = self.host_discovery_script
-            if not script:
-                raise UserError("--elastic needs --host-discovery-script")
-            if not (Path(script).is_file() and os.access(script, os.X_OK)):
-                raise UserError(f"host discovery script {script} is not an executable file")
-            if self.hosts or self.hostfile:
-                raise UserError("--elastic takes its hosts from --host-discovery-script, "
-                                "not --hosts or --hostfile")
-            low, high = self.min_np or 1, self.max_np or self.np
-            if not 1 <= low <= self.np <= high:
-                raise UserError(f"elastic sizes must satisfy 1 <= --min-np ({low}) <= -np "
-                                f"({self.np}) <= --max-np ({high})")
-        elif self.host_discovery_script or self.min_np or self.max_np:
-            raise UserError("--host-discovery-script, --min-np and --max-np need --elastic")
-        warn, stop = self.stall_warning_seconds, self.stall_shutdown_seconds
-        if stop and warn and stop <= warn:
-            raise UserError("--stall-shutdown-seconds must be larger than "
-                            "--stall-warning-seconds")
-
-    @property
-    def launch_controller(self) -> str:
-        """The controller horovodrun gets: elastic jobs always run on Gloo."""
-        return "gloo" if self.elastic else self.controller
-
-    @property
-    def multi_host(self) -> bool:
-        return bool(self.hosts or self.hostfile)
-
-    def effective_mpi_args(self) -> list[str]:
-        args = ["--mca", "mpi_yield_when_idle", "1"] if self.yield_when_idle else []
-        if self.multi_host:  # a host cut off mid-run ends the job instead of hanging it
-            args += mpi_keepalive_args(self.peer_timeout)
-        return merge_mpi_args(args, self.mpi_args)  # the user's values replace ours
-
-    def describe(self) -> dict:
-        """What a run records in its config.yaml, the resolved mpirun arguments included."""
-        return {**asdict(self), "resolved_mpi_args": self.effective_mpi_args()}
 
 
 def check_horovod(framework: str, controller: str) -> None:
@@ -140,7 +49,7 @@ def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The horovodrun command line that runs `program` (an argv) on every rank."""
     controller = options.launch_controller
     # horovodrun's own command line, with its build probe kept off TensorFlow.
-    command = [sys.executable, "-m", "hvdkit.horovodrun", "-np", str(options.np),
+    command = [sys.executable, "-m", "hvdkit.launch.horovodrun", "-np", str(options.np),
                f"--{controller}"]
     mpi_args, nic = for_horovodrun(options) if controller == "mpi" else ([], None)
     if options.elastic:
@@ -162,7 +71,7 @@ def horovodrun_command(options: LaunchOptions, program: list[str]) -> list[str]:
 
 def job_command(options: LaunchOptions, program: list[str]) -> list[str]:
     """The command that runs `program` on every rank: mpirun itself for a one-host MPI job
-    (seconds faster, see hvdkit.mpirun), else horovodrun."""
+    (seconds faster, see hvdkit.launch.mpirun), else horovodrun."""
     if uses_mpirun(options):
         return mpirun_command(options, program)
     return horovodrun_command(options, program)
@@ -186,13 +95,15 @@ def warn_oversubscription(options: LaunchOptions) -> None:
               "ranks will share cores and run slower", file=sys.stderr)
 
 
-def run_job(options: LaunchOptions, program: list[str], verbose: bool = False) -> int:
-    """Run `program` on every rank, relaying the output (hvdkit.console: rank 0's lines clean,
+def run_job(options: LaunchOptions, program: list[str], verbose: bool = False,
+            env: dict[str, str] | None = None) -> int:
+    """Run `program` on every rank (with `env` added to its environment), relaying the output
+    (hvdkit.launch.console: rank 0's lines clean,
     other ranks' warnings and errors prefixed, start-up noise out; `verbose`: all of it raw);
-    on failure, name the rank that failed first (hvdkit.failures).
+    on failure, name the rank that failed first (hvdkit.launch.failures).
 
-    SIGINT/SIGTERM stop the whole job (hvdkit.interrupts); the ranks' heartbeats let the
-    watchdog name a frozen rank and end the job (hvdkit.watchdog)."""
+    SIGINT/SIGTERM stop the whole job (hvdkit.launch.guard); the ranks' heartbeats let the
+    watchdog name a frozen rank and end the job (hvdkit.launch.monitor)."""
     command = job_command(options, program)
     console = Console(verbose=verbose)
     print("[hvdkit] launching:", shlex.join(command), file=sys.stderr, flush=True)
@@ -201,12 +112,12 @@ def run_job(options: LaunchOptions, program: list[str], verbose: bool = False) -
     job_dir = JobDir.create()
     guard = JobGuard(job_dir)
     monitor = Monitor(job_dir, *watchdog_seconds(options), end_job=guard.end)
-    env = {"TF_CPP_MIN_LOG_LEVEL": "1", **peer_env, **os.environ,
-           "HVDKIT_LAUNCH": json.dumps(options.describe()), **job_dir.env()}
+    ranks_env = {"TF_CPP_MIN_LOG_LEVEL": "1", **peer_env, **os.environ, **(env or {}),
+                 **job_dir.env()}
     printed = Printed()
     try:
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=env, text=True, bufsize=1, start_new_session=True) as job:
+                              env=ranks_env, text=True, bufsize=1, start_new_session=True) as job:
             guard.attach(job, monitor.pids)
             monitor.start()
             assert job.stdout is not None

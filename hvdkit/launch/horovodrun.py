@@ -1,6 +1,6 @@
 """horovodrun without TensorFlow in its start-up, and what Horovod was built with, from its files.
 
-    python -m hvdkit.horovodrun -np 2 --gloo python train.py     # the same arguments
+    python -m hvdkit.launch.horovodrun -np 2 --gloo python train.py     # the same arguments
 
 Before it starts any rank, horovodrun asks whether Horovod was built with MPI or Gloo by
 importing `horovod.tensorflow`, else `horovod.torch`, in a forked process

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hvdkit.recipe import OptimizerConfig
+from hvdkit.config import OptimizerConfig
 
 
 def learning_rate(

@@ -1,6 +1,6 @@
 """The launcher's message after a failed job: only what is known, about the rank that failed first.
 
-Sources, best first: the ranks' heartbeats (hvdkit.watchdog: how and when each rank ended),
+Sources, best first: the ranks' heartbeats (hvdkit.launch.monitor: how and when each rank ended),
 then what the ranks and the launcher printed (`Printed`). "Its traceback is above" is said only
 of a rank that printed one; a host from which no rank ever reported is named as one the job
 could not start on, with ssh's reason, not as a host lost during the run.
@@ -12,15 +12,16 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from hvdkit.hosts import probe, report_lost_hosts
-from hvdkit.watchdog import CONSEQUENCE, ERROR, FAILED, Monitor
+from hvdkit.launch.hosts import probe, report_lost_hosts
+from hvdkit.launch.monitor import Monitor
+from hvdkit.runtime.heartbeat import CONSEQUENCE, ERROR, FAILED
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", socket.gethostname())
 
 
 @dataclass
 class Printed:
-    """What the job's output said about its ranks (hvdkit.launcher reads it line by line)."""
+    """What the job's output said about its ranks (hvdkit.launch.job reads it line by line)."""
 
     tracebacks: set[int] = field(default_factory=set)  # "hvdkit: rank N failed" + traceback
     errors: set[int] = field(default_factory=set)  # "hvdkit: error (rank N): ..."

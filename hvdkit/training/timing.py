@@ -64,7 +64,7 @@ class ThroughputWindow:
         comm = (self.comm_clock() - self._comm0) if self.comm_clock else float("nan")
         seconds = self._barrier() - self.started - self.paused
         local = np.array([self.samples, self.steps, seconds, self.step_seconds, comm, 1.0])
-        total = self.allreduce(local, op="sum", name="hvdkit.timing")
+        total = self.allreduce(local, op="sum", name="hvdkit.training.timing")
         ranks = total[5]
         result = {
             "samples": int(total[0] + 0.5),

@@ -9,6 +9,7 @@ TensorBoard logs) is taken only by `--resume` of that same run, which continues 
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from hvdkit.errors import UserError
@@ -46,3 +47,19 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool) ->
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
+
+
+def new_run_dir(name: str, framework: str, np_: int, root: str | Path = "runs") -> Path:
+    """A new run folder, runs/<name>-<framework>-np<N>-<time>, made here so that no other run
+    takes it: two runs started in the same second get `-2`, `-3`, ... (mkdir is atomic)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{framework}-np{np_}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise UserError(f"no free run folder next to {base}; give --run-dir")

@@ -63,7 +63,7 @@ def cores() -> int:
 
 def ranks_on_machine(local_size: int) -> int:
     """Ranks sharing this machine: Horovod's local size, unless the launcher counted them
-    itself (an elastic job whose hosts name this machine more than once; hvdkit.machines)."""
+    itself (an elastic job whose hosts name this machine more than once; hvdkit.launch.machines)."""
     table = os.environ.get("HVDKIT_MACHINE_RANKS", "")
     host = os.environ.get("HOROVOD_HOSTNAME")
     counts = dict(item.rsplit("=", 1) for item in table.split(",") if "=" in item)

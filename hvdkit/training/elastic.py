@@ -18,8 +18,8 @@ import sys
 from dataclasses import asdict, fields
 from typing import Any
 
-from hvdkit.checkpoint import Position
-from hvdkit.world import World
+from hvdkit.runtime.world import World
+from hvdkit.training.checkpoint import Position
 
 FIELDS = tuple(f.name for f in fields(Position))
 

@@ -7,7 +7,7 @@ and `127.0.0.1:1`, the README's way to try elastic on one machine) each rank see
 groups the names that reach the same machine (the loopback addresses and this machine's own
 count as this machine), counts the ranks Horovod will place on each machine (hosts in order,
 slots filled up to -np), and tells the ranks (`HVDKIT_MACHINE_RANKS`, read by
-`hvdkit.world.ranks_on_machine`); each then takes cores ÷ that many threads.
+`hvdkit.runtime.world.ranks_on_machine`); each then takes cores ÷ that many threads.
 """
 
 from __future__ import annotations

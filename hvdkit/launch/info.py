@@ -9,9 +9,9 @@ import subprocess
 from dataclasses import fields
 from importlib.util import find_spec
 
-from hvdkit.horovodrun import HOROVOD_EXTENSIONS
-from hvdkit.launcher import LaunchOptions
-from hvdkit.world import cores, default_threads
+from hvdkit.launch.horovodrun import HOROVOD_EXTENSIONS
+from hvdkit.launch.options import LaunchOptions
+from hvdkit.runtime.world import cores, default_threads
 
 _PACKAGES = ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py")
 
@@ -53,7 +53,7 @@ def horovod_build() -> dict[str, str]:
 
 def planned_launch(np_: int) -> str:
     """What `hvdkit train -np N` on this host uses, tuned defaults (for N ranks) included."""
-    from hvdkit.defaults import BUILT_IN, horovod_env, load_defaults
+    from hvdkit.launch.defaults import BUILT_IN, horovod_env, load_defaults
 
     saved = load_defaults(np_)
     controller = saved.get("controller", BUILT_IN["controller"])
@@ -80,7 +80,7 @@ def describe() -> str:
         doc = " ".join((f.metadata.get("doc") or "").split())
         lines.append(f"  {f.name:<18} {getattr(defaults, f.name)!r} {doc}".rstrip())
     lines.append(f"  {'mpirun args':<18} {' '.join(defaults.effective_mpi_args())}")
-    from hvdkit.defaults import defaults_path, load_table
+    from hvdkit.launch.defaults import defaults_path, load_table
 
     table = load_table()
     lines += ["", f"this machine's tuned defaults ({defaults_path()}, from `hvdkit tune`), "

@@ -1,24 +1,10 @@
-"""Stopping a run on SIGINT or SIGTERM: every rank at the same step, with a checkpoint.
-
-In the launcher (`hvdkit train -np N`), `JobGuard` catches both signals. The first asks every
-rank to stop (a `stop` file in the job folder, hvdkit.jobdir) and waits; a second one, or
-ranks that have not stopped after `GRACE_S`, end every process of the job at once. Either way
-nothing is left behind: no process of the job, no /dev/shm segment it had mapped. The launcher
-then exits 130 (SIGINT) or 143 (SIGTERM) with one line saying how to resume.
-
-In each rank, `StepBoundaryStop` holds the stop requests (the signal received directly, as
-srun delivers it to every task, or the launcher's stop file). They ride in two more columns of
-the trainer's metrics allreduce (every `train.log_every_steps` steps and at each epoch's end),
-so no collective is added and every rank sees the same answer after the same flush, even with
-uneven data. The trainer then ends the loop there as `max_steps` would (final evaluation and
-checkpoint), and `--resume latest` continues bit for bit.
-"""
+"""The launcher's side of a stop (SIGINT, SIGTERM): ask every rank to stop at a step boundary,
+then end the job in order; see hvdkit.runtime.stop for the ranks' side."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -27,134 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from hvdkit.checkpoint import checkpoint_path
-from hvdkit.jobdir import JobDir
-
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-GRACE_S = 60
-"""How long the launcher waits for the ranks to reach a step boundary and checkpoint."""
-KILL_WAIT_S = 3
-
-
-def exit_code(signum: int) -> int:
-    """The shell's exit status of a process ended by `signum`: 130 for SIGINT, 143 for SIGTERM."""
-    return 128 + signum
-
-
-def signal_name(signum: int) -> str:
-    return signal.Signals(signum).name
-
-
-# -- in each rank -------------------------------------------------------------------------
-
-
-class StepBoundaryStop:
-    """A rank's stop requests and the ranks' agreement on them.
-
-    `requests()` is this rank's part of the trainer's metrics allreduce (two columns: SIGINT,
-    SIGTERM); `agree(totals)` reads the sums, the same on every rank, so every rank stops after
-    the same flush. The first SIGINT/SIGTERM a rank receives asks for the stop; a second one
-    runs the handler that was there before (SIGINT: KeyboardInterrupt; SIGTERM: the process
-    ends at once).
-    """
-
-    def __init__(self, is_root: bool) -> None:
-        self.is_root = is_root
-        self.job = JobDir.from_env()
-        self.received = 0  # a signal this rank received itself
-        self.signum = 0  # the signal all ranks agreed to stop for
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals reach the main thread only; the launcher's stop file still works
-        for signum in SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:  # the second signal: stop at once, as if we had not caught it
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            self.restore()
-            print(f"hvdkit: second {signal_name(signum)}: stopping at once, without a "
-                  "checkpoint", file=sys.stderr, flush=True)
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                signal.raise_signal(signum)
-            return
-        self.received = signum
-        if self.is_root:
-            print(f"hvdkit: {signal_name(signum)}: every rank stops at the next logged step "
-                  "and writes a checkpoint (again to stop at once)", file=sys.stderr, flush=True)
-
-    def requests(self) -> np.ndarray:
-        """[SIGINT asked, SIGTERM asked] on this rank: a signal, or the launcher's stop file."""
-        local = self.signum or self.received or (self.job.stop_requested() if self.job else 0)
-        return np.array([local == signal.SIGINT, local == signal.SIGTERM], dtype=np.float64)
-
-    def agree(self, totals: np.ndarray) -> bool:
-        """True once any rank asked to stop (`totals`: the requests summed over the ranks)."""
-        if not self.signum and totals[1] > 0:
-            self.signum = signal.SIGTERM
-        elif not self.signum and totals[0] > 0:
-            self.signum = signal.SIGINT
-        return bool(self.signum)
-
-
-def finish_stopped(trainer: Any) -> int:
-    """After `trainer.fit()` stopped on a signal: rank 0 tells the launcher where it stopped,
-    or says it itself when there is no hvdkit launcher. The exit code: 0 in a job whose
-    launcher reports the stop (horovodrun then stays quiet), else 130 or 143."""
-    checkpointer, step = trainer.checkpointer, trainer.position.step
-    saved = checkpointer.directory is not None and checkpointer.last_saved == step
-    record = {"signal": trainer.stop.signum, "step": step,
-              "run_dir": str(trainer.run_dir) if trainer.run_dir else None,
-              "checkpoint": str(checkpoint_path(checkpointer.directory, step)) if saved else None}
-    job, is_root = JobDir.from_env(), trainer.world.is_root
-    if job is not None:
-        if is_root:
-            job.report_stopped(record)
-        return 0
-    if is_root:
-        print(stopped_line(record, sys.argv[1:]), file=sys.stderr, flush=True)
-    return exit_code(record["signal"])
-
-
-def stopped_line(record: dict[str, Any], argv: list[str]) -> str:
-    """One line: where the run stopped, and the command that resumes it."""
-    head = f"hvdkit: stopped by {signal_name(record['signal'])} after step {record['step']}"
-    if not record.get("checkpoint"):
-        return f"{head}; no checkpoint was written (the run has no run folder)"
-    return (f"{head}; checkpoint {record['checkpoint']}; resume with: "
-            f"{resume_command(argv, record['run_dir'])}")
-
-
-def resume_command(argv: list[str], run_dir: str) -> str:
-    """`argv` (the user's `hvdkit train ...` arguments) with `--run-dir RUN --resume latest`."""
-    kept: list[str] = []
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in ("--run-dir", "--resume", "--overwrite"):
-            takes_value = "=" not in arg and name != "--overwrite" and i + 1 < len(argv) \
-                and not argv[i + 1].startswith("-")
-            skip = takes_value
-            continue
-        kept.append(arg)
-    return shlex.join(["hvdkit", *kept, "--run-dir", run_dir, "--resume", "latest"])
-
-
-# -- in the launcher ----------------------------------------------------------------------
+from hvdkit.runtime.jobdir import JobDir
+from hvdkit.runtime.stop import GRACE_S, KILL_WAIT_S, SIGNALS, exit_code, signal_name, stopped_line
 
 
 class JobGuard:
@@ -292,7 +152,7 @@ def _is_rank(proc: Any) -> bool:
     """A rank's process (not a launcher above it): it has its rank in its environment."""
     import psutil
 
-    from hvdkit.worker import RANK_VARIABLES
+    from hvdkit.runtime.rank import RANK_VARIABLES
 
     try:
         return any(name in proc.environ() for name in RANK_VARIABLES)

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hvdkit.config import Recipe
 from hvdkit.errors import UserError
-from hvdkit.recipe import Recipe
 
 MAGIC = b"HVDKIT-CHECKPOINT 1 "
 SUFFIX = ".hvdk"
@@ -254,7 +254,7 @@ class Checkpointer:
                 found = (str(path), payload)
             except CheckpointError as exc:
                 found = exc
-        found = self.runner.broadcast_object(found, root_rank=0, name="hvdkit.checkpoint")
+        found = self.runner.broadcast_object(found, root_rank=0, name="hvdkit.training.checkpoint")
         if isinstance(found, Exception):
             raise CheckpointError(str(found))
         path, payload = found

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from hvdkit.checkpoint import load_latest
 from hvdkit.errors import UserError
 from hvdkit.recipe import recipe_from_dict
+from hvdkit.training.checkpoint import load_latest
 
 FORMATS = ("native",)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdkit.callbacks import Callback, Logs
+from hvdkit.training.callbacks import Callback, Logs
 
 STEP_KEYS = ("loss", "accuracy", "lr", "samples_per_sec", "step_time")
 

@@ -3,8 +3,8 @@
 `hvdkit train` creates it before starting horovodrun and removes it when the job is over. It
 holds small files, each written atomically (temporary file, then rename):
 
-- `rank-<N>.json`: rank N's heartbeat (hvdkit.watchdog): host, pid, step, beat counter, exit;
-- `stop`: the launcher asks every rank to stop at the next step boundary (hvdkit.interrupts);
+- `rank-<N>.json`: rank N's heartbeat (hvdkit.launch.monitor): host, pid, step, beat counter, exit;
+- `stop`: the launcher asks every rank to stop at the next step boundary (hvdkit.launch.guard);
 - `stopped.json`: rank 0 says where it stopped and which checkpoint it wrote.
 
 Ranks on another host see the folder only where it is on a shared file system; without it they
@@ -54,7 +54,7 @@ class JobDir:
                 beats[int(data["rank"])] = data
         return beats
 
-    # -- stopping at a step boundary (hvdkit.interrupts) ----------------------------------
+    # -- stopping at a step boundary (hvdkit.launch.guard) ----------------------------------
 
     def request_stop(self, signum: int) -> None:
         write_json(self.path / "stop", {"signal": signum})

@@ -1,0 +1,45 @@
+"""Checks made once, before any rank starts, so that a mistake is one line (exit 2) and not
+one per rank between mpirun's boxes: the data files against the model, and the builders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hvdkit.config import Recipe
+from hvdkit.data.checks import FILE_SOURCES, check_model_fits
+from hvdkit.models.builders import call_model_builder, resolve
+
+
+def check_data(recipe: Recipe) -> None:
+    """Open and check a file source and check it fits the model (before any worker starts)."""
+    if recipe.data.name not in FILE_SOURCES:
+        return
+    from hvdkit.data.builder import build_source
+
+    data = build_source(recipe.data, recipe.train.seed)
+    check_model_fits(recipe.model.name, data)
+    data.close()
+
+
+def check_builders(recipe: Any, framework: str, call: bool = True) -> None:
+    """Import the recipe's builders and, with `call`, call them once and check what they
+    return, so that a bad one fails before any worker starts. Calling the model builder
+    imports the framework here (to check the model's type): launchers call, while a process
+    that trains itself only imports (its framework must start after Horovod)."""
+    model, data = recipe.model, recipe.data
+    for key, spec in (("model.builder", model.builder), ("data.builder", data.builder)):
+        if spec:
+            resolve(spec, key, recipe.folder)
+    if not call or not (model.builder or data.builder):
+        return
+    from hvdkit.adapters.base import load_framework
+    from hvdkit.data.builder import build_dataset
+    from hvdkit.models.usermodel import model_input_shape
+
+    dataset = build_dataset(data, recipe.train.seed, recipe.folder)
+    if model.builder:
+        shape = model_input_shape(dataset.input_shape, model.channels_first)
+        built = call_model_builder(model, framework, shape, dataset.num_classes, recipe.folder)
+        load_framework(framework).usermodel.as_model(
+            built, shape, dataset.num_classes, f"model.builder {model.builder!r}")
