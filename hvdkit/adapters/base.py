@@ -9,7 +9,7 @@ mechanics of one framework, and declares here every member they use. It is appli
         adapter.keep(parts, devices)              this rank's parts on their devices (or
         adapter.keep_chunks(chunks, device)       its chunks, with virtual stages)
         adapter.make_optimizer(recipe.optimizer)
-        adapter.use_exchange(exchange)            how replicas' gradients are combined
+        adapter.use_exchange(plan)                how replicas' gradients are combined
     adapter.train_step(x, y, lr) / forward / backward (/ backward_weights) per micro-batch
                                                   and chunk in a pipeline
 
@@ -29,6 +29,7 @@ import numpy as np
 from hvdkit.config import OptimizerConfig, Recipe
 from hvdkit.errors import UserError
 from hvdkit.models.tasks import CLASSIFICATION, Task
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 
 # Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
 PROCESS_SETS: dict[tuple[int, ...], Any] = {}
@@ -37,37 +38,10 @@ PROCESS_SETS: dict[tuple[int, ...], Any] = {}
 FRAMEWORKS = {"torch": "hvdkit.adapters.torch", "tensorflow": "hvdkit.adapters.tensorflow"}
 
 
-class Adapter(ABC):
-    """One framework's mechanics. Abstract members every framework implements; the others
-    have a default here."""
+class ModelAndStep(ABC):
+    """Role of the trainer and hvdkit.parallel: start Horovod, build and keep this rank's
+    model, make its optimizer and gradient exchange, and run one step on it."""
 
-    framework: str = ""
-    hvd: Any = None
-    """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
-    split_backward: bool = False
-    """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
-    only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps
-    what both need."""
-
-    def __init__(self) -> None:
-        self.threads = 0
-        """Intra-op threads of this rank (set by `init`)."""
-        self.device = "cpu"
-        """This rank's device, in the framework's spelling (set by `init`, then by `keep`)."""
-        self.task: Task = CLASSIFICATION
-        """What the model is trained to do (the trainer sets it from the data; `build_model`
-        notes whether the model outputs logits or probabilities)."""
-        self.input_dtype = "float32"
-        """The data's input dtype (int64 for token ids), set by the trainer."""
-        self.channels_first = False
-        """model.channels_first: image batches reach the model as (N, C, H, W)."""
-        self.tied: Any = None
-        """Gradients of weights shared with other pipeline stages, summed across them before
-        each update (hvdkit.parallel.tied.TiedGradients), or None."""
-        self.exchange: Any = None
-        """The gradient exchange in use (`hvdkit.parallel.exchange`), set by `use_exchange`."""
-
-    # -- set-up ---------------------------------------------------------------------------
 
     @abstractmethod
     def init(self, process_sets: list[list[int]], threads: int, device: str,
@@ -180,12 +154,22 @@ class Adapter(ABC):
     def make_optimizer(self, config: OptimizerConfig) -> None:
         """The optimizer over the kept model's parameters."""
 
-    def use_exchange(self, exchange: Any) -> None:
-        """Combine the replicas' gradients through `exchange` from the next step on."""
-        self.exchange = exchange
-        exchange.attach(self)
+    @abstractmethod
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        """This framework's exchange object for `plan` (adapters/<framework>/exchange.py)."""
 
-    # -- one step on this rank's whole model (no pipeline) --------------------------------
+    def use_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        """Combine the replicas' gradients as `plan` says from the next step on (after
+        `make_optimizer`: the exchange takes the optimizer over)."""
+        self.exchange = self.make_exchange(plan)
+        self.exchange.attach(self)
+        return self.exchange
+
+    def configure_data(self, task: Task, input_dtype: str) -> None:
+        """What the data is: the task the model is trained for and the inputs' dtype."""
+        self.task = task
+        self.input_dtype = input_dtype
+
 
     def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         """Run in the data prefetch thread, ahead of the step: the batch as `train_step` and
@@ -206,7 +190,19 @@ class Adapter(ABC):
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The task's eval sums over this batch (`Task.eval_sums`)."""
 
-    # -- a pipeline stage's micro-batches (hvdkit.parallel.pipeline_step) -----------------
+class PipelineStageOps(ABC):
+    """Role of a pipeline stage (hvdkit.parallel.pipeline_step): configured with one call,
+    then micro-batch operations per chunk of the kept model."""
+
+    def configure_stage(self, split_backward: bool, first_stage: bool, tied: Any) -> None:
+        """Make this adapter one stage: `split_backward` for zb-h1's B/W split; the data's
+        layout (model.channels_first) applies to the first stage's inputs only; `tied` sums
+        the gradients of weights shared with other stages (None: none)."""
+        self.split_backward = split_backward
+        if not first_stage:
+            self.channels_first = False
+        self.tied = tied
+
 
     @abstractmethod
     def zero_grad(self, lr: float) -> None:
@@ -243,7 +239,10 @@ class Adapter(ABC):
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The task's eval sums for outputs computed by `infer` (a pipeline's last stage)."""
 
-    # -- what the gradient exchanges use (hvdkit.parallel.exchange, .ps) ------------------
+class ExchangeHooks(ABC):
+    """Role of the gradient exchanges (hvdkit.parallel.exchange, .ps, and each framework's
+    exchange.py): the local update and the gradients and parameters as numpy."""
+
 
     @abstractmethod
     def optimizer_step(self) -> None:
@@ -264,30 +263,18 @@ class Adapter(ABC):
         """The kept trainable parameters, in order."""
 
     @abstractmethod
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> Any:
-        """Install Horovod ring-allreduce of the gradients over these ranks (None: all), to
-        fire after `passes` backward passes; returns a counter of the bytes handed to it."""
-
-    @abstractmethod
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        """Make the optimizer a ZeRO-1 one over these ranks (None: all): gradients
-        reduce-scattered per bucket, the step on this rank's shard (holding only its state),
-        parameters all-gathered; `state()` then gathers the whole optimizer state (every rank
-        calls it). Returns the `hvdkit.parallel.zero.ShardPlan`."""
-
-    @abstractmethod
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        """Install PowerSGD over these ranks (None: all) for `optimizer_step`; `state()` then
-        gathers every rank's errors. Returns the `hvdkit.parallel.powersgd.PowerSGDPlan`."""
+    def sum_tied(self) -> None:
+        """Sum, across the pipeline stages that share them, the gradients of tied weights (a
+        no-op without any)."""
 
     @abstractmethod
     def optimizer_state_bytes(self) -> int:
         """Bytes of optimizer state this rank holds (its shard's alone under ZeRO-1)."""
 
-    # -- collectives, state, fault tolerance ----------------------------------------------
+class StateAndCollectives(ABC):
+    """Role of checkpoints, elastic training and the trainer's metrics: the state as numpy,
+    broadcasts and small allreduces."""
+
 
     @abstractmethod
     def allreduce(self, values: np.ndarray, op: str = "average",
@@ -322,6 +309,37 @@ class Adapter(ABC):
         """`func(state)` wrapped by the framework's `hvd.elastic.run`."""
         return self.hvd.elastic.run(func)
 
+
+class Adapter(ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives):
+    """One framework's mechanics. Abstract members every framework implements; the others
+    have a default here."""
+
+    framework: str = ""
+    hvd: Any = None
+    """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
+    split_backward: bool = False
+    """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
+    only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps
+    what both need."""
+
+    def __init__(self) -> None:
+        self.threads = 0
+        """Intra-op threads of this rank (set by `init`)."""
+        self.device = "cpu"
+        """This rank's device, in the framework's spelling (set by `init`, then by `keep`)."""
+        self.task: Task = CLASSIFICATION
+        """What the model is trained to do (the trainer sets it from the data; `build_model`
+        notes whether the model outputs logits or probabilities)."""
+        self.input_dtype = "float32"
+        """The data's input dtype (int64 for token ids), set by the trainer."""
+        self.channels_first = False
+        """model.channels_first: image batches reach the model as (N, C, H, W)."""
+        self.tied: Any = None
+        """Gradients of weights shared with other pipeline stages, summed across them before
+        each update (hvdkit.parallel.tied.TiedGradients), or None."""
+        self.exchange: Any = None
+        """The gradient exchange in use (adapters/<framework>/exchange.py), set by
+        `use_exchange`: the only thing the adapter knows of how replicas combine."""
 
 def load_framework(framework: str) -> Any:
     """The adapter package of `framework` (hvdkit.adapters.<name>), with a clear error for an

@@ -23,10 +23,12 @@ import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.tensorflow import losses, usermodel
+from hvdkit.adapters.tensorflow.exchange import make_exchange
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
 from hvdkit.config import OptimizerConfig
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.devices import device_for
 from hvdkit.runtime.world import default_threads, pick_gpu
 
@@ -49,9 +51,6 @@ class TensorFlowAdapter(Adapter):
         self.hvd = hvd
         self.device = "/CPU:0"
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}  # by (micro-batch, chunk)
-        self._reduce = _unchanged  # the ring's grouped allreduce, once installed
-        self.sharded: Any = None  # ZeRO-1's ZeroExchange, once installed
-        self.powersgd: Any = None  # a PowerSGDExchange, once installed
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -111,7 +110,6 @@ class TensorFlowAdapter(Adapter):
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
         self._grads_fn = tf.function(self._local_grads, autograph=False,
                                      reduce_retracing=True)
-        self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
         self._set_chunks([(self.parts, self.devices)])
 
@@ -151,64 +149,17 @@ class TensorFlowAdapter(Adapter):
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config)
         self.optimizer.build(self.trainable)
+        self._apply_local = tf.function(
+            lambda grads: self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True)),
+            autograph=False)
 
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> float:
-        hvd = self.hvd
-        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
-        reduce_op = {"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op]
-        process_set = self.process_set(process_set_ranks)
-
-        def reduce(grads: list[tf.Tensor]) -> list[tf.Tensor]:
-            return hvd.grouped_allreduce(grads, op=reduce_op, compression=codec,
-                                         process_set=process_set)
-
-        self._reduce = reduce
-        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
-        return float(sum(int(np.prod(v.shape)) * codec.compress(tf.zeros((), v.dtype))[0]
-                         .dtype.size for v in self.trainable))
-
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        from hvdkit.adapters.tensorflow.zero import ZeroExchange
-
-        self.sharded = ZeroExchange(self.trainable, self.optimizer, self.hvd,
-                                    self.process_set(process_set_ranks), op, compression)
-        self.optimizer = self.sharded.optimizer  # over this rank's shard alone
-        return self.sharded.plan
-
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        from hvdkit.adapters.tensorflow.powersgd import PowerSGDExchange
-
-        self.powersgd = PowerSGDExchange(self.trainable, self.optimizer, self.hvd,
-                                         self.process_set(process_set_ranks), op, rank,
-                                         warmup_steps)
-        return self.powersgd.plan
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        return make_exchange(plan)
 
     def optimizer_state_bytes(self) -> int:
         from hvdkit.adapters.tensorflow.zero import optimizer_state_bytes
 
         return optimizer_state_bytes(self.optimizer)
-
-    def _compressing(self) -> bool:
-        """PowerSGD past its warm-up (a Python value: a step traces once per value)."""
-        return self.powersgd is not None and self.powersgd.compressing
-
-    def _apply(self, grads: list[tf.Tensor], compressing: bool) -> None:
-        """Combine the replicas' gradients and update (graph-safe; the learning rate is set)."""
-        if self.sharded is not None:
-            self.sharded.apply(grads)
-            return
-        if self.powersgd is not None:
-            grads = self.powersgd.reduce(grads, compressing)
-        else:
-            grads = self._reduce(grads)
-        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
-
-    def _stepped(self) -> None:
-        if self.powersgd is not None:
-            self.powersgd.done()
 
     # -- one step on the whole kept model -------------------------------------------------
 
@@ -235,14 +186,14 @@ class TensorFlowAdapter(Adapter):
                     compressing: bool) -> tf.Tensor:
         self.optimizer.learning_rate.assign(lr)
         metrics, grads = self._local_grads(x, y, k)
-        self._apply(grads, compressing)
+        self.exchange.apply(grads, compressing)
         return metrics
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         if self.exchange.in_step:
             metrics = self._step(self._inputs(x), y, np.float32(lr), accumulation,
-                                 self._compressing())
-            self._stepped()
+                                 self.exchange.compressing)
+            self.exchange.after_step()
             return metrics
         self.optimizer.learning_rate.assign(lr)
         metrics, self._grads = self._grads_fn(self._inputs(x), y, accumulation)
@@ -367,15 +318,21 @@ class TensorFlowAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        if self.tied is not None:  # shared with other pipeline stages: their parts summed
-            grads = list(self._grads)
-            for i in self.tied.indices:
-                grad = np.array(grads[i], dtype=np.float32)
-                self.tied.reduce_one(i, grad)
-                grads[i] = tf.constant(grad)
-            self._grads = grads
-        self._apply_fn(self._grads, self._compressing())
-        self._stepped()
+        self._apply_local(self._grads)
+
+    def sum_tied(self) -> None:
+        if self.tied is None:
+            return
+        grads = list(self._grads)
+        for i in self.tied.indices:
+            grad = np.array(grads[i], dtype=np.float32)
+            self.tied.reduce_one(i, grad)
+            grads[i] = tf.constant(grad)
+        self._grads = grads
+
+    def accumulated_gradients(self) -> list[Any]:
+        """The gradients a step accumulated, as the exchange combines them."""
+        return self._grads
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [g.numpy() for g in self._grads]
@@ -386,12 +343,7 @@ class TensorFlowAdapter(Adapter):
     def assign_parameters(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.trainable, arrays, strict=True):
             v.assign(a)
-        self._parameters_changed()
-
-    def _parameters_changed(self) -> None:
-        """ZeRO-1's shard follows variables changed outside its step."""
-        if self.sharded is not None:
-            self.sharded.pull()
+        self.exchange.parameters_changed()
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.trainable]
@@ -406,36 +358,25 @@ class TensorFlowAdapter(Adapter):
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
-    def _all_variables(self) -> list[Any]:
-        """What a broadcast makes equal: not ZeRO-1's shards, which differ by rank."""
-        return [*self.variables, *([] if self.sharded else self.optimizer.variables)]
-
     def broadcast_state(self, root_rank: int = 0) -> None:
-        self.hvd.broadcast_variables([v.value for v in self._all_variables()],
-                                     root_rank=root_rank)
-        self._parameters_changed()
+        variables = [*self.variables, *self.exchange.optimizer_variables()]
+        self.hvd.broadcast_variables([v.value for v in variables], root_rank=root_rank)
+        self.exchange.parameters_changed()
 
     def state(self) -> dict[str, Any]:
-        """Model and optimizer variables (the step counter included) and TF's global RNG. Under
-        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
-        state = {"model": [v.numpy() for v in self.variables],
-                 "optimizer": self.sharded.state_dict() if self.sharded else
-                 [v.numpy() for v in self.optimizer.variables],
-                 "rng": tf.random.get_global_generator().state.numpy()}
-        if self.powersgd is not None:
-            state["powersgd"] = self.powersgd.state_dict()
-        return state
+        """Model and optimizer variables (the step counter included), TF's global RNG and the
+        exchange's own state; a collective under ZeRO-1 and PowerSGD."""
+        return {"model": [v.numpy() for v in self.variables],
+                "optimizer": self.exchange.optimizer_state(),
+                "rng": tf.random.get_global_generator().state.numpy(),
+                **self.exchange.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if self.sharded is not None:
-            self.sharded.load_state_dict(state["optimizer"])
-        for variable, value in zip(self._all_variables(),
-                                   [*state["model"], *([] if self.sharded
-                                                       else state["optimizer"])], strict=True):
+        self.exchange.load_optimizer_state(state["optimizer"])
+        for variable, value in zip(self.variables, state["model"], strict=True):
             variable.assign(value)
-        self._parameters_changed()
-        if self.powersgd is not None and "powersgd" in state:
-            self.powersgd.load_state_dict(state["powersgd"])
+        self.exchange.parameters_changed()
+        self.exchange.load_state(state)
         if "rng" in state:
             tf.random.get_global_generator().state.assign(state["rng"])
 
@@ -458,10 +399,6 @@ class TensorFlowAdapter(Adapter):
                 raise
 
         return elastic.run(guarded)
-
-
-def _unchanged(grads: list[tf.Tensor]) -> list[tf.Tensor]:
-    return grads
 
 
 def _unique(variables: list[Any]) -> list[Any]:

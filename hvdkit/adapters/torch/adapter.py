@@ -19,10 +19,12 @@ from torch import nn
 
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.torch import losses, usermodel
+from hvdkit.adapters.torch.exchange import make_exchange
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.config import OptimizerConfig
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.world import default_threads, pick_gpu
 
 
@@ -45,7 +47,6 @@ class TorchAdapter(Adapter):
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._marks: list[tuple[nn.Module, torch.Tensor]] | None = None
         self._hooked = False
-        self.powersgd: Any = None  # a PowerSGDExchange once installed
         self._copy_streams: dict[torch.device, Any] = {}  # host-to-GPU batch copies
 
     # -- set-up ---------------------------------------------------------------------------
@@ -110,36 +111,8 @@ class TorchAdapter(Adapter):
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
 
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> float:
-        hvd = self.hvd
-        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
-        self.optimizer = hvd.DistributedOptimizer(
-            self.optimizer, named_parameters=self.model.named_parameters(),
-            op={"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op],
-            compression=codec, backward_passes_per_step=passes,
-            process_set=self.process_set(process_set_ranks))
-        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
-        return float(sum(_nbytes(codec.compress(torch.zeros_like(p))[0])
-                         for p in self.model.parameters()))
-
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        from hvdkit.adapters.torch.zero import ZeroExchange
-
-        # It takes the optimizer's place: the same members, over this rank's shard.
-        self.optimizer = ZeroExchange(self.model.parameters(), self.optimizer, self.hvd,
-                                      self.process_set(process_set_ranks), op, compression)
-        return self.optimizer.plan
-
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        from hvdkit.adapters.torch.powersgd import PowerSGDExchange
-
-        self.powersgd = PowerSGDExchange(self.model.parameters(), self.optimizer, self.hvd,
-                                         self.process_set(process_set_ranks), op, rank,
-                                         warmup_steps)
-        return self.powersgd.plan
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        return make_exchange(plan)
 
     def optimizer_state_bytes(self) -> int:
         from hvdkit.adapters.torch.zero import optimizer_state_bytes
@@ -242,22 +215,11 @@ class TorchAdapter(Adapter):
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        if self.powersgd is not None:
-            self._sum_tied()
-            self.powersgd.step()  # reduces the gradients, then steps the optimizer
-            return
-        synchronize = getattr(self.optimizer, "synchronize", None)  # the ring's optimizer
-        if self.tied is None or synchronize is None:
-            self._sum_tied()
-            self.optimizer.step()  # the ring: waits for the allreduces still in flight first
-            return
-        synchronize()  # the ring's allreduces first: they write the gradients
-        self._sum_tied()
-        with self.optimizer.skip_synchronize():
-            self.optimizer.step()
+        self.sum_tied()
+        self.optimizer.step()
 
     @torch.no_grad()
-    def _sum_tied(self) -> None:
+    def sum_tied(self) -> None:
         """Weights shared with other pipeline stages (a tied head): their gradients summed."""
         if self.tied is None:
             return
@@ -304,12 +266,11 @@ class TorchAdapter(Adapter):
 
     def state(self) -> dict[str, Any]:
         """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors). Under
-        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors
+        (the exchange's own state, hvdkit/adapters/torch/exchange.py)."""
         state = {"model": to_numpy(self.model.state_dict()),
                  "optimizer": to_numpy(self.optimizer.state_dict()),
-                 "rng": torch.get_rng_state().numpy().copy()}
-        if self.powersgd is not None:
-            state["powersgd"] = to_numpy(self.powersgd.state_dict())
+                 "rng": torch.get_rng_state().numpy().copy(), **self.exchange.state()}
         if torch.cuda.is_available() and "cuda" in self.device:
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
         return state
@@ -317,8 +278,7 @@ class TorchAdapter(Adapter):
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(to_torch(state["optimizer"]))
-        if self.powersgd is not None and "powersgd" in state:
-            self.powersgd.load_state_dict(to_torch(state["powersgd"]))
+        self.exchange.load_state(state)
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
         if "cuda_rng" in state and "cuda" in self.device:
@@ -364,10 +324,6 @@ class TorchAdapter(Adapter):
             stream.synchronize()
             staged.record_stream(torch.cuda.default_stream(device))  # freed after the step
         return staged
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def torch_name(device: str) -> str:
