@@ -41,6 +41,7 @@ class ParallelLayout:
     powersgd_warmup_steps: int
     controller: str
     elastic: bool
+    boundaries: tuple[int, ...] = ()
 
     @property
     def pipelined(self) -> bool:
@@ -70,6 +71,23 @@ class ParallelLayout:
             return [self.placement[stage]] if self.placement else [default]
         return list(self.placement) or [default]
 
+    def check_cut(self, layers: int, model: str = "the model", source: str = "") -> None:
+        """The model's cut into `parts` fits its `layers` (layers with parameters): checked
+        from the catalogue before launch, and against the built model in each rank (a user's
+        model has no catalogue entry)."""
+        where = f"{source}: " if source else ""
+        if self.parts > layers:
+            field = ("parallel.placement" if self.stages == 1 else "parallel.stages" if
+                     self.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
+            raise UserError(f"{where}{field} cuts {model} into {self.parts} parts but it has "
+                            f"only {layers} layers with parameters; use at most {layers}")
+        if self.boundaries:
+            bounds = [0, *self.boundaries, layers]
+            if any(a >= b for a, b in itertools.pairwise(bounds)):
+                raise UserError(f"{where}parallel.boundaries {list(self.boundaries)} must rise "
+                                f"strictly within 1..{layers - 1} ({model} has {layers} "
+                                "layers with parameters)")
+
     @classmethod
     def from_recipe(cls, recipe: Any, world_size: int | None = None, controller: str = "mpi",
                     elastic: bool = False, source: str = "the recipe") -> ParallelLayout:
@@ -98,23 +116,12 @@ class ParallelLayout:
             fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
                  f"{p.stages}; give one device per stage")
         parts = p.stages * p.virtual_stages if p.stages > 1 else max(1, len(p.placement))
-        layers = layer_count(recipe.model)
-        if layers is not None and parts > layers:
-            field = ("parallel.placement" if p.stages == 1 else "parallel.stages" if
-                     p.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
-            fail(f"{field} cuts model {recipe.model.name} into {parts} parts but it has only "
-                 f"{layers} layers with parameters; use at most {layers}")
         if p.boundaries:
             if parts == 1:
                 fail("parallel.boundaries needs parallel.stages > 1 or a placement")
             if len(p.boundaries) != parts - 1:
                 fail(f"parallel.boundaries needs {parts - 1} entries (the first layer of each "
                      f"part after the first), got {len(p.boundaries)}")
-            top = layers if layers is not None else max(p.boundaries) + 1
-            bounds = [0, *p.boundaries, top]
-            if any(a >= b for a, b in itertools.pairwise(bounds)):
-                fail(f"parallel.boundaries {p.boundaries} must rise strictly within "
-                     f"1..{top - 1}")
         if p.stages == 1 and p.microbatches > 1:
             fail("parallel.microbatches needs parallel.stages > 1; for one stage use "
                  "parallel.accumulation")
@@ -160,11 +167,16 @@ class ParallelLayout:
         if size % p.stages:
             fail(f"world size {size} is not parallel.stages ({p.stages}) x a data-parallel "
                  f"degree; launch a multiple of {p.stages} ranks (-np)")
-        return cls(world_size=size, stages=p.stages, replicas=size // p.stages,
-                   placement=tuple(p.placement), microbatches=p.microbatches,
-                   accumulation=p.accumulation, schedule=p.schedule,
-                   virtual_stages=p.virtual_stages, sync=p.sync,
-                   compression=p.compression, reduction=p.reduction,
-                   powersgd_rank=p.powersgd_rank,
-                   powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,
-                   elastic=elastic)
+        layout = cls(world_size=size, stages=p.stages, replicas=size // p.stages,
+                     placement=tuple(p.placement), microbatches=p.microbatches,
+                     accumulation=p.accumulation, schedule=p.schedule,
+                     virtual_stages=p.virtual_stages, sync=p.sync, compression=p.compression,
+                     reduction=p.reduction, powersgd_rank=p.powersgd_rank,
+                     powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,
+                     elastic=elastic, boundaries=tuple(p.boundaries))
+        layers = layer_count(recipe.model)  # None for a user's model: each rank checks it
+        if layers is not None:
+            layout.check_cut(layers, f"model {recipe.model.name}", source)
+        elif any(a >= b for a, b in itertools.pairwise([0, *p.boundaries])):
+            fail(f"parallel.boundaries {p.boundaries} must rise strictly from 1")
+        return layout

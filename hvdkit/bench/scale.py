@@ -29,6 +29,7 @@ from hvdkit.bench.jobs import run_logged
 from hvdkit.bench.timeline import allreduce_share
 from hvdkit.errors import UserError
 from hvdkit.launch.options import CONTROLLERS
+from hvdkit.layout import ParallelLayout
 from hvdkit.parallel.traffic import ps_bytes_at_root, ring_bytes_per_rank
 from hvdkit.recipe import load_recipe
 from hvdkit.runtime.world import cores
@@ -71,8 +72,14 @@ class SweepSpec:
             bad = [g for g in given if g not in valid]
             if bad or not given:
                 raise UserError(f"{flag} {bad[0] if bad else ''!r}: valid: {', '.join(valid)}")
-        if "ps" in self.syncs and "gloo" in self.controllers:
-            raise UserError("--sync ps needs --controller mpi (it uses mpi4py)")
+        # Every point's layout is checked by the layout's own rules, before any trial runs.
+        for controller, sync, compression, np_ in itertools.product(
+                self.controllers, self.syncs, self.compressions, self.nps):
+            point = load_recipe(self.recipe, [*self.overrides, f"parallel.sync={sync}",
+                                              f"parallel.compression={compression}"])
+            ParallelLayout.from_recipe(point, np_, controller,
+                                       source=f"--sync {sync} --compression {compression} "
+                                              f"--controller {controller} at -np {np_}")
         if self.mode == "strong":
             bad = [n for n in self.nps if base.train.batch_size % n]
             if bad:
