@@ -42,7 +42,8 @@ RUNS = {
     "builders": ("examples/own_model/recipe.yaml", ["--set", "train.epochs=2"]),
 }
 
-# Loads every exported model with hvdkit unimportable; prints {name: test accuracy} as JSON.
+# Loads every exported model with hvdkit unimportable; prints {name: [test accuracy, test
+# loss]} as JSON (the loss: mean cross-entropy of the logits, per token for the GPT).
 LOADER = """
 import json, sys
 import numpy as np
@@ -62,15 +63,19 @@ else:
     def load(path):
         model = tf.saved_model.load(path + "/export/saved_model")
         return lambda x: model.serve(x).numpy()
-accuracy = {}
+found = {}
 for name in names:
     with np.load(f"{folder}/{name}-test.npz") as z:
         x, y = z["x"], z["y"]
-    predicted = np.concatenate([load(f"{folder}/{name}")(x[i:i + 256]).argmax(-1)
-                                for i in range(0, len(x), 256)])
-    accuracy[name] = float((predicted == y).mean())
+    model = load(f"{folder}/{name}")
+    logits = np.concatenate([model(x[i:i + 256]) for i in range(0, len(x), 256)])
+    logits = logits.astype(np.float64).reshape(-1, logits.shape[-1])
+    y = y.reshape(-1)
+    top = logits.max(1)
+    loss = top + np.log(np.exp(logits - top[:, None]).sum(1)) - logits[np.arange(len(y)), y]
+    found[name] = [float((logits.argmax(1) == y).mean()), float(loss.mean())]
 assert not [m for m in sys.modules if m.split(".")[0] == "hvdkit"]
-print(json.dumps(accuracy))
+print(json.dumps(found))
 """
 
 
@@ -108,6 +113,40 @@ def test_exported_models_load_without_hvdkit_and_give_the_runs_accuracy(exported
                              *RUNS], folder, env).stdout.splitlines()[-1])
     for name in RUNS:
         summary = json.loads((folder / name / "summary.json").read_text())
-        assert loaded[name] == pytest.approx(summary["test_accuracy"], abs=1e-9), name
+        accuracy, loss = loaded[name]
+        assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-9), name
+        # The loss too, which a model with other weights would not match by chance.
+        assert loss == pytest.approx(summary["test_loss"], rel=1e-4), name
     assert (folder / "mlp" / "export" / "model.pt" if framework == "torch" else
             folder / "resnet" / "export" / "model.keras").is_file()
+
+
+# Greedy decoding with the exported GPT, hvdkit hidden: what `generate --temperature 0` says.
+GREEDY = LOADER.split("found = {}")[0] + """
+model = load(f"{folder}/gpt")
+ids, block = list(b"def "), 16
+for _ in range(12):
+    window = np.zeros((1, block), np.int64)
+    window[0, :len(ids[-block:])] = ids[-block:]
+    ids.append(int(model(window)[0, len(ids[-block:]) - 1].argmax()))
+print(bytes(ids).decode("utf-8", errors="replace"))
+"""
+
+
+def test_generate_samples_from_the_gpt_run(exported) -> None:
+    framework, folder = exported
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    hvdkit = [sys.executable, "-m", "hvdkit", "generate"]
+    greedy = run([*hvdkit, str(folder / "gpt"), "--prompt", "def ", "--tokens", "12",
+                  "--temperature", "0"], folder, env)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    expected = run([sys.executable, "-I", "-c", GREEDY, framework, str(folder)], folder, clean)
+    assert greedy.stdout == expected.stdout.splitlines()[-1] + "\n"
+    assert greedy.stdout.startswith("def ")
+    sampled = run([*hvdkit, str(folder / "gpt"), "--prompt", "def ", "--tokens", "12",
+                   "--seed", "3"], folder, env)
+    assert sampled.stdout.startswith("def ") and "sampling from" in sampled.stderr
+    wrong = subprocess.run([*hvdkit, str(folder / "mlp"), "--prompt", "x"], cwd=folder,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
+    assert "is not a language-model run" in wrong.stderr

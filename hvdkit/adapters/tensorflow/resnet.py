@@ -31,6 +31,15 @@ def norm() -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
 
 
+def _build(layers: list[keras.layers.Layer], shape: Any) -> Any:
+    """Build `layers` in turn from `shape` (a .keras file's loader builds before it loads
+    weights); the output shape."""
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
 def _run(layers: list[keras.layers.Layer], x: Any, training: Any) -> Any:
     for layer in layers:
         x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) \
@@ -50,6 +59,9 @@ class Stem(keras.layers.Layer):
                       keras.layers.ReLU()]
         if imagenet:  # after a ReLU, zero padding is as good as torch's -inf padding
             self.parts += [keras.layers.ZeroPadding2D(1), keras.layers.MaxPooling2D(3, 2)]
+
+    def build(self, input_shape: Any) -> None:
+        _build(self.parts, input_shape)
 
     def call(self, x: Any, training: Any = None) -> Any:
         return _run(self.parts, x, training)
@@ -78,6 +90,10 @@ class Block(keras.layers.Layer):
         self.shortcut = ([*conv(c_out, 1, stride), norm()]
                          if stride != 1 or c_in != c_out else [])
 
+    def build(self, input_shape: Any) -> None:
+        _build(self.branch, input_shape)
+        _build(self.shortcut, input_shape)
+
     def call(self, x: Any, training: Any = None) -> Any:
         return keras.ops.relu(_run(self.branch, x, training) + _run(self.shortcut, x, training))
 
@@ -95,6 +111,9 @@ class Head(keras.layers.Layer):
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.fc = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.
                                      VarianceScaling(1 / 3, "fan_in", "uniform"))
+
+    def build(self, input_shape: Any) -> None:
+        _build([self.pool, self.fc], input_shape)
 
     def call(self, x: Any) -> Any:
         return self.fc(self.pool(x))
