@@ -11,12 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hvdkit import __version__
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.errors import UserError
 
 VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
+
+
+class VersionAction(argparse.Action):
+    """--version: the version and the checkout (asks git only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="the version and the checkout")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from hvdkit.version import describe_version
+
+        print(describe_version())
+        parser.exit()
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +101,7 @@ def _attach_values(argv: list[str]) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hvdkit", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"hvdkit {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     add_study_parsers(sub)  # scale, bench allreduce, tune (hvdkit.bench.commands)
