@@ -214,6 +214,7 @@ class Trainer:
         resolved = {
             "recipe": self.recipe.to_dict(),
             "framework": self.framework,
+            "recipe_folder": self.recipe.folder,  # where builders are found (hvdkit export)
             "world": {"size": self.world.size, "local_size": self.world.local_size},
             "threads_per_rank": self.adapter.threads,
             "device": self.adapter.device,
