@@ -24,7 +24,7 @@ import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
-from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
+from hvdkit.data import ShardedLoader, build_source, to_source
 from hvdkit.data.checks import check_model_fits
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
@@ -41,7 +41,7 @@ from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
-from hvdkit.training.summary import run_summary
+from hvdkit.training.summary import peak_rss_per_rank, run_summary
 from hvdkit.training.tensorboard import TensorBoard
 from hvdkit.training.timing import ThroughputWindow
 
@@ -265,7 +265,7 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
-        summary["peak_rss_mib"] = self._peak_rss()
+        summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -405,11 +405,3 @@ class Trainer:
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
-
-    def _peak_rss(self) -> list[float]:
-        """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""
-        assert self.world is not None
-        mine = np.zeros(self.world.size)
-        mine[self.world.rank] = peak_rss_mib()
-        return [round(float(v), 1) for v in self.adapter.allreduce(mine, op="sum",
-                                                                  name="hvdkit.rss")]

@@ -3,11 +3,13 @@ run wants without replaying metrics.jsonl. Kept out of the loop's module so it s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from hvdkit.data import peak_rss_mib
+from hvdkit.runtime.world import World
 from hvdkit.training.callbacks import Logs
 
 
@@ -37,3 +39,11 @@ def run_summary(trainer: Any, history: list[Logs], wall_time: float,
     if trainer.run_dir is not None:
         summary["run_dir"] = str(trainer.run_dir)
     return summary
+
+
+def peak_rss_per_rank(allreduce: Callable[..., np.ndarray], world: World) -> list[float]:
+    """Each rank's peak resident memory in MiB, in rank order (one allreduce, named: ranks
+    with uneven data have made different numbers of calls)."""
+    mine = np.zeros(world.size)
+    mine[world.rank] = peak_rss_mib()
+    return [round(float(v), 1) for v in allreduce(mine, op="sum", name="hvdkit.rss")]
