@@ -24,7 +24,7 @@ import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
-from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
+from hvdkit.data import ShardedLoader, build_source, to_source
 from hvdkit.data.checks import check_model_fits
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
@@ -41,6 +41,7 @@ from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
+from hvdkit.training.summary import peak_rss_per_rank, run_summary
 from hvdkit.training.tensorboard import TensorBoard
 from hvdkit.training.timing import ThroughputWindow
 
@@ -136,6 +137,7 @@ class Trainer:
             check_model_fits(recipe.model.name, self.data)
         world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
                       data_size=layout.replicas)
+        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed about once a second
         self.rebind(world)
         if self.loader.steps_per_epoch == 0:
             raise UserError(
@@ -154,7 +156,6 @@ class Trainer:
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed in _flush
         self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
                                                              _report_step]
         if self.resume is not None:
@@ -185,6 +186,7 @@ class Trainer:
         ) if old is None or (old.rank, old.size) != (world.data_rank, world.data_size) else old
         if self.checkpointer is not None:
             self.checkpointer.is_root = world.is_root
+        self.stop.restart()  # every rank, a new one too, checks at the same steps from here
         self.total_steps = self.plan_steps()
 
     def _resume_source(self) -> Path:
@@ -253,7 +255,7 @@ class Trainer:
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
-        summary = self._summary(history, self.position.step, time.perf_counter() - started)
+        summary = run_summary(self, history, time.perf_counter() - started, TEST_METRICS)
         summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
         summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
         summary["exchange"] = self.runner.report()
@@ -263,7 +265,7 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
-        summary["peak_rss_mib"] = self._peak_rss()
+        summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -280,7 +282,8 @@ class Trainer:
         """
         recipe, world, loader, pos = self.recipe, self.world, self.loader, self.position
         assert world is not None
-        while pos.epoch < recipe.train.epochs and pos.step < self.total_steps:
+        while (pos.epoch < recipe.train.epochs and pos.step < self.total_steps
+               and not self.stop.signum):
             epoch = pos.epoch
             self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
@@ -308,12 +311,15 @@ class Trainer:
                     pos.advance(taken)
                     samples += taken
                     self.samples_trained += taken
-                    if len(pending) >= recipe.train.log_every_steps:
+                    check_due = self.stop.after_step()
+                    if len(pending) >= recipe.train.log_every_steps:  # it carries the check
                         losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
                         pending, pending_times, pending_lr = [], [], []
+                    elif check_due:
+                        self._check_stop()
                     for hook in self.step_hooks:  # checkpoints; elastic commits
                         hook(pos)
-                    if pos.step >= self.total_steps:
+                    if pos.step >= self.total_steps or self.stop.signum:
                         stopped = True
                         break
             if not loader.even:
@@ -328,13 +334,16 @@ class Trainer:
                 "samples_per_sec": samples / train_time,
                 "step": pos.step,
             }
+            complete = not stopped or loader.steps_left(pos.sample) == 0
+            logs["complete"] = complete  # False: cut short (a stop, max_steps)
             final = pos.step >= self.total_steps or epoch == recipe.train.epochs - 1
-            if final or (epoch + 1) % recipe.train.eval_every_epochs == 0:
+            due = final or (epoch + 1) % recipe.train.eval_every_epochs == 0
+            if due and not self.stop.signum:  # stopped: checkpoint now, the resumed run evaluates
                 paused_at = self.window.pause()
                 logs.update(self.evaluate())
                 self.window.resume(paused_at)
             logs.update(self.runner.epoch_metrics())  # pipelines: per-stage busy, bubble, memory
-            if not stopped or loader.steps_left(pos.sample) == 0:
+            if complete:
                 pos.next_epoch()
             self.history.append(logs)
             self._emit("on_epoch_end", epoch, logs)
@@ -352,21 +361,21 @@ class Trainer:
         one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
-        more columns carry the ranks' stop requests (hvdkit.launch.guard): once any rank has
-        one, every rank ends the loop at this step, as max_steps would.
+        the same shape, and zeros from a rank that has joined (uneven data) do not count. More
+        columns carry the stop check (hvdkit.runtime.stop): once any rank has a request,
+        every rank ends the loop at this step.
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows),
+                           width + 1 + StepBoundaryStop.WIDTH))
         if rows:
             buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
             buffer[:rows, width - 1] = times
             buffer[:rows, width] = 1.0
-        buffer[0, width + 1:] = self.stop.requests()
+        buffer[0, width + 1:] = self.stop.payload()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        if self.stop.agree(total[0, width + 1:]):
-            self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
+        self.stop.agree(total[0, width + 1:])
         first = step - rows
         losses = []
         for i, lr in enumerate(lrs):
@@ -377,6 +386,12 @@ class Trainer:
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])
         return losses
+
+    def _check_stop(self) -> None:
+        """The stop check between two flushes: a tiny allreduce, named (ranks that joined
+        answer it with zeros), of the whole job (a pipeline's stages all stop together)."""
+        totals = self.adapter.allreduce(self.stop.payload(), op="sum", name="hvdkit.stop")
+        self.stop.agree(totals)
 
     def evaluate(self) -> dict[str, float]:
         """The task's test metrics over the whole test set, each replica taking a share (a
@@ -390,35 +405,3 @@ class Trainer:
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
-
-    def _peak_rss(self) -> list[float]:
-        """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""
-        assert self.world is not None
-        mine = np.zeros(self.world.size)
-        mine[self.world.rank] = peak_rss_mib()
-        return [round(float(v), 1) for v in self.adapter.allreduce(mine, op="sum",
-                                                                  name="hvdkit.rss")]
-
-    def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:
-        assert self.world is not None
-        rates = [h["samples_per_sec"] for h in history]
-        summary: dict[str, Any] = {
-            "recipe": self.recipe.name,
-            "framework": self.framework,
-            "np": self.world.size,
-            "threads_per_rank": self.adapter.threads,
-            "device": self.adapter.device,
-            "epochs": len(history),
-            "steps": steps,
-            "global_batch": self.loader.global_batch,
-            "train_loss": history[-1]["train_loss"] if history else None,
-            # The first epoch carries warm-up (graph tracing, allocations): report the rest.
-            "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
-            "wall_time": wall_time,
-        }
-        for key in TEST_METRICS:
-            if history and key in history[-1]:
-                summary[key] = history[-1][key]
-        if self.run_dir is not None:
-            summary["run_dir"] = str(self.run_dir)
-        return summary

@@ -16,8 +16,8 @@ from hvdkit.runtime.world import cores
 
 SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global_batch",
                  "threads_per_rank", "samples_per_sec", "spread_min", "spread_max", "repeats",
-                 "speedup", "efficiency", "vs_allreduce", "comm_share",
-                 "timeline_allreduce_share",
+                 "speedup", "speedup_min", "speedup_max", "efficiency", "vs_allreduce",
+                 "comm_share", "timeline_allreduce_share",
                  "parameters", "bytes_per_step", "test_accuracy", "wall_time")
 
 
@@ -79,28 +79,75 @@ def _lines(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return lines
 
 
-def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str) -> list[Path]:
-    """throughput.png and efficiency.png against workers, one line per configuration."""
+def _title(what: str, rows: list[dict[str, Any]], mode: str, recipe: str) -> str:
+    """A title that says what was measured: the recipe, the mode, threads per rank, repeats."""
+    threads = "/".join(sorted({str(r.get("threads_per_rank")) for r in rows}))
+    repeats = max(int(r.get("repeats") or 1) for r in rows)
+    spread = f", bars: min–max of {repeats} repeats" if repeats > 1 else ""
+    name = f"{Path(recipe).stem}, " if recipe else ""
+    return f"{what}: {name}{mode} scaling\n{threads} thread(s) per rank{spread}"
+
+
+def _errors(line: list[dict[str, Any]], key: str, low: str, high: str,
+            scale: list[float] | None = None) -> list[list[float]]:
+    """matplotlib's yerr (below, above) from the rows' `low`/`high` columns (0 where absent)."""
+    scale = scale or [1.0] * len(line)
+    below = [max(0.0, r[key] - r[low] / s) if r.get(low) is not None else 0.0
+             for r, s in zip(line, scale, strict=True)]
+    above = [max(0.0, r[high] / s - r[key]) if r.get(high) is not None else 0.0
+             for r, s in zip(line, scale, strict=True)]
+    return [below, above]
+
+
+def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str,
+                 recipe: str = "") -> list[Path]:
+    """throughput.png, speedup.png and efficiency.png against workers: one line per
+    configuration with the repeats' min–max as error bars, and the ideal (linear from each
+    configuration's smallest np) dashed in the same colour; legends beside the axes."""
     plt = _pyplot()
     written = []
-    for key, ylabel, name in (("samples_per_sec", "samples/s (all ranks)", "throughput"),
-                              ("efficiency", f"{mode}-scaling efficiency", "efficiency")):
-        fig, ax = plt.subplots(figsize=(6, 4))
+    nps = sorted({r["np"] for r in rows})
+    plots = (("samples_per_sec", "samples/s (all ranks)", "throughput", "Throughput"),
+             ("speedup", "speed-up over the smallest np", "speedup", "Speed-up"),
+             ("efficiency", f"{mode}-scaling efficiency", "efficiency", "Efficiency"))
+    for key, ylabel, name, what in plots:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        top = 0.0
+        ideals: list[tuple[list[int], list[float], str, str]] = []
         for label, line in _lines(rows).items():
+            line = sorted(line, key=lambda r: r["np"])
             xs = [r["np"] for r in line]
-            ax.plot(xs, [r[key] for r in line], marker="o", label=label)
+            base = line[0]
+            ideal_factor = [x / base["np"] for x in xs]
             if key == "samples_per_sec":
-                ax.fill_between(xs, [r["spread_min"] for r in line],
-                                [r["spread_max"] for r in line], alpha=0.2)
-        if key == "efficiency":
-            ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-            ax.set_ylim(0, max(1.1, *(r[key] * 1.05 for r in rows)))
+                errors = _errors(line, key, "spread_min", "spread_max")
+                ideal = [base[key] * f for f in ideal_factor]
+            elif key == "speedup":
+                errors = _errors(line, key, "speedup_min", "speedup_max")
+                ideal = ideal_factor
+            else:  # efficiency: the speed-up's range over the ideal speed-up
+                errors = _errors(line, key, "speedup_min", "speedup_max", ideal_factor)
+                ideal = [1.0] * len(xs)
+            shown = ax.errorbar(xs, [r[key] for r in line], yerr=errors, marker="o",
+                                capsize=4, label=label)
+            if key == "samples_per_sec":  # each configuration's own ideal, in its colour
+                ideals.append((xs, ideal, shown[0].get_color(), f"{label}: ideal"))
+            else:  # one ideal for the configurations that share a smallest np
+                ideals.append((xs, ideal, "grey", "ideal (linear)"))
+            top = max(top, *ideal, *(r[key] + e for r, e in zip(line, errors[1], strict=True)))
+        drawn: set[tuple] = set()
+        for xs, ideal, colour, label in ideals:
+            if (tuple(xs), tuple(ideal), colour) not in drawn:
+                drawn.add((tuple(xs), tuple(ideal), colour))
+                ax.plot(xs, ideal, linestyle="--", linewidth=1, color=colour,
+                        label=label if colour != "grey" or len(drawn) == 1 else None)
+        ax.set_ylim(0, top * 1.08)
         ax.set_xlabel("workers (ranks)")
-        ax.set_xticks(sorted({r["np"] for r in rows}))
+        ax.set_xticks(nps)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{name.capitalize()} against workers")
+        ax.set_title(_title(what, rows, mode, recipe), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         written.append(_save(fig, out / f"{name}.png"))
     shares = [r for r in rows if r.get("comm_share") is not None
               or r.get("timeline_allreduce_share") is not None]
@@ -153,7 +200,7 @@ def write_scale_report(result: dict[str, Any], out: Path) -> None:
     rows, spec = result["results"], result["spec"]
     write_csv(out / "results.csv", rows, SCALE_COLUMNS)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plots = plot_scaling(rows, out, spec["mode"])
+    plots = plot_scaling(rows, out, spec["mode"], spec["recipe"])
     threads = sorted({str(r["threads_per_rank"]) for r in rows})
     shown = ("framework", "controller", "sync", "compression", "np", "samples_per_sec",
              "speedup", "efficiency", "vs_allreduce", "comm_share",

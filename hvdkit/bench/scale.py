@@ -159,7 +159,8 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median and spread over the repeats, then speedup and efficiency per group."""
+    """Median and spread (min, max) over the repeats, then speedup (with the spread's range)
+    and efficiency per group."""
     keyed: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         keyed.setdefault(tuple(row[k] for k in (*GROUP, "np")), []).append(row)
@@ -181,6 +182,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = members[0]  # the configuration itself at its smallest rank count
         for r in members:
             r["speedup"] = r["samples_per_sec"] / base["samples_per_sec"]
+            # The repeats' spread carried over, widest case: this point's extreme against
+            # the other extreme of the base (min/max, not a fitted interval: few repeats).
+            r["speedup_min"] = r["spread_min"] / base["spread_max"]
+            r["speedup_max"] = r["spread_max"] / base["spread_min"]
             r["efficiency"] = r["speedup"] / (r["np"] / base["np"])
             # ps or fp16 beside plain ring-allreduce at the same rank count, where swept
             plain = [p for p in out if (p["framework"], p["controller"], p["sync"],
