@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
@@ -41,7 +40,7 @@ from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
-from hvdkit.training.summary import peak_rss_per_rank, run_summary
+from hvdkit.training.summary import peak_rss_per_rank, run_summary, write_config
 from hvdkit.training.tensorboard import TensorBoard
 from hvdkit.training.timing import ThroughputWindow
 
@@ -201,7 +200,7 @@ class Trainer:
         if self.world is not None and self.world.is_root:
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                self._write_config()
+                write_config(self)
                 callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
                 if self.tensorboard:
                     callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
@@ -210,21 +209,6 @@ class Trainer:
             if self.progress:
                 callbacks.append(ProgressBar())
         return callbacks + self.user_callbacks
-
-    def _write_config(self) -> None:
-        assert self.run_dir is not None and self.world is not None
-        resolved = {
-            "recipe": self.recipe.to_dict(),
-            "framework": self.framework,
-            "recipe_folder": self.recipe.folder,  # where builders are found (hvdkit export)
-            "world": {"size": self.world.size, "local_size": self.world.local_size},
-            "threads_per_rank": self.adapter.threads,
-            "device": self.adapter.device,
-            "layout": {"stages": self.layout.stages, "replicas": self.layout.replicas,
-                       "sync": self.layout.sync, "compression": self.layout.compression},
-            "launch": self.launch_info,
-        }
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:

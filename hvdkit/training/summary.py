@@ -1,5 +1,6 @@
-"""The run's summary (summary.json, the value `Trainer.fit()` returns): what a reader of the
-run wants without replaying metrics.jsonl. Kept out of the loop's module so it stays short."""
+"""The run's record: config.yaml (its resolved settings) and the summary (summary.json, the
+value `Trainer.fit()` returns): what a reader of the run wants without replaying metrics.jsonl.
+Kept out of the loop's module so it stays short."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+import yaml
 
 from hvdkit.data import peak_rss_mib
 from hvdkit.runtime.world import World
@@ -47,3 +49,20 @@ def peak_rss_per_rank(allreduce: Callable[..., np.ndarray], world: World) -> lis
     mine = np.zeros(world.size)
     mine[world.rank] = peak_rss_mib()
     return [round(float(v), 1) for v in allreduce(mine, op="sum", name="hvdkit.rss")]
+
+
+def write_config(trainer: Any) -> None:
+    """The run's resolved settings, <run>/config.yaml (rank 0, at the start)."""
+    assert trainer.run_dir is not None and trainer.world is not None
+    resolved = {
+        "recipe": trainer.recipe.to_dict(),
+        "framework": trainer.framework,
+        "recipe_folder": trainer.recipe.folder,  # where builders are found (hvdkit export)
+        "world": {"size": trainer.world.size, "local_size": trainer.world.local_size},
+        "threads_per_rank": trainer.adapter.threads,
+        "device": trainer.adapter.device,
+        "layout": {"stages": trainer.layout.stages, "replicas": trainer.layout.replicas,
+                   "sync": trainer.layout.sync, "compression": trainer.layout.compression},
+        "launch": trainer.launch_info,
+    }
+    (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
