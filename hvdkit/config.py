@@ -97,14 +97,19 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["sgd", "adam"]
-    """Optimizer."""
+    name: Literal["sgd", "adam", "adamw", "lamb"]
+    """Optimizer, the same update on both frameworks: `sgd` (with `momentum`), `adam`, `adamw`
+    (Adam with decoupled weight decay) or `lamb` (the Adam direction plus decay, scaled per
+    tensor by ||w|| / ||direction||; not with parallel.sync zero1, whose shards cut tensors).
+    Adam's epsilon is 1e-8, LAMB's 1e-6; betas 0.9, 0.999."""
     lr: float = 0.01
     """Base learning rate, for one worker."""
     momentum: float = 0.0
     """SGD momentum."""
     weight_decay: float = 0.0
-    """L2 weight decay."""
+    """sgd, adam: L2, wd * w added to the gradient before the update (torch's
+    `weight_decay`); adamw: decoupled, w -= lr * wd * w beside the Adam step; lamb: wd * w
+    added to the Adam direction, inside the trust ratio."""
     schedule: Literal["constant", "cosine", "step"] = "constant"
     """Learning-rate schedule after warm-up."""
     step_every_epochs: int = 10

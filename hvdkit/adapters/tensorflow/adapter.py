@@ -25,6 +25,7 @@ from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.tensorflow import losses, usermodel
 from hvdkit.adapters.tensorflow.exchange import make_exchange
 from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.adapters.tensorflow.optimizers import make_optimizer
 from hvdkit.adapters.tensorflow.pipeline import StageOps
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
@@ -33,14 +34,6 @@ from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.devices import device_for
 from hvdkit.runtime.world import default_threads, pick_gpu
 
-
-def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
-    # Keras applies weight decay decoupled from the gradient (AdamW-style), unlike torch's L2.
-    decay = config.weight_decay or None
-    if config.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum,
-                                    weight_decay=decay)
-    return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
 
 class TensorFlowAdapter(StageOps, Adapter):
     framework = "tensorflow"

@@ -21,6 +21,7 @@ from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.torch import losses, usermodel
 from hvdkit.adapters.torch.exchange import make_exchange
 from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.optimizers import make_optimizer
 from hvdkit.adapters.torch.pipeline import StageOps
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
@@ -28,12 +29,6 @@ from hvdkit.config import OptimizerConfig
 from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.world import default_threads, pick_gpu
 
-
-def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
-    if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 class TorchAdapter(StageOps, Adapter):
     framework = "torch"
