@@ -49,6 +49,12 @@ class ModelConfig:
     channels_first: bool = False
     """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
     as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    sync_batchnorm: bool = False
+    """Normalise by the statistics of the whole global batch while training (allreduced in
+    every BatchNorm layer's forward), not each replica's share: as one process on the global
+    batch. PyTorch: every BatchNorm1d/2d/3d of the model; Keras: hvdkit's ResNet, or a model
+    of yours built with hvdkit.adapters.tensorflow.batchnorm.SyncBatchNormalization. Without
+    it, the replicas' running statistics are averaged before each evaluation and checkpoint."""
     output: Literal["auto", "logits", "probabilities"] = "auto"
     """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
     hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at

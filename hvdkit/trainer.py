@@ -381,6 +381,7 @@ class Trainer:
         """The task's test metrics over the whole test set, each replica taking a share (a
         pipeline's stages count their replica's sums once: they all hold the last stage's)."""
         assert self.world is not None
+        self.runner.average_statistics()  # one model evaluated, as checkpoints hold it
         sums = np.zeros(len(self.adapter.task.eval_sums))
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
                                  EVAL_BATCH, self.recipe.data.prefetch,

@@ -100,7 +100,14 @@ class ModelAndStep(ABC):
                           "softmax); training on their log, which is cross-entropy exactly "
                           "(model.output says so instead of detecting it)", flush=True)
         self.task = replace(self.task, outputs=outputs)
+        if config.sync_batchnorm:
+            self.synchronise_batchnorm(built)
         return built
+
+    @abstractmethod
+    def synchronise_batchnorm(self, model: Any) -> None:
+        """model.sync_batchnorm: the model's BatchNorm layers normalise by the global batch's
+        moments while training (adapters/<framework>/batchnorm.py)."""
 
     @abstractmethod
     def seed(self, seed: int) -> None:
@@ -289,6 +296,12 @@ class StateAndCollectives(ABC):
     @abstractmethod
     def broadcast_state(self, root_rank: int = 0) -> None:
         """Make every rank's parameters and optimizer state equal to the root's."""
+
+    @abstractmethod
+    def average_statistics(self) -> None:
+        """A collective: the kept model's running statistics (BatchNorm's mean and variance)
+        averaged over the replicas, so that an evaluation, a checkpoint and an export see one
+        model, not each rank's own."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 
+from hvdkit.adapters.tensorflow.batchnorm import SyncBatchNormalization
 from hvdkit.adapters.tensorflow.models import MODELS, input_layers
 from hvdkit.config import ModelConfig
 from hvdkit.models.catalogue import RESNET_BLOCKS, check_images, resnet_stages
@@ -27,8 +28,10 @@ def conv(filters: int, kernel: int, stride: int = 1) -> list[keras.layers.Layer]
                                       kernel_initializer=keras.initializers.get(HE_FAN_OUT))]
 
 
-def norm() -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+def norm(sync: bool = False) -> keras.layers.BatchNormalization:
+    """torch's BatchNorm2d defaults; model.sync_batchnorm: the global batch's moments."""
+    return (SyncBatchNormalization if sync else keras.layers.BatchNormalization)(
+        momentum=0.9, epsilon=1e-5)
 
 
 def _run(layers: list[keras.layers.Layer], x: Any, training: Any) -> Any:
@@ -41,10 +44,10 @@ def _run(layers: list[keras.layers.Layer], x: Any, training: Any) -> Any:
 class Stem(keras.layers.Layer):
     """imagenet: 7x7/2 convolution, norm, ReLU, 3x3/2 max-pool; small: 3x3/1, norm, ReLU."""
 
-    def __init__(self, width: int, stem: str, **kwargs: Any) -> None:
+    def __init__(self, width: int, stem: str, sync: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         imagenet = stem == "imagenet"
-        self.parts = [*conv(width, 7 if imagenet else 3, 2 if imagenet else 1), norm(),
+        self.parts = [*conv(width, 7 if imagenet else 3, 2 if imagenet else 1), norm(sync),
                       keras.layers.ReLU()]
         if imagenet:  # after a ReLU, zero padding is as good as torch's -inf padding
             self.parts += [keras.layers.ZeroPadding2D(1), keras.layers.MaxPooling2D(3, 2)]
@@ -58,16 +61,16 @@ class Block(keras.layers.Layer):
     shortcut (1x1 convolution and norm) where the shape changes."""
 
     def __init__(self, kind: str, c_in: int, inner: int, c_out: int, stride: int,
-                 **kwargs: Any) -> None:
+                 sync: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         shapes = ([(inner, 3, stride), (c_out, 3, 1)] if kind == "basic" else
                   [(inner, 1, 1), (inner, 3, stride), (c_out, 1, 1)])
         self.branch: list[keras.layers.Layer] = []
         for i, (filters, kernel, s) in enumerate(shapes):
-            self.branch += [*conv(filters, kernel, s), norm()]
+            self.branch += [*conv(filters, kernel, s), norm(sync)]
             if i < len(shapes) - 1:
                 self.branch.append(keras.layers.ReLU())
-        self.shortcut = ([*conv(c_out, 1, stride), norm()]
+        self.shortcut = ([*conv(c_out, 1, stride), norm(sync)]
                          if stride != 1 or c_in != c_out else [])
 
     def call(self, x: Any, training: Any = None) -> Any:
@@ -92,10 +95,11 @@ def resnet(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
     """Images (N, H, W, C), or (N, C, H, W) with model.channels_first, to class logits."""
     check_images(input_shape)
     kind = RESNET_BLOCKS[config.depth][0]
-    layers: list[keras.layers.Layer] = [Stem(config.width, config.stem)]
+    sync = config.sync_batchnorm
+    layers: list[keras.layers.Layer] = [Stem(config.width, config.stem, sync)]
     channels = config.width
     for inner, c_out, stride in resnet_stages(config.depth, config.width):
-        layers.append(Block(kind, channels, inner, c_out, stride))
+        layers.append(Block(kind, channels, inner, c_out, stride, sync))
         channels = c_out
     layers.append(Head(num_classes))
     return keras.Sequential([*input_layers(config, input_shape), *layers])
