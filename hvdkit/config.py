@@ -47,8 +47,10 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `builder`."""
     channels_first: bool = False
-    """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
-    as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    """PyTorch: hand image batches to the model as (N, C, H, W), as PyTorch's convolutions
+    expect, not as stored, (N, H, W, C), and build it for (C, H, W). Keras models always get
+    (N, H, W, C), Keras's convention, so one recipe serves both. The built-in models work
+    either way."""
     sync_batchnorm: bool = False
     """Normalise by the statistics of the whole global batch while training (allreduced in
     every BatchNorm layer's forward), not each replica's share: as one process on the global

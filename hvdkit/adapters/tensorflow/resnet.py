@@ -92,7 +92,8 @@ class Head(keras.layers.Layer):
 
 @MODELS.register("resnet")
 def resnet(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Images (N, H, W, C), or (N, C, H, W) with model.channels_first, to class logits."""
+    """Images (N, H, W, C) to class logits (Keras models are channels last, whatever
+    model.channels_first says)."""
     check_images(input_shape)
     kind = RESNET_BLOCKS[config.depth][0]
     sync = config.sync_batchnorm
