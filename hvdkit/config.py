@@ -47,8 +47,16 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `builder`."""
     channels_first: bool = False
-    """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
-    as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    """PyTorch: hand image batches to the model as (N, C, H, W), as PyTorch's convolutions
+    expect, not as stored, (N, H, W, C), and build it for (C, H, W). Keras models always get
+    (N, H, W, C), Keras's convention, so one recipe serves both. The built-in models work
+    either way."""
+    sync_batchnorm: bool = False
+    """Normalise by the statistics of the whole global batch while training (allreduced in
+    every BatchNorm layer's forward), not each replica's share: as one process on the global
+    batch. PyTorch: every BatchNorm1d/2d/3d of the model; Keras: hvdkit's ResNet, or a model
+    of yours built with hvdkit.adapters.tensorflow.batchnorm.SyncBatchNormalization. Without
+    it, the replicas' running statistics are averaged before each evaluation and checkpoint."""
     output: Literal["auto", "logits", "probabilities"] = "auto"
     """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
     hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
@@ -97,14 +105,19 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["sgd", "adam"]
-    """Optimizer."""
+    name: Literal["sgd", "adam", "adamw", "lamb"]
+    """Optimizer, the same update on both frameworks: `sgd` (with `momentum`), `adam`, `adamw`
+    (Adam with decoupled weight decay) or `lamb` (the Adam direction plus decay, scaled per
+    tensor by ||w|| / ||direction||; not with parallel.sync zero1, whose shards cut tensors).
+    Adam's epsilon is 1e-8, LAMB's 1e-6; betas 0.9, 0.999."""
     lr: float = 0.01
     """Base learning rate, for one worker."""
     momentum: float = 0.0
     """SGD momentum."""
     weight_decay: float = 0.0
-    """L2 weight decay."""
+    """sgd, adam: L2, wd * w added to the gradient before the update (torch's
+    `weight_decay`); adamw: decoupled, w -= lr * wd * w beside the Adam step; lamb: wd * w
+    added to the Adam direction, inside the trust ratio."""
     schedule: Literal["constant", "cosine", "step"] = "constant"
     """Learning-rate schedule after warm-up."""
     step_every_epochs: int = 10

@@ -164,6 +164,13 @@ def _check(recipe: Recipe, source: str) -> None:
             raise UserError(f"{source}: {key} must not be negative, got {value}")
     check_model(recipe.model, source)
     ParallelLayout.from_recipe(recipe, source=source)
+    if recipe.optimizer.name == "lamb" and recipe.parallel.sync == "zero1":
+        raise UserError(f"{source}: optimizer.name lamb scales each tensor by its own norms, "
+                        "which ZeRO-1's shards cut apart; set parallel.sync allreduce or use "
+                        "optimizer.name adamw")
+    if recipe.model.sync_batchnorm and recipe.parallel.stages > 1:
+        raise UserError(f"{source}: model.sync_batchnorm is not supported in a pipeline "
+                        "(parallel.stages > 1); set it false")
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
     if not 0 < recipe.data.test_fraction < 1:

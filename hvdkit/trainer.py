@@ -146,7 +146,8 @@ class Trainer:
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
         # The task follows the data; the model sees images channels first if asked to.
         adapter.configure_data(task_for(self.data), self.data.input_dtype)
-        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
+        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first,
+                                  self.framework)
         # A user's model is run once on a few training samples (build_model's probe).
         sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
         model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
@@ -381,6 +382,7 @@ class Trainer:
         """The task's test metrics over the whole test set, each replica taking a share (a
         pipeline's stages count their replica's sums once: they all hold the last stage's)."""
         assert self.world is not None
+        self.runner.average_statistics()  # one model evaluated, as checkpoints hold it
         sums = np.zeros(len(self.adapter.task.eval_sums))
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
                                  EVAL_BATCH, self.recipe.data.prefetch,

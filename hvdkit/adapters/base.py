@@ -77,21 +77,24 @@ class ModelAndStep(ABC):
         as stored): a failure is one line with the likely fix, and outputs that are
         probabilities (a softmax) are detected unless model.output says what they are."""
         from hvdkit.models.builders import call_model_builder
-        from hvdkit.models.usermodel import resolve_output
+        from hvdkit.models.usermodel import CHANNELS_FIRST_FRAMEWORKS, resolve_output
 
-        config = recipe.model
-        self.channels_first = config.channels_first
+        self.channels_first = recipe.model.channels_first and \
+            self.framework in CHANNELS_FIRST_FRAMEWORKS
+        config = replace(recipe.model, channels_first=self.channels_first)
         self.seed(recipe.train.seed)
         what = "the model"
         if model is None and config.builder:
             what = f"model.builder {config.builder!r}"
-            model = call_model_builder(config, self.framework, input_shape, num_classes,
-                                       recipe.folder)
+            model = _one_line(lambda: call_model_builder(
+                config, self.framework, input_shape, num_classes, recipe.folder),
+                what, input_shape)
         outputs = "logits" if config.output == "auto" else config.output
         if model is None:
             built = self.builtin_model(config, input_shape, num_classes)
         else:
-            built = self.user_model(model, input_shape, num_classes, what)
+            built = _one_line(lambda: self.user_model(model, input_shape, num_classes, what),
+                              what, input_shape)
             if config.output == "auto" and sample is not None:
                 outputs = resolve_output("auto", self.probe(built, sample, what), num_classes,
                                          what)
@@ -100,7 +103,14 @@ class ModelAndStep(ABC):
                           "softmax); training on their log, which is cross-entropy exactly "
                           "(model.output says so instead of detecting it)", flush=True)
         self.task = replace(self.task, outputs=outputs)
+        if config.sync_batchnorm:
+            self.synchronise_batchnorm(built)
         return built
+
+    @abstractmethod
+    def synchronise_batchnorm(self, model: Any) -> None:
+        """model.sync_batchnorm: the model's BatchNorm layers normalise by the global batch's
+        moments while training (adapters/<framework>/batchnorm.py)."""
 
     @abstractmethod
     def seed(self, seed: int) -> None:
@@ -291,6 +301,12 @@ class StateAndCollectives(ABC):
         """Make every rank's parameters and optimizer state equal to the root's."""
 
     @abstractmethod
+    def average_statistics(self) -> None:
+        """A collective: the kept model's running statistics (BatchNorm's mean and variance)
+        averaged over the replicas, so that an evaluation, a checkpoint and an export see one
+        model, not each rank's own."""
+
+    @abstractmethod
     def state(self) -> dict[str, Any]:
         """The kept model, optimizer and framework RNG state as numpy and plain Python."""
 
@@ -357,3 +373,16 @@ def load_framework(framework: str) -> Any:
 def get_adapter(framework: str) -> Adapter:
     """A fresh adapter for `framework`, with a clear error for an unknown or missing one."""
     return load_framework(framework).Adapter()
+
+
+def _one_line(build: Any, what: str, input_shape: tuple[int, ...]) -> Any:
+    """`build()`, its failure (the user's code raising) one UserError line, so a worker exits 2
+    with it, not a traceback."""
+    try:
+        return build()
+    except UserError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{what} failed to build a model for inputs of shape "
+                        f"{tuple(input_shape)}: {type(exc).__name__}: {first}") from None

@@ -42,7 +42,7 @@ def check_builders(recipe: Any, framework: str, call: bool = True) -> None:
     with quiet_stderr():
         dataset = build_dataset(data, recipe.train.seed, recipe.folder)
         if model.builder:
-            shape = model_input_shape(dataset.input_shape, model.channels_first)
+            shape = model_input_shape(dataset.input_shape, model.channels_first, framework)
             built = call_model_builder(model, framework, shape, dataset.num_classes,
                                        recipe.folder)
     if model.builder:

@@ -46,9 +46,16 @@ def check_model_kind(obj: Any, framework: str, what: str) -> None:
     check_framework(obj, framework, what, EXPECTED[framework])
 
 
-def model_input_shape(input_shape: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
-    """The sample shape the model sees: images (H, W, C) become (C, H, W) with channels_first."""
-    if channels_first and len(input_shape) == 3:
+CHANNELS_FIRST_FRAMEWORKS = ("torch",)
+"""Frameworks whose models take model.channels_first; Keras models always get channels last,
+Keras's own convention."""
+
+
+def model_input_shape(input_shape: tuple[int, ...], channels_first: bool,
+                      framework: str = "torch") -> tuple[int, ...]:
+    """The sample shape the model sees: images (H, W, C) become (C, H, W) with channels_first,
+    on PyTorch only."""
+    if channels_first and framework in CHANNELS_FIRST_FRAMEWORKS and len(input_shape) == 3:
         height, width, channels = input_shape
         return (channels, height, width)
     return tuple(input_shape)

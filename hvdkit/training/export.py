@@ -81,9 +81,10 @@ def load_run(run: str | Path) -> TrainedRun:
 
     data = build_source(recipe.data, recipe.train.seed, recipe.folder)
     sample = data.train.take(np.arange(min(2, len(data.train))))[0].astype(data.input_dtype)
-    if recipe.model.channels_first and sample.ndim == 4:
-        sample = sample.transpose(0, 3, 1, 2)
-    shape = model_input_shape(data.input_shape, recipe.model.channels_first)
+    shape = model_input_shape(data.input_shape, recipe.model.channels_first, config["framework"])
+    if sample.ndim == 4 and model_input_shape((1, 2, 3), recipe.model.channels_first,
+                                              config["framework"]) == (3, 1, 2):
+        sample = sample.transpose(0, 3, 1, 2)  # images handed to the model channels first
     run_data = TrainedRun(recipe, config["framework"], checkpoint, payload, shape,
                           data.num_classes, np.ascontiguousarray(sample))
     data.close()

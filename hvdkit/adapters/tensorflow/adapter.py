@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.tensorflow import losses, usermodel
+from hvdkit.adapters.tensorflow import batchnorm, losses, usermodel
 from hvdkit.adapters.tensorflow.exchange import make_exchange
 from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.adapters.tensorflow.optimizers import make_optimizer
 from hvdkit.adapters.tensorflow.pipeline import StageOps
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
@@ -33,14 +34,6 @@ from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.devices import device_for
 from hvdkit.runtime.world import default_threads, pick_gpu
 
-
-def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
-    # Keras applies weight decay decoupled from the gradient (AdamW-style), unlike torch's L2.
-    decay = config.weight_decay or None
-    if config.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum,
-                                    weight_decay=decay)
-    return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
 
 class TensorFlowAdapter(StageOps, Adapter):
     framework = "tensorflow"
@@ -84,6 +77,10 @@ class TensorFlowAdapter(StageOps, Adapter):
 
     def probe(self, model: keras.Model, sample: np.ndarray, what: str) -> np.ndarray:
         return usermodel.probe(model, sample, self.device, self.channels_first, what)
+
+    def synchronise_batchnorm(self, model: keras.Model) -> None:
+        """Nothing to convert: hvdkit's ResNet builds SyncBatchNormalization layers from
+        model.sync_batchnorm, and a Keras model of yours uses them itself."""
 
     def parameter_keys(self, layer: Any = None) -> list[int]:
         return [id(w) for w in (self.trainable if layer is None else layer.trainable_weights)]
@@ -260,6 +257,10 @@ class TensorFlowAdapter(StageOps, Adapter):
 
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+    def average_statistics(self) -> None:
+        batchnorm.average_statistics(self.variables, self.hvd,
+                                     self.process_set(self.exchange.plan.ranks))
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         variables = [*self.variables, *self.exchange.optimizer_variables()]

@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 
+from hvdkit.adapters.tensorflow.batchnorm import SyncBatchNormalization
 from hvdkit.adapters.tensorflow.models import MODELS, input_layers
 from hvdkit.config import ModelConfig
 from hvdkit.models.catalogue import RESNET_BLOCKS, check_images, resnet_stages
@@ -27,8 +28,10 @@ def conv(filters: int, kernel: int, stride: int = 1) -> list[keras.layers.Layer]
                                       kernel_initializer=keras.initializers.get(HE_FAN_OUT))]
 
 
-def norm() -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+def norm(sync: bool = False) -> keras.layers.BatchNormalization:
+    """torch's BatchNorm2d defaults; model.sync_batchnorm: the global batch's moments."""
+    return (SyncBatchNormalization if sync else keras.layers.BatchNormalization)(
+        momentum=0.9, epsilon=1e-5)
 
 
 def _build(layers: list[keras.layers.Layer], shape: Any) -> Any:
@@ -51,11 +54,11 @@ def _run(layers: list[keras.layers.Layer], x: Any, training: Any) -> Any:
 class Stem(keras.layers.Layer):
     """imagenet: 7x7/2 convolution, norm, ReLU, 3x3/2 max-pool; small: 3x3/1, norm, ReLU."""
 
-    def __init__(self, width: int, stem: str, **kwargs: Any) -> None:
+    def __init__(self, width: int, stem: str, sync: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.width, self.stem = width, stem
         imagenet = stem == "imagenet"
-        self.parts = [*conv(width, 7 if imagenet else 3, 2 if imagenet else 1), norm(),
+        self.parts = [*conv(width, 7 if imagenet else 3, 2 if imagenet else 1), norm(sync),
                       keras.layers.ReLU()]
         if imagenet:  # after a ReLU, zero padding is as good as torch's -inf padding
             self.parts += [keras.layers.ZeroPadding2D(1), keras.layers.MaxPooling2D(3, 2)]
@@ -76,7 +79,7 @@ class Block(keras.layers.Layer):
     shortcut (1x1 convolution and norm) where the shape changes."""
 
     def __init__(self, kind: str, c_in: int, inner: int, c_out: int, stride: int,
-                 **kwargs: Any) -> None:
+                 sync: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.args = {"kind": kind, "c_in": c_in, "inner": inner, "c_out": c_out,
                      "stride": stride}
@@ -84,10 +87,10 @@ class Block(keras.layers.Layer):
                   [(inner, 1, 1), (inner, 3, stride), (c_out, 1, 1)])
         self.branch: list[keras.layers.Layer] = []
         for i, (filters, kernel, s) in enumerate(shapes):
-            self.branch += [*conv(filters, kernel, s), norm()]
+            self.branch += [*conv(filters, kernel, s), norm(sync)]
             if i < len(shapes) - 1:
                 self.branch.append(keras.layers.ReLU())
-        self.shortcut = ([*conv(c_out, 1, stride), norm()]
+        self.shortcut = ([*conv(c_out, 1, stride), norm(sync)]
                          if stride != 1 or c_in != c_out else [])
 
     def build(self, input_shape: Any) -> None:
@@ -124,13 +127,15 @@ class Head(keras.layers.Layer):
 
 @MODELS.register("resnet")
 def resnet(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Images (N, H, W, C), or (N, C, H, W) with model.channels_first, to class logits."""
+    """Images (N, H, W, C) to class logits (Keras models are channels last, whatever
+    model.channels_first says)."""
     check_images(input_shape)
     kind = RESNET_BLOCKS[config.depth][0]
-    layers: list[keras.layers.Layer] = [Stem(config.width, config.stem)]
+    sync = config.sync_batchnorm
+    layers: list[keras.layers.Layer] = [Stem(config.width, config.stem, sync)]
     channels = config.width
     for inner, c_out, stride in resnet_stages(config.depth, config.width):
-        layers.append(Block(kind, channels, inner, c_out, stride))
+        layers.append(Block(kind, channels, inner, c_out, stride, sync))
         channels = c_out
     layers.append(Head(num_classes))
     return keras.Sequential([*input_layers(config, input_shape), *layers])

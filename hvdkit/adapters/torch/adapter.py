@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.torch import losses, usermodel
+from hvdkit.adapters.torch import batchnorm, losses, usermodel
 from hvdkit.adapters.torch.exchange import make_exchange
 from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.optimizers import make_optimizer
 from hvdkit.adapters.torch.pipeline import StageOps
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
@@ -28,12 +29,6 @@ from hvdkit.config import OptimizerConfig
 from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.world import default_threads, pick_gpu
 
-
-def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
-    if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 class TorchAdapter(StageOps, Adapter):
     framework = "torch"
@@ -75,6 +70,9 @@ class TorchAdapter(StageOps, Adapter):
 
     def probe(self, model: nn.Module, sample: np.ndarray, what: str) -> np.ndarray:
         return usermodel.probe(model, sample, "cpu", self.channels_first, what)
+
+    def synchronise_batchnorm(self, model: nn.Module) -> None:
+        batchnorm.synchronise(model, self.hvd, self.hvd.global_process_set)
 
     def parameter_keys(self, layer: Any = None) -> list[int]:
         return [id(p) for p in (self.model if layer is None else layer).parameters()]
@@ -187,6 +185,10 @@ class TorchAdapter(StageOps, Adapter):
 
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+    def average_statistics(self) -> None:
+        batchnorm.average_statistics(self.model, self.hvd,
+                                     self.process_set(self.exchange.plan.ranks))
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)

@@ -12,6 +12,7 @@ number of ranks, and `load_state_dict` cuts it again.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -47,7 +48,7 @@ class ZeroExchange:
         self.wire = hvd.Compression.fp16 if self.fp16 else hvd.Compression.none
         device = self.params[0].device
         self.shard = torch.nn.Parameter(torch.zeros(self.plan.shard_size, device=device))
-        self.optimizer = type(optimizer)([self.shard], **optimizer.defaults)
+        self.optimizer = _rebuild(optimizer, self.shard)
         self.seconds = 0.0  # waiting for the collectives
         self._pull()
 
@@ -159,3 +160,11 @@ class ZeroExchange:
         self.optimizer.load_state_dict({"state": {0: shard_state} if shard_state else {},
                                         "param_groups": [{**group, "params": [0]}]})
         self._pull()
+
+
+def _rebuild(template: torch.optim.Optimizer, shard: torch.Tensor) -> torch.optim.Optimizer:
+    """The template's class and hyperparameters over `shard`: its defaults, less those its
+    constructor does not take (AdamW's defaults hold `decoupled_weight_decay`, fixed True)."""
+    accepted = inspect.signature(type(template)).parameters
+    return type(template)([shard], **{k: v for k, v in template.defaults.items()
+                                      if k in accepted})
