@@ -43,6 +43,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads per rank")
     p.add_argument("--timeline", action="store_true",
                    help="record Horovod's timeline; report its allreduce share")
+    p.add_argument("--predict", action="store_true",
+                   help="overlay the performance model (calibrated at np=1) with its error")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="scaling", help="report folder (default ./scaling)")
 
@@ -139,12 +141,15 @@ def scale(args: argparse.Namespace) -> int:
                      controllers=args.controllers, syncs=args.syncs,
                      compressions=args.compressions, mode=args.mode, repeats=args.repeats,
                      steps=args.steps, to_accuracy=args.to_accuracy, threads=args.threads,
-                     timeline=args.timeline, overrides=args.overrides, out=args.out)
+                     timeline=args.timeline, predict=args.predict, overrides=args.overrides,
+                     out=args.out)
     result = sweep(spec)
     for row in result["results"]:
         print(f"  {row['framework']:<10} {row['controller']:<4} {row['sync']:<9} "
               f"{row['compression']:<4} np={row['np']}: {row['samples_per_sec']:9.0f} samples/s"
-              f"  efficiency {row['efficiency']:.3f}")
+              f"  efficiency {row['efficiency']:.3f}" + (
+                  f"  predicted {row['predicted_samples_per_sec']:9.0f} "
+                  f"({row['prediction_error']:+.1%})" if args.predict else ""))
     print(f"[scale] report: {args.out}/report.md")
     return 0
 

@@ -13,13 +13,11 @@ instead. Writes prediction.json, prediction.csv and prediction.png to --out.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from hvdkit.bench.calibrate import calibrate_link
 from hvdkit.bench.perfmodel import (
     EXCHANGES,
     Cluster,
@@ -102,38 +100,30 @@ def prediction_rows(work: Workload, shapes: list[tuple[int, int]], intra: Link, 
 
 
 def calibrate_compute(recipe: str, framework: str, batch: int, threads: int | None,
-                      steps: int, overrides: list[str], out: Path) -> dict[str, float]:
-    """One np=1 `hvdkit train` of `steps` steps at `batch`: seconds per step (barrier-timed,
+                      steps: int, overrides: list[str], out: Path,
+                      alongside: int = 1) -> dict[str, float]:
+    """`alongside` np=1 `hvdkit train` jobs of `steps` steps at `batch`, at once (so that they
+    share the host as a job's ranks on it will): the slowest one's seconds per step, since it
+    paces a synchronous step (barrier-timed,
     warm-up out), so per sample."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from hvdkit.bench.scale import SweepSpec, run_trial
 
-    spec = SweepSpec(recipe=recipe, nps=[1], frameworks=[framework], mode="weak",
-                     steps=steps, threads=threads or 1,
-                     overrides=[*overrides, f"train.batch_size={batch}"], out=str(out))
-    trial = {"framework": framework, "controller": "mpi", "sync": "allreduce",
-             "compression": "none", "np": 1}
-    row = run_trial(spec, trial, 0)
-    step = row["global_batch"] / row["samples_per_sec"]
+    def one(i: int) -> dict[str, Any]:
+        spec = SweepSpec(recipe=recipe, nps=[1], frameworks=[framework], mode="weak",
+                         steps=steps, threads=threads or 1,
+                         overrides=[*overrides, f"train.batch_size={batch}"],
+                         out=str(out / f"job{i}"))
+        trial = {"framework": framework, "controller": "mpi", "sync": "allreduce",
+                 "compression": "none", "np": 1}
+        return run_trial(spec, trial, 0)
+
+    with ThreadPoolExecutor(alongside) as pool:
+        rows = list(pool.map(one, range(alongside)))
+    step = max(r["global_batch"] / r["samples_per_sec"] for r in rows)  # the slowest paces
     return {"step_s": step, "per_sample_s": step / batch, "batch": batch,
-            "parameters": row["parameters"]}
-
-
-def calibrate_link(out: Path, sizes: tuple[int, ...] = (4, 4096, 1 << 20, 1 << 23)) -> Link:
-    """α and β of the link between 2 ranks of this host: α from mpi4py's allreduce of the
-    smallest size (Horovod's adds the cycle wait, modelled apart), β from the slope of
-    Horovod's allreduce times over the sizes (n=2: t = 2α + S/β)."""
-    from hvdkit.bench.allreduce import run_worker_job
-    from hvdkit.launch.options import LaunchOptions
-
-    result = run_worker_job(LaunchOptions(np=2, controller="mpi"),
-                            ["--sizes", ",".join(map(str, sizes)), "--raw"],
-                            out / "allreduce.log")
-    med = {impl: {int(s): statistics.median(t) for s, t in result[impl].items()}
-           for impl in ("horovod", "raw")}
-    xs = np.array(sorted(med["horovod"]), dtype=np.float64)
-    slope = np.polyfit(xs, [med["horovod"][int(x)] for x in xs], 1)[0]
-    alpha = med["raw"][min(med["raw"])] / 2
-    return Link(bandwidth=1 / max(slope, 1e-15), latency=alpha)
+            "alongside": alongside, "parameters": rows[0]["parameters"]}
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -205,7 +195,8 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
         print(f"[predict] calibrating compute: {args.framework} np=1, batch {batch}, "
               f"{args.steps} steps", flush=True)
         inputs["compute"] = calibrate_compute(args.target, args.framework, batch, args.threads,
-                                              args.steps, args.overrides, out / "calibration")
+                                              args.steps, args.overrides, out / "calibration",
+                                              min(args.ranks_per_host, max(args.nps)))
         per_sample, parameters = (inputs["compute"]["per_sample_s"],
                                   inputs["compute"]["parameters"])
     else:

@@ -121,3 +121,30 @@ def test_pipeline_messages_lengthen_the_step():
     slow = predict_pipeline(work, Cluster(4, 1, Link(1e7, 0.0), GB), "1f1b", 4, 8, 8)
     # each F and B carries one 1 MB message at 10 MB/s (0.1 s): (m + p − 1)(F + B + 0.2)
     assert slow["step_s"] - free["step_s"] == pytest.approx(11 * 0.2, rel=1e-3)
+
+
+def test_breakdown_of_a_timed_window():
+    from hvdkit.bench.compare import breakdown
+
+    shares = breakdown({"seconds": 10.0, "step_seconds": 9.0, "comm_seconds": 3.0})
+    assert shares == pytest.approx({"compute_share": 0.6, "exposed_comm_share": 0.3,
+                                    "rest_share": 0.1})
+    # TensorFlow: the exchange is inside the compiled step, not apart
+    assert breakdown({"seconds": 10.0, "step_seconds": 9.0}) == pytest.approx(
+        {"compute_share": 0.9, "rest_share": 0.1})
+
+
+def test_overlay_calibrates_on_the_np1_point():
+    from hvdkit.bench.compare import overlay
+
+    common = {"framework": "tensorflow", "controller": "mpi", "sync": "allreduce",
+              "compression": "none", "parameters": 250_000}
+    rows = [{**common, "np": 1, "global_batch": 10, "samples_per_sec": 1000.0},
+            {**common, "np": 2, "global_batch": 10, "samples_per_sec": 1600.0}]
+    overlay(rows, Link(1e9, 0.0))
+    assert rows[0]["prediction_error"] == pytest.approx(0.0)
+    # np=2: 5 samples per rank, 5 ms compute; backward (2/3) ends 3.33 ms into it; TF's
+    # allreduce waits for Horovod's cycle at 4 ms, then 1 MB at 1 GB/s: 1.67 ms exposed
+    predicted = rows[1]["predicted_samples_per_sec"]
+    assert predicted == pytest.approx(10 / (0.005 + 0.005 / 3))
+    assert rows[1]["prediction_error"] == pytest.approx(predicted / 1600 - 1)
