@@ -55,3 +55,23 @@ def test_bad_description_is_one_line_exit_2(tmp_path, text, words):
     proc = predict(tmp_path, text)
     assert proc.returncode == 2
     assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_scale_predict_needs_np_1():
+    from hvdkit.bench.scale import SweepSpec
+    from hvdkit.errors import UserError
+
+    recipe = str(Path(__file__).parents[2] / "recipes" / "synthetic_mlp.yaml")
+    with pytest.raises(UserError, match="add 1 to --np"):
+        SweepSpec(recipe=recipe, nps=[2], predict=True).validate()
+    SweepSpec(recipe=recipe, nps=[1, 2], predict=True).validate()
+
+
+def test_recipe_spanning_hosts_needs_a_network(tmp_path):
+    recipe = str(Path(__file__).parents[2] / "recipes" / "synthetic_mlp.yaml")
+    proc = subprocess.run([sys.executable, "-m", "hvdkit", "predict", recipe, "--np", "1,16",
+                           "--compute-seconds", "1e-3", "--parameters", "1000", "--intra",
+                           "1GB/s,1us", "--out", str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+                          timeout=120)
+    assert proc.returncode == 2 and "--network" in proc.stderr, proc.stderr
