@@ -28,13 +28,14 @@ from hvdkit.recipe import load_recipe  # noqa: E402
 
 OUT = ROOT / "bench-results" / "predict"
 RECIPES = ("synthetic_cnn", "synthetic_mlp", "resnet_small", "gpt_text")
-STEPS = {"synthetic_mlp": 300, "synthetic_cnn": 60, "gpt_text": 60, "resnet_small": 12}
-"""Steps per job: a few seconds of timed window each (ResNet-18: about a second a step)."""
+STEPS = {"synthetic_mlp": 1000, "synthetic_cnn": 100, "gpt_text": 60, "resnet_small": 12}
+"""Steps per job: several seconds of timed window each (ResNet-18: about a second a step)."""
+LONG = ["train.epochs=1000"]  # the steps, not the recipe's one epoch, end each job
 
 
 def measure(recipe: str, framework: str, exchange: str, steps: int, tag: str) -> dict:
     spec = SweepSpec(recipe=recipe, nps=[2], frameworks=[framework], mode="strong",
-                     steps=steps, threads=1, out=str(OUT / tag))
+                     steps=steps, threads=1, overrides=LONG, out=str(OUT / tag))
     trial = {"framework": framework, "controller": "mpi", "sync": "allreduce",
              "compression": "fp16" if exchange == "fp16" else "none", "np": 2}
     return run_trial(spec, trial, 0)
@@ -56,7 +57,10 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
             n_steps = steps or STEPS[name]
             for framework in frameworks:
                 tag = f"{name}-{framework}-r{r}"
-                cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps, [],
+                # the two jobs start a few seconds apart: a third of the steps as warm-up
+                # keeps both timed windows inside the span where both run
+                cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps,
+                                        [*LONG, f"train.timing_warmup_steps={n_steps // 3}"],
                                         OUT / tag / "calibration", alongside=2)
                 work = Workload(parameters=cal["parameters"], forward=cal["per_sample_s"] / 3,
                                 backward=cal["per_sample_s"] * 2 / 3,
