@@ -104,6 +104,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--microbatches", type=int, default=8)
     p.add_argument("--schedules", type=_list(), default=["gpipe", "1f1b", "interleaved",
                                                          "zb-h1"])
+    p.add_argument("--activation-bytes", type=float, default=0.0,
+                   help="bytes per sample crossing a pipeline cut (0: messages cost α only)")
     p.add_argument("--powersgd-ratio", type=float, default=8.0)
     p.add_argument("--steps", type=int, default=30, help="steps of the calibration run")
     p.add_argument("--threads", type=int, help="threads of the calibration run (1)")

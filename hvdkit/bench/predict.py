@@ -210,5 +210,6 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     else:
         intra = args.intra
     work = Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
-                    overlap=args.framework == "torch", powersgd_ratio=args.powersgd_ratio)
+                    overlap=args.framework == "torch", powersgd_ratio=args.powersgd_ratio,
+                    activation_bytes=args.activation_bytes)
     return work, float(batch), intra, inputs
