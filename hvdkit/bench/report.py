@@ -17,7 +17,9 @@ from hvdkit.runtime.world import cores
 SCALE_COLUMNS = ("framework", "controller", "sync", "compression", "np", "global_batch",
                  "threads_per_rank", "samples_per_sec", "spread_min", "spread_max", "repeats",
                  "speedup", "speedup_min", "speedup_max", "efficiency", "vs_allreduce",
-                 "comm_share", "timeline_allreduce_share",
+                 "comm_share", "timeline_allreduce_share", "compute_share",
+                 "exposed_comm_share", "rest_share", "predicted_samples_per_sec",
+                 "prediction_error",
                  "parameters", "bytes_per_step", "test_accuracy", "wall_time")
 
 
@@ -130,6 +132,11 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str,
                 ideal = [1.0] * len(xs)
             shown = ax.errorbar(xs, [r[key] for r in line], yerr=errors, marker="o",
                                 capsize=4, label=label)
+            if key == "samples_per_sec" and line[0].get("predicted_samples_per_sec"):
+                predicted = [r["predicted_samples_per_sec"] for r in line]
+                ax.plot(xs, predicted, linestyle=":", marker="x", color=shown[0].get_color(),
+                        label=f"{label} (predicted)")
+                top = max(top, *predicted)
             if key == "samples_per_sec":  # each configuration's own ideal, in its colour
                 ideals.append((xs, ideal, shown[0].get_color(), f"{label}: ideal"))
             else:  # one ideal for the configurations that share a smallest np
@@ -149,24 +156,29 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path, mode: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         written.append(_save(fig, out / f"{name}.png"))
-    shares = [r for r in rows if r.get("comm_share") is not None
-              or r.get("timeline_allreduce_share") is not None]
+    shares = [r for r in rows if r.get("compute_share") is not None
+              or r.get("comm_share") is not None]
     if shares:
         written.append(plot_breakdown(shares, out))
     return written
 
 
 def plot_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
-    """breakdown.png: each configuration's timed window split into compute and communication
-    (Horovod's timeline share where recorded, else hvdkit's exchange timer)."""
+    """breakdown.png: each configuration's timed window split into compute, exposed
+    communication (Horovod's timeline share where recorded, else hvdkit's exchange timer; none
+    apart where TensorFlow compiled it into the step) and the rest (hvdkit.bench.compare)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
     labels = [f"{_label(r)} np={r['np']}" for r in rows]
-    comm = [r["timeline_allreduce_share"] if r.get("timeline_allreduce_share") is not None
-            else r["comm_share"] for r in rows]
-    comm = [min(1.0, c) for c in comm]
-    ax.barh(labels, [1 - c for c in comm], label="compute (and the rest)")
-    ax.barh(labels, comm, left=[1 - c for c in comm], label="communication")
+    rest = [r.get("rest_share") or 0.0 for r in rows]
+    comm = [min(1.0, r["timeline_allreduce_share"] if r.get("timeline_allreduce_share")
+                is not None else r.get("exposed_comm_share") or r.get("comm_share") or 0.0)
+            for r in rows]
+    compute = [max(0.0, 1 - c - x) for c, x in zip(comm, rest, strict=True)]
+    ax.barh(labels, compute, label="compute")
+    ax.barh(labels, comm, left=compute, label="exposed communication")
+    ax.barh(labels, rest, left=[a + b for a, b in zip(compute, comm, strict=True)],
+            label="the rest (outside the steps)")
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the timed window")
@@ -204,7 +216,9 @@ def write_scale_report(result: dict[str, Any], out: Path) -> None:
     threads = sorted({str(r["threads_per_rank"]) for r in rows})
     shown = ("framework", "controller", "sync", "compression", "np", "samples_per_sec",
              "speedup", "efficiency", "vs_allreduce", "comm_share",
-             "timeline_allreduce_share", "bytes_per_step", "test_accuracy", "wall_time")
+             "timeline_allreduce_share", "compute_share", "exposed_comm_share", "rest_share",
+             "predicted_samples_per_sec", "prediction_error", "bytes_per_step",
+             "test_accuracy", "wall_time")
     text = [f"# Scaling study: {spec['recipe']} ({spec['mode']} scaling)", "",
             *machine_lines(result["machine"]), f"- **threads per rank**: {', '.join(threads)}",
             f"- **repeats**: {spec['repeats']} (median shown; spread in results.csv)", "",
@@ -215,7 +229,10 @@ def write_scale_report(result: dict[str, Any], out: Path) -> None:
             "comm_share: hvdkit's own timer of the gradient exchange wait; "
             "timeline_allreduce_share: Horovod's timeline (with --timeline). "
             "bytes_per_step: gradient bytes each rank sends (the root's, for the parameter "
-            "server).", "", markdown_table(rows, shown), "",
+            "server). compute/exposed_comm/rest_share: the timed window split by hvdkit's "
+            "timers (hvdkit.bench.compare). predicted_samples_per_sec (with --predict): the "
+            "performance model calibrated on the np=1 point (hvdkit.bench.perfmodel); "
+            "prediction_error: predicted ÷ measured − 1.", "", markdown_table(rows, shown), "",
             *[f"![{p.stem}]({p.name})" for p in plots], ""]
     if spec.get("to_accuracy"):
         text.insert(-2, "wall_time is the time to the final test accuracy beside it.")

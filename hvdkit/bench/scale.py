@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.adapters.base import FRAMEWORKS
+from hvdkit.bench.compare import breakdown, overlay
 from hvdkit.bench.jobs import run_logged
 from hvdkit.bench.timeline import allreduce_share
 from hvdkit.errors import UserError
@@ -53,6 +54,8 @@ class SweepSpec:
     """Train the recipe to its end and record test accuracy and time to it."""
     threads: int | None = None
     timeline: bool = False
+    predict: bool = False
+    """Overlay the performance model (hvdkit.bench.compare), calibrated on the np=1 points."""
     overrides: list[str] = field(default_factory=list)
     out: str = "scaling"
 
@@ -72,6 +75,8 @@ class SweepSpec:
             bad = [g for g in given if g not in valid]
             if bad or not given:
                 raise UserError(f"{flag} {bad[0] if bad else ''!r}: valid: {', '.join(valid)}")
+        if self.predict and 1 not in self.nps:
+            raise UserError("--predict calibrates compute at np=1: add 1 to --np")
         # Every point's layout is checked by the layout's own rules, before any trial runs.
         for controller, sync, compression, np_ in itertools.product(
                 self.controllers, self.syncs, self.compressions, self.nps):
@@ -153,6 +158,7 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
            "threads_per_rank": summary.get("threads_per_rank")}
     if "comm_seconds" in timed and timed.get("seconds") and n > 1:  # np=1 exchanges nothing
         row["comm_share"] = timed["comm_seconds"] / timed["seconds"]
+    row.update(breakdown(timed))
     if timeline is not None and timeline.is_file():
         row.update(allreduce_share(timeline))
     return row
@@ -172,7 +178,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       "bytes_per_step", "threads_per_rank")}
         agg.update(samples_per_sec=statistics.median(rates), spread_min=min(rates),
                    spread_max=max(rates), repeats=len(group))
-        for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time"):
+        for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time",
+                     "compute_share", "exposed_comm_share", "rest_share"):
             values = [r[name] for r in group if r.get(name) is not None]
             agg[name] = statistics.median(values) if values else None
         out.append(agg)
@@ -222,5 +229,12 @@ def sweep(spec: SweepSpec) -> dict[str, Any]:
     if not rows:
         raise UserError(f"every trial failed; see {spec.out}/logs")
     result = {"spec": asdict(spec), "trials": rows, "results": aggregate(rows)}
+    if spec.predict:
+        from hvdkit.bench.calibrate import calibrate_link
+
+        print("[scale] --predict: calibrating the link (2-rank allreduce)", flush=True)
+        link = calibrate_link(Path(spec.out) / "logs")
+        overlay(result["results"], link)
+        result["prediction"] = {"link": asdict(link)}
     write_scale_report(result, Path(spec.out))
     return result
