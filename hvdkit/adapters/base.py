@@ -81,6 +81,8 @@ class ModelAndStep(ABC):
 
         config = recipe.model
         self.channels_first = config.channels_first
+        self.configure_precision(recipe.train.precision, recipe.train.compile,
+                                 config.memory_format)
         self.seed(recipe.train.seed)
         what = "the model"
         if model is None and config.builder:
@@ -101,6 +103,11 @@ class ModelAndStep(ABC):
                           "(model.output says so instead of detecting it)", flush=True)
         self.task = replace(self.task, outputs=outputs)
         return built
+
+    def configure_precision(self, precision: str, compile: bool, memory_format: str) -> None:
+        """train.precision, train.compile and model.memory_format, taken before the model is
+        built (a Keras dtype policy must be set first)."""
+        self.precision, self.compile, self.memory_format = precision, compile, memory_format
 
     @abstractmethod
     def seed(self, seed: int) -> None:
@@ -337,6 +344,7 @@ class Adapter(ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives
         self.tied: Any = None
         """Gradients of weights shared with other pipeline stages, summed across them before
         each update (hvdkit.parallel.tied.TiedGradients), or None."""
+        self.precision, self.compile, self.memory_format = "fp32", False, "auto"
         self.exchange: Any = None
         """The gradient exchange in use (adapters/<framework>/exchange.py), set by
         `use_exchange`: the only thing the adapter knows of how replicas combine."""
