@@ -108,10 +108,11 @@ def check_overflow(framework: str, r, results: dict, name: str) -> None:
         "test_accuracy": summary.get("test_accuracy"),
         "train_loss": summary["train_loss"],
     }
-    first = ranks[0]["params"]
+    stages = r.parallel.stages  # rank = replica x stages + stage: compare within a stage
     results[name]["replicas_bit_equal"] = all(
-        all(np.array_equal(a, b) for a, b in zip(first, rank["params"], strict=True))
-        for rank in ranks[1:] if len(rank["params"]) == len(first))
+        all(np.array_equal(a, b) for a, b in zip(ranks[i % stages]["params"], rank["params"],
+                                                  strict=True))
+        for i, rank in enumerate(ranks))
 
 
 def distributed(framework: str, out: Path, full: bool) -> None:
