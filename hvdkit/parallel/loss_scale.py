@@ -84,7 +84,9 @@ class StepGuard:
                  if train.precision == "fp16" else None)
         if scale is None and clip <= 0:
             return None
-        return cls(scale, clip, 1 if sharded else replicas, dict(tied_holders or {}))
+        # A ZeRO-1 shard is one flat gradient: its index says nothing of tied weights.
+        tied = {} if sharded else dict(tied_holders or {})
+        return cls(scale, clip, 1 if sharded else replicas, tied)
 
     @property
     def scale(self) -> float:
