@@ -57,6 +57,10 @@ class ModelConfig:
     batch. PyTorch: every BatchNorm1d/2d/3d of the model; Keras: hvdkit's ResNet, or a model
     of yours built with hvdkit.adapters.tensorflow.batchnorm.SyncBatchNormalization. Without
     it, the replicas' running statistics are averaged before each evaluation and checkpoint."""
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    """PyTorch: the memory layout of 4-D weights and activations. `auto`: channels-last on a
+    GPU (tensor cores read NHWC without transposes), contiguous on a CPU; TensorFlow keeps its
+    own NHWC either way."""
     output: Literal["auto", "logits", "probabilities"] = "auto"
     """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
     hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
@@ -128,6 +132,9 @@ class OptimizerConfig:
     """Multiply lr by the number of data-parallel workers (the linear scaling rule)."""
     warmup_epochs: float = 0.0
     """Epochs over which lr ramps linearly up to its (scaled) value."""
+    clip_norm: float = 0.0
+    """Clip the global gradient norm, over the whole model (every pipeline stage, every ZeRO-1
+    shard) after the replicas' exchange, to this value (0: off); the same on every rank."""
 
 
 @dataclass
@@ -156,6 +163,18 @@ class TrainConfig:
     Checkpoints go to <run dir>/checkpoints; a run without a run folder writes none."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Compute precision of forward and loss: fp32, or mixed bf16 / fp16 (weights, gradients
+    and the optimizer stay fp32). fp16 scales the loss dynamically (loss_scale)."""
+    loss_scale: float = 65536.0
+    """fp16: the initial loss scale. A step whose gradients overflow on any rank is skipped on
+    every rank and the scale halved (hvdkit.parallel.loss_scale)."""
+    loss_scale_growth_steps: int = 2000
+    """fp16: consecutive finite steps after which the loss scale doubles."""
+    compile: bool = False
+    """Compile the model: `torch.compile` (each pipeline chunk on its own) or XLA
+    (`jit_compile=True`) for TensorFlow's step. The first steps, which compile, are reported
+    as `compile_seconds` and kept out of the timed window."""
     commit_every_steps: int = 10
     """Elastic runs: commit the state in memory every this many steps (a lost worker costs at
     most this many steps of repeated work)."""

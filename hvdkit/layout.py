@@ -161,6 +161,7 @@ class ParallelLayout:
         if p.sync == "ps" and (controller != "mpi" or elastic):
             fail("parallel.sync ps sends gradients with mpi4py, which needs an MPI launch "
                  "(--controller mpi, not elastic); use parallel.sync allreduce")
+        _check_step_options(recipe, fail)
         size = world_size if world_size is not None else p.stages
         if size < 1:
             fail(f"the job needs at least 1 rank, got {size}")
@@ -180,3 +181,20 @@ class ParallelLayout:
         elif any(a >= b for a, b in itertools.pairwise([0, *p.boundaries])):
             fail(f"parallel.boundaries {p.boundaries} must rise strictly from 1")
         return layout
+
+
+def _check_step_options(recipe: Any, fail: Any) -> None:
+    """Precision, clipping and compilation against the exchange and schedule: fp16's skipped
+    steps and clip_norm's global norm need the combined gradients before the update, which
+    the parameter server (on rank 0) and PowerSGD (inside its own step) never hand back."""
+    p, train = recipe.parallel, recipe.train
+    wanted = [name for name, on in (("train.precision fp16", train.precision == "fp16"),
+                                    ("optimizer.clip_norm", recipe.optimizer.clip_norm > 0))
+              if on]
+    if wanted and (p.sync == "ps" or p.compression == "powersgd"):
+        what = "parallel.sync ps" if p.sync == "ps" else "parallel.compression powersgd"
+        fail(f"{wanted[0]} needs the gradients after the exchange, which {what} does not give "
+             "back; use parallel.sync allreduce or zero1")
+    if train.compile and p.stages > 1 and p.schedule == "zb-h1":
+        fail("train.compile cannot split a compiled chunk's backward per layer (zb-h1); "
+             "use parallel.schedule 1f1b or train.compile false")

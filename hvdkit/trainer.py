@@ -224,7 +224,10 @@ class Trainer:
         assert world is not None
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
-        self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
+        # train.compile: the first step compiles; it never enters the timed window.
+        warmup = max(recipe.train.timing_warmup_steps, int(recipe.train.compile))
+        self.first_step_seconds: float | None = None
+        self.window = ThroughputWindow(self.adapter.allreduce, warmup,
                                        self.total_steps, self.runner.comm_seconds)
         self.stop.install()
         try:
@@ -251,6 +254,8 @@ class Trainer:
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
         summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
+        if recipe.train.compile:  # the first step's wall time, which compiles the model
+            summary["compile_seconds"] = self.first_step_seconds
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -289,6 +294,8 @@ class Trainer:
                     t0 = time.perf_counter()
                     pending.append(self.runner.train_step(x, y, lr))
                     pending_times.append(time.perf_counter() - t0)
+                    if self.first_step_seconds is None:
+                        self.first_step_seconds = pending_times[-1]
                     # A pipeline's stages all see the replica's batch: count it once per replica.
                     self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
                     pending_lr.append(lr)

@@ -82,6 +82,8 @@ class ModelAndStep(ABC):
         self.channels_first = recipe.model.channels_first and \
             self.framework in CHANNELS_FIRST_FRAMEWORKS
         config = replace(recipe.model, channels_first=self.channels_first)
+        self.configure_precision(recipe.train.precision, recipe.train.compile,
+                                 config.memory_format)
         self.seed(recipe.train.seed)
         what = "the model"
         if model is None and config.builder:
@@ -106,6 +108,11 @@ class ModelAndStep(ABC):
         if config.sync_batchnorm:
             self.synchronise_batchnorm(built)
         return built
+
+    def configure_precision(self, precision: str, compile: bool, memory_format: str) -> None:
+        """train.precision, train.compile and model.memory_format, taken before the model is
+        built (a Keras dtype policy must be set first)."""
+        self.precision, self.compile, self.memory_format = precision, compile, memory_format
 
     @abstractmethod
     def synchronise_batchnorm(self, model: Any) -> None:
@@ -353,6 +360,7 @@ class Adapter(ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives
         self.tied: Any = None
         """Gradients of weights shared with other pipeline stages, summed across them before
         each update (hvdkit.parallel.tied.TiedGradients), or None."""
+        self.precision, self.compile, self.memory_format = "fp32", False, "auto"
         self.exchange: Any = None
         """The gradient exchange in use (adapters/<framework>/exchange.py), set by
         `use_exchange`: the only thing the adapter knows of how replicas combine."""

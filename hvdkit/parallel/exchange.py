@@ -97,6 +97,13 @@ class GradientExchange:
         self.calls = 0
         self.bytes_per_step = 0.0
         """Gradient bytes this rank hands to the exchange per step (after compression)."""
+        self.guard: Any = None
+        """fp16's loss scale and the global-norm clip between the exchange and the update
+        (hvdkit.parallel.loss_scale.StepGuard), or None."""
+
+    def use_guard(self, guard: Any) -> None:
+        """Guard every update from now on (after `attach`): unscale, clip, skip on overflow."""
+        self.guard = guard
 
     def attach(self, adapter: Any) -> None:
         """Take over `adapter`'s optimizer (wrap or replace it) before the first step."""
@@ -118,12 +125,15 @@ class GradientExchange:
         return self.seconds if self.calls else float("nan")
 
     def state(self) -> dict[str, Any]:
-        """What the exchange keeps between steps, for a checkpoint."""
-        return {}
+        """What the exchange keeps between steps, for a checkpoint (the loss scale)."""
+        return self.guard.state() if self.guard is not None else {}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore `state()` (keys it does not know are ignored)."""
+        if self.guard is not None:
+            self.guard.load_state(state)
 
     def report(self) -> dict[str, Any]:
         return {"sync": self.name, "bytes_per_step": self.bytes_per_step,
-                "optimizer_state_bytes": self.adapter.optimizer_state_bytes()}
+                "optimizer_state_bytes": self.adapter.optimizer_state_bytes(),
+                **(self.guard.report() if self.guard is not None else {})}

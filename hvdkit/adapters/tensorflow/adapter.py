@@ -28,6 +28,7 @@ from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.optimizers import make_optimizer
 from hvdkit.adapters.tensorflow.pipeline import StageOps
 from hvdkit.adapters.tensorflow.placement import profile_layers
+from hvdkit.adapters.tensorflow.precision import as_float32, set_policy
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
 from hvdkit.config import OptimizerConfig
 from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
@@ -66,6 +67,10 @@ class TensorFlowAdapter(StageOps, Adapter):
 
     def seed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)
+
+    def configure_precision(self, precision: str, compile: bool, memory_format: str) -> None:
+        super().configure_precision(precision, compile, memory_format)
+        set_policy(precision)  # before the model's layers are built
 
     def builtin_model(self, config: Any, input_shape: tuple[int, ...],
                       num_classes: int) -> keras.Model:
@@ -106,7 +111,11 @@ class TensorFlowAdapter(StageOps, Adapter):
         self.variables = _unique([w for layer in layers for w in layer.weights])
         self._index = {id(w): i for i, w in enumerate(self.trainable)}
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
-        self._grads_fn = tf.function(self._local_grads, autograph=False,
+        # train.compile: XLA over the forward and backward (Horovod's ops stay outside it).
+        self._grads_call = tf.function(self._local_grads, autograph=False, jit_compile=True,
+                                       reduce_retracing=True) if self.compile else \
+            self._local_grads
+        self._grads_fn = tf.function(self._grads_call, autograph=False,
                                      reduce_retracing=True)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
         self._set_chunks([(self.parts, self.devices)])
@@ -142,7 +151,7 @@ class TensorFlowAdapter(StageOps, Adapter):
             with tf.device(device):
                 for layer in part:
                     x = layer(x, training=training)
-        return x
+        return as_float32(x)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config)
@@ -174,6 +183,8 @@ class TensorFlowAdapter(StageOps, Adapter):
                 out = self._call(xb, True)
                 loss, correct = losses.loss_and_correct(self.task, out, yb)
                 scaled = loss / k  # inside the tape, or the tape cannot see it
+                if self.exchange.graph_guard is not None and self.precision == "fp16":
+                    scaled = scaled * self.exchange.graph_guard.scale
             step_grads = tape.gradient(scaled, self.trainable)
             grads = [g + s for g, s in zip(grads, step_grads, strict=True)]
             count = tf.cast(end - start, tf.float32)
@@ -183,7 +194,7 @@ class TensorFlowAdapter(StageOps, Adapter):
     def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int,
                     compressing: bool) -> tf.Tensor:
         self.optimizer.learning_rate.assign(lr)
-        metrics, grads = self._local_grads(x, y, k)
+        metrics, grads = self._grads_call(x, y, k)
         self.exchange.apply(grads, compressing)
         return metrics
 

@@ -30,15 +30,30 @@ class LocalUpdate(GradientExchange):
 
     name = "none"
     compressing = False
+    graph_guard: Any = None
+    """The guard's TensorFlow mechanics (hvdkit/adapters/tensorflow/precision.py), or None."""
 
     def attach(self, adapter: Any) -> None:
         super().attach(adapter)
         self._compiled = tf.function(self.apply, autograph=False)
 
+    def use_guard(self, guard: Any) -> None:
+        from hvdkit.adapters.tensorflow.precision import GraphGuard
+
+        super().use_guard(guard)
+        self.graph_guard = None if guard is None else GraphGuard(guard, self.adapter.hvd)
+
     def apply(self, grads: Sequence[tf.Tensor], compressing: bool) -> None:
         """Combine `grads` across the replicas and update (graph-safe)."""
-        self.adapter.optimizer.apply_gradients(
-            zip(self.reduce(list(grads), compressing), self.adapter.trainable, strict=True))
+        reduced = self.reduce(list(grads), compressing)
+
+        def update(gs: list[tf.Tensor]) -> None:
+            self.adapter.optimizer.apply_gradients(zip(gs, self.adapter.trainable, strict=True))
+
+        if self.graph_guard is None:
+            update(reduced)
+        else:
+            self.graph_guard.apply(reduced, update)
 
     def reduce(self, grads: list[tf.Tensor], compressing: bool) -> list[tf.Tensor]:
         return grads
@@ -49,7 +64,15 @@ class LocalUpdate(GradientExchange):
         self.after_step()
 
     def after_step(self) -> None:
-        """Count one optimizer step (outside any compiled function)."""
+        """Count one optimizer step (outside any compiled function): the loss scale's rules."""
+        guard = getattr(self, "graph_guard", None)  # also the parameter server's
+        if guard is not None:
+            guard.after_step()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if self.graph_guard is not None:
+            self.graph_guard.loaded()
 
     def optimizer_variables(self) -> list[Any]:
         """The optimizer variables every replica holds alike (broadcast at the start)."""
@@ -108,6 +131,10 @@ class Zero1(LocalUpdate):
         adapter.optimizer = self.sharded.optimizer  # over this rank's shard alone
         wire = 2 if plan.compression == "fp16" else 4
         self.bytes_per_step = float(self.sharded.plan.bytes_per_step(wire))
+
+    def use_guard(self, guard: Any) -> None:
+        super().use_guard(guard)
+        self.sharded.guard = self.graph_guard  # between its reduce-scatter and its update
 
     def apply(self, grads: Sequence[tf.Tensor], compressing: bool) -> None:
         self.sharded.apply(grads)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from hvdkit.adapters.tensorflow import losses
+from hvdkit.adapters.tensorflow.precision import as_float32
 
 
 class StageOps:
@@ -37,7 +38,7 @@ class StageOps:
                 out = self._train_calls[chunk](x)
                 if labels is not None:
                     loss, correct = losses.loss_and_correct(self.task, out, labels)
-                    scaled = loss * scale  # inside the tape, or the tape cannot see it
+                    scaled = loss * (scale * self.loss_scale())  # inside the tape
             self._saved[(mb, chunk)] = (tape, x if input_grad else None,
                                         out if labels is None else scaled)
         if labels is None:
@@ -76,10 +77,10 @@ class StageOps:
                         layers.append((layer, layer_in, h))
             target = h
             if labels is not None:
-                loss, correct = losses.loss_and_correct(self.task, h, labels)
-                target = loss * scale
+                loss, correct = losses.loss_and_correct(self.task, as_float32(h), labels)
+                target = loss * (scale * self.loss_scale())
         self._saved[key] = (b_tape, w_tape, input_grad, target, h, layers)
-        return h, loss, correct
+        return as_float32(h), loss, correct
 
     def _split_backward(self, key: tuple[int, int], grad: np.ndarray | None) -> Any:
         """B: the gradient back through the layers' inputs; keeps each weighted layer's output
@@ -89,12 +90,13 @@ class StageOps:
         pending = []
         for index in reversed(range(len(layers))):
             layer, layer_in, layer_out = layers[index]
+            g = tf.cast(g, layer_out.dtype)  # mixed precision: activations in bf16 / fp16
             if layer.trainable_weights:
                 pending.append((layer, layer_out, g))
             if index or input_grad:
                 g = b_tape.gradient(layer_out, layer_in, output_gradients=g)
         self._saved[key] = (w_tape, pending)
-        return g.numpy() if input_grad else None
+        return as_float32(g).numpy() if input_grad else None
 
     def backward_weights(self, mb: int, chunk: int = 0) -> None:
         w_tape, pending = self._saved.pop((mb, chunk))
@@ -109,6 +111,11 @@ class StageOps:
 
     def apply_gradients(self) -> None:
         self.exchange.step()
+
+    def loss_scale(self) -> float:
+        """What the loss is multiplied by before backward (fp16's scale, else 1)."""
+        guard = self.exchange.guard
+        return guard.scale if guard is not None else 1.0
 
     def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
         return self._eval_calls[chunk](self._chunk_inputs(inputs, chunk)).numpy()

@@ -24,6 +24,7 @@ from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.optimizers import make_optimizer
 from hvdkit.adapters.torch.pipeline import StageOps
 from hvdkit.adapters.torch.placement import Placed, profile_layers
+from hvdkit.adapters.torch.precision import autocast, guarded_update, prepare
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.config import OptimizerConfig
 from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
@@ -99,6 +100,7 @@ class TorchAdapter(StageOps, Adapter):
             self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
             self.device = ",".join(str(d) for d in self.model.devices)
         self.chunks: list[nn.Module] = [self.model]
+        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
 
     def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
         self._layers = [layer for chunk in chunks for layer in chunk]
@@ -106,6 +108,7 @@ class TorchAdapter(StageOps, Adapter):
         self.chunks = [nn.Sequential(*chunk).to(self.device) for chunk in chunks]
         self.model = nn.ModuleList(self.chunks)  # parameters, state and modes of them all
         self.first_device = self.last_device = torch.device(self.device)
+        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -124,10 +127,12 @@ class TorchAdapter(StageOps, Adapter):
         self.zero_grad(lr)
         inputs, labels = self._inputs(x), self._to(y, self.last_device)
         sums = torch.zeros(2, device=self.last_device)
+        scale = self.loss_scale()
         for xb, yb in zip(inputs.chunk(accumulation), labels.chunk(accumulation), strict=True):
-            out = self.model(xb)
-            loss, correct = losses.loss_and_correct(self.task, out, yb)
-            (loss / accumulation).backward()
+            with self.autocast():
+                out = self.calls[0](xb)
+                loss, correct = losses.loss_and_correct(self.task, out, yb)
+            (loss / accumulation if scale == 1.0 else loss * (scale / accumulation)).backward()
             sums += torch.stack([loss.detach() * len(yb), correct.to(sums.dtype)])
         self.apply_gradients()
         return sums / len(y)  # mean loss, accuracy: read back only when logged
@@ -138,14 +143,26 @@ class TorchAdapter(StageOps, Adapter):
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         self.model.eval()
-        out = self.model(self._inputs(x))
+        with self.autocast():
+            out = self.model(self._inputs(x))
         return losses.eval_sums(self.task, out, self._to(y, out.device))
 
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
         self.sum_tied()
-        self.optimizer.step()
+        # ZeRO-1 guards inside its own step, between its reduce-scatter and its update.
+        guard = None if self.exchange.name == "zero1" else self.exchange.guard
+        guarded_update(guard, list(self.model.parameters()), self.hvd, self.optimizer.step)
+
+    def autocast(self) -> Any:
+        """train.precision's autocast on the first device's type (a no-op for fp32)."""
+        return autocast(self.first_device, self.precision)
+
+    def loss_scale(self) -> float:
+        """What the loss is multiplied by before backward (fp16's scale, else 1)."""
+        guard = self.exchange.guard
+        return guard.scale if guard is not None else 1.0
 
     @torch.no_grad()
     def sum_tied(self) -> None:

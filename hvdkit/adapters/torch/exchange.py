@@ -77,8 +77,17 @@ class Zero1(GradientExchange):
                                          adapter.hvd, adapter.process_set(plan.ranks), plan.op,
                                          plan.compression)
         self.shards = adapter.optimizer.plan
+        self.sharded = adapter.optimizer
         wire = 2 if plan.compression == "fp16" else 4
         self.bytes_per_step = float(self.shards.bytes_per_step(wire))
+
+    def use_guard(self, guard: Any) -> None:
+        from hvdkit.adapters.torch.precision import guard_gradients
+
+        super().use_guard(guard)
+        hvd = self.adapter.hvd
+        self.sharded.guard = None if guard is None else \
+            (lambda grads: guard_gradients(guard, grads, hvd))
 
     def report(self) -> dict[str, Any]:
         return {**super().report(), "compression": self.plan.compression,

@@ -33,18 +33,20 @@ class StageOps:
         if self.split_backward:
             self._mark_layers()
             self._marks = []
-        out = self.chunks[chunk](x)
-        marks, self._marks = self._marks or [], None
-        if labels is None:
-            self._saved[(mb, chunk)] = (x, out, marks)
-            return out.detach().cpu().numpy()
-        loss, correct = losses.loss_and_correct(self.task, out, self._to(labels, out.device))
-        self._saved[(mb, chunk)] = (x, loss * scale, marks)
+        with self.autocast():
+            out = self.calls[chunk](x)
+            marks, self._marks = self._marks or [], None
+            if labels is None:
+                self._saved[(mb, chunk)] = (x, out, marks)
+                return out.detach().float().cpu().numpy()  # bf16 has no numpy dtype
+            loss, correct = losses.loss_and_correct(self.task, out,
+                                                    self._to(labels, out.device))
+        self._saved[(mb, chunk)] = (x, loss * (scale * self.loss_scale()), marks)
         return np.array([loss.item(), correct.item()])
 
     def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
         x, out, marks = self._saved.pop((mb, chunk))
-        g = None if grad is None else torch.from_numpy(grad).to(out.device)
+        g = None if grad is None else torch.from_numpy(grad).to(out.device, out.dtype)
         if not self.split_backward:
             out.backward(g)
             return None if x.grad is None else x.grad.cpu().numpy()
@@ -84,7 +86,9 @@ class StageOps:
     @torch.no_grad()
     def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
         self.model.eval()
-        return self.chunks[chunk](self._chunk_inputs(inputs, chunk)).cpu().numpy()
+        with self.autocast():
+            out = self.chunks[chunk](self._chunk_inputs(inputs, chunk))
+        return out.float().cpu().numpy()
 
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))

@@ -50,6 +50,9 @@ class ZeroExchange:
         self.shard = torch.nn.Parameter(torch.zeros(self.plan.shard_size, device=device))
         self.optimizer = _rebuild(optimizer, self.shard)
         self.seconds = 0.0  # waiting for the collectives
+        self.guard: Any = None
+        """Checks the reduced shard before the update (hvdkit/adapters/torch/precision.py):
+        `guard([grad]) -> finite`; a step it finds non-finite is skipped on every rank."""
         self._pull()
 
     @property
@@ -95,6 +98,8 @@ class ZeroExchange:
                                                 process_set=self.process_set)
         self.seconds += time.perf_counter() - started
         self.shard.grad = torch.cat([c.to(self.shard.dtype) for c in chunks])
+        if self.guard is not None and not self.guard([self.shard.grad]):
+            return  # every rank skips: the parameters stay as they are
         self.optimizer.step()
         n = self.plan.ranks
         mine = [self.shard.detach()[b.shard_offset:b.shard_offset + b.chunk(n)]
