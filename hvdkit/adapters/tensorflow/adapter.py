@@ -270,8 +270,10 @@ class TensorFlowAdapter(StageOps, Adapter):
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
     def average_statistics(self) -> None:
-        batchnorm.average_statistics(self.variables, self.hvd,
-                                     self.process_set(self.exchange.plan.ranks))
+        ranks = self.exchange.plan.ranks
+        if ranks is not None and len(ranks) == 1:  # one replica (a pipeline stage): as it is
+            return
+        batchnorm.average_statistics(self.variables, self.hvd, self.process_set(ranks))
 
     def broadcast_state(self, root_rank: int = 0) -> None:
         variables = [*self.variables, *self.exchange.optimizer_variables()]
