@@ -26,6 +26,7 @@ from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
 from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
 from hvdkit.data.checks import check_model_fits
+from hvdkit.data.images import normalize
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
@@ -39,6 +40,8 @@ from hvdkit.runtime.stop import StepBoundaryStop
 from hvdkit.runtime.world import World, job_seconds_so_far
 from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
+from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
+from hvdkit.training.inputmeter import InputMeter
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
 from hvdkit.training.tensorboard import TensorBoard
@@ -143,12 +146,17 @@ class Trainer:
                 f"is larger than the {self.loader.n} training samples"
             )
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
+        self.input_meter = InputMeter(self.data.train)
         # The task follows the data; the model sees images channels first if asked to.
         adapter.task = task_for(self.data)
         adapter.input_dtype = self.data.input_dtype
+        # uint8 images are normalised on the device (the adapter's inputs.py), else None.
+        adapter.input_normalization = self.data.normalization
         shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
         # A user's model is run once on a few training samples (build_model's probe).
         sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
+        if self.data.normalization is not None:
+            sample = normalize(sample, self.data.normalization)
         model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
         self.runner = parallelize(adapter, layout, recipe, model, shape, rank)
         self.runner.broadcast_state()
@@ -223,6 +231,8 @@ class Trainer:
             "launch": self.launch_info,
         }
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if self.data.class_names is not None:  # label i is class_names[i]; export carries it
+            (self.run_dir / "classes.json").write_text(json.dumps(self.data.class_names) + "\n")
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -264,6 +274,7 @@ class Trainer:
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
         summary["peak_rss_mib"] = self._peak_rss()
+        summary["input"] = self._input_summary()
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -284,6 +295,7 @@ class Trainer:
             epoch = pos.epoch
             self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
+            self.input_meter.mark()
             pending: list[Any] = []  # the steps' metrics, still on the device
             pending_times: list[float] = []
             pending_lr: list[float] = []
@@ -294,7 +306,7 @@ class Trainer:
             # (closed however the loop ends: a stop, an exception, an elastic reset)
             with closing(loader.batches(epoch, start_sample=pos.sample,
                                         stage=self.runner.stage_batch)) as staged:
-                for x, y in staged:
+                for x, y in self.input_meter.timed(staged):
                     lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
                                        self.total_steps, world.data_size)
                     self.window.before_step(pos.step)
@@ -354,26 +366,30 @@ class Trainer:
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
         the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
         more columns carry the ranks' stop requests (hvdkit.launch.guard): once any rank has
-        one, every rank ends the loop at this step, as max_steps would.
+        one, every rank ends the loop at this step, as max_steps would. The last ones carry the
+        input path's sums since the last flush (hvdkit.training.inputmeter).
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3))
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3 + INPUT_WIDTH))
         if rows:
             buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
             buffer[:rows, width - 1] = times
             buffer[:rows, width] = 1.0
-        buffer[0, width + 1:] = self.stop.requests()
+        buffer[0, width + 1 : width + 3] = self.stop.requests()
+        buffer[0, width + 3 :] = self.input_meter.interval()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        if self.stop.agree(total[0, width + 1:]):
+        if self.stop.agree(total[0, width + 1 : width + 3]):
             self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
         first = step - rows
+        inputs = self.input_meter.add(total[0, width + 3 :],
+                                      first >= self.recipe.train.timing_warmup_steps)
         losses = []
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
             logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
-                        samples_per_sec=self.loader.global_batch / logs["step_time"])
+                        samples_per_sec=self.loader.global_batch / logs["step_time"], **inputs)
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])
         return losses
@@ -390,6 +406,19 @@ class Trainer:
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
+
+    def _input_summary(self) -> dict[str, Any]:
+        """The input path over the run (hvdkit.training.inputmeter), with the unreadable
+        image files met (the most any rank met; one allreduce for image sources)."""
+        assert self.world is not None
+        summary = {"workers": self.recipe.data.workers, **self.input_meter.summary()}
+        unreadable = getattr(self.data.train, "unreadable", None)
+        if unreadable is not None:
+            mine = np.zeros(self.world.size)
+            mine[self.world.rank] = len(unreadable.found)
+            counts = self.adapter.allreduce(mine, op="sum", name="hvdkit.unreadable")
+            summary["unreadable_images"] = int(counts.max())
+        return summary
 
     def _peak_rss(self) -> list[float]:
         """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""

@@ -3,8 +3,9 @@
 The newest good checkpoint of the run folder is rebuilt into the recipe's model and written by
 the framework's exporter (`hvdkit/adapters/<framework>/export.py`): PyTorch, a `state_dict`
 file (`model.pt`, loadable with `torch.load(path, weights_only=True)`); TensorFlow, a Keras
-`model.keras` file. The resolved recipe goes next to it (`recipe.yaml`), by default in
-`<run>/export/`. No Horovod job is needed.
+`model.keras` file. The resolved recipe goes next to it (`recipe.yaml`), and for an image
+folder the class names (`classes.json`, label i the i-th; the model takes images normalised
+by the ImageNet mean and std), by default in `<run>/export/`. No Horovod job is needed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def export_run(run: str | Path, fmt: str = "native", out: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     model_file = exporter.export_model(recipe, state, data.input_shape, data.num_classes, out)
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    classes = run / "classes.json"  # an image folder's class names, label i the i-th
+    if classes.is_file():
+        (out / "classes.json").write_text(classes.read_text())
     print(f"[hvdkit] exported {framework} model of {run} (checkpoint {checkpoint.name}, step "
           f"{payload['position']['step']}) to {model_file}", flush=True)
     return model_file

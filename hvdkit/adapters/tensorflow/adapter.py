@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.tensorflow import losses, usermodel
+from hvdkit.adapters.tensorflow.inputs import normalize
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.placement import profile_layers
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
@@ -132,6 +133,7 @@ class TensorFlowAdapter(Adapter):
 
     def _inputs(self, x: Any) -> Any:
         """A batch of inputs as the model takes it: (N, C, H, W) with model.channels_first."""
+        x = normalize(x, self.input_normalization)
         return tf.transpose(x, (0, 3, 1, 2)) if self.channels_first and len(x.shape) == 4 else x
 
     def _chunk_inputs(self, inputs: np.ndarray, chunk: int) -> tf.Tensor:

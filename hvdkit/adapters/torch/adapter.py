@@ -19,6 +19,7 @@ from torch import nn
 
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.torch import losses, usermodel
+from hvdkit.adapters.torch.inputs import normalize
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.placement import Placed, profile_layers
 from hvdkit.adapters.torch.state import to_numpy, to_torch
@@ -330,7 +331,7 @@ class TorchAdapter(Adapter):
 
     def _inputs(self, array: np.ndarray) -> torch.Tensor:
         """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
-        x = self._to(array, self.first_device)
+        x = normalize(self._to(array, self.first_device), self.input_normalization)
         return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
 
     def _chunk_inputs(self, array: np.ndarray, chunk: int) -> torch.Tensor:
