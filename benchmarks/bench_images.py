@@ -150,8 +150,9 @@ def main(images: int, workers: int, rounds: int, train_rounds: int) -> float:
     ratio = statistics.median(runs)
     print(f"np=2 CPU ResNet-18 (small stem) 32x32: in memory "
           f"{statistics.median(result['memory']):.1f} images/s, from the JPEG folder "
-          f"{statistics.median(result['folder']):.1f} images/s ({workers} workers per rank; "
-          f"data wait {100 * statistics.median(result['wait']):.1f}% of the loop; rounds "
+          f"{statistics.median(result['folder']):.1f} images/s ({workers} workers per rank, "
+          f"each busy {100 * statistics.median(result['busy']):.1f}% of the time; data wait "
+          f"{100 * statistics.median(result['wait']):.1f}% of the loop; rounds "
           f"{[round(r, 3) for r in runs]})", flush=True)
     print(f"decode ÷ DataLoader {decode_ratio:.3f} (target >= 1.0); JPEG folder ÷ in memory, "
           f"np=2 CPU: {ratio:.3f} (target >= 0.95)")
@@ -163,6 +164,6 @@ if __name__ == "__main__":
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--train-rounds", type=int, default=3)
+    parser.add_argument("--train-rounds", type=int, default=5)
     args = parser.parse_args()
     main(args.images, args.workers, args.rounds, args.train_rounds)

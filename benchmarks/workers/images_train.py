@@ -2,7 +2,8 @@
 stem) at 32x32 from a JPEG folder (`data.name: images`, `--workers` decoding processes per
 rank) and from the same images decoded once (their test-time crop) and held in memory as
 uint8 arrays, alternating rounds so both see the same machine load. Rank 0 prints one JSON
-line: each round's barrier-timed samples/s and the folder runs' data wait share.
+line: each round's barrier-timed samples/s, and the folder runs' data wait share and the
+share of the time their decoding workers were busy.
 
     horovodrun -np 2 python benchmarks/workers/images_train.py --folder DIR --workers 2
 """
@@ -40,7 +41,7 @@ def main() -> int:
     arrays = [array for split in (decoded.train, decoded.test)
               for array in split.decode(np.arange(len(split)), 0)[:2]]
     in_memory = Dataset(*arrays, num_classes=decoded.num_classes)
-    rates: dict[str, list[float]] = {"memory": [], "folder": [], "wait": []}
+    rates: dict[str, list[float]] = {"memory": [], "folder": [], "wait": [], "busy": []}
     for _ in range(args.rounds):
         for variant in ("memory", "folder"):
             recipe = load_recipe(RECIPE, folder if variant == "folder" else common)
@@ -49,6 +50,7 @@ def main() -> int:
             rates[variant].append(summary["timed"]["samples_per_sec"])
             if variant == "folder":
                 rates["wait"].append(summary["input"].get("data_wait_share", 0.0))
+                rates["busy"].append(summary["input"].get("decoder_busy_share", 0.0))
     if rank_from_env() == 0:
         print(json.dumps(rates), flush=True)
     return 0

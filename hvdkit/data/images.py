@@ -132,11 +132,13 @@ class ImageSamples:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def decode(self, positions: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, list]:
+    def decode(self, positions: np.ndarray, epoch: int,
+               out: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, list]:
         """The batch of split positions `positions` at `epoch`: (x, y, unreadable files as
-        (name, reason)). Runs in a worker process or in the prefetch thread."""
+        (name, reason)). Runs in a worker process or in the prefetch thread. With `out` (a
+        worker's block of shared memory) x is written there and None returned in its place."""
         positions = np.asarray(positions, dtype=np.int64)
-        x = np.empty((len(positions), self.size, self.size, 3), dtype=np.uint8)
+        x = out if out is not None else np.empty(self.batch_shape(len(positions)), np.uint8)
         y = self.labels[positions].astype(np.int64)
         bad: list[tuple[str, str]] = []
         good = np.zeros(len(positions), dtype=bool)
@@ -148,7 +150,10 @@ class ImageSamples:
                 bad.append(failure)
         if bad:
             self._replace(x, y, positions, good, epoch)
-        return x, y, bad
+        return (None if out is not None else x), y, bad
+
+    def batch_shape(self, n: int) -> tuple[int, int, int, int]:
+        return n, self.size, self.size, 3
 
     def _decode_into(self, x: np.ndarray, k: int, position: int,
                      epoch: int) -> tuple[str, str] | None:
@@ -190,8 +195,9 @@ class ImageSamples:
 
     def submit(self, idx: np.ndarray) -> Any:
         """Start decoding a batch in the pool; `.get()` gives `take(idx)`."""
-        return _Decoding(self.pool.submit(self.key, np.asarray(idx), self.epoch),
-                         self.unreadable.add)
+        shape = self.batch_shape(len(idx))
+        return _Decoding(self.pool.submit(self.key, np.asarray(idx), self.epoch,
+                                          out=(shape, np.uint8)), self.unreadable.add)
 
     def decode_stats(self) -> tuple[int, float, int]:
         """(images decoded, seconds the decoders spent, decoders) so far, in this rank."""

@@ -286,3 +286,17 @@ def test_the_input_path_reports_its_wait_share_and_decoding_speed(folder: Path) 
     line = stream.getvalue()
     assert f"data wait {100 * figures['data_wait_share']:.0f}%" in line
     assert "img/s/worker (busy" in line
+
+
+def test_without_room_in_dev_shm_batches_come_through_the_pipe(folder: Path,
+                                                                monkeypatch) -> None:
+    plain, pooled = _source(folder), _source(folder)
+    start_workers(pooled, 1)
+    monkeypatch.setattr("hvdkit.data.workers._shm_free", lambda: 0)
+    try:
+        idx = np.arange(6)
+        x, y = pooled.train.submit(idx).get()
+        np.testing.assert_array_equal(x, plain.train.take(idx)[0])
+        assert pooled.train.pool._blocks == []  # none lent
+    finally:
+        pooled.close()
