@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-ray demo test test-unit test-integration test-gpu bench lint
+.PHONY: setup setup-ray demo test test-unit test-integration test-gpu bench bench-gpu lint
 
 setup:
 	@bash launch/setup.sh
@@ -34,6 +34,11 @@ test-gpu: setup  # on a GPU host; skipped without CUDA
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# On a GPU host: ResNet-50 in fp32, bf16 and bf16 + compile + channels-last, hvdkit against a
+# plain PyTorch loop (benchmarks/gpu_precision.py; about 5 minutes).
+bench-gpu: setup
+	$(BIN)/python benchmarks/gpu_precision.py
 
 lint: setup
 	$(BIN)/ruff check hvdkit tests benchmarks

@@ -10,6 +10,6 @@ from hvdkit.config import Recipe
 from hvdkit.errors import UserError
 from hvdkit.recipe import load_recipe, recipe_from_dict
 from hvdkit.trainer import Trainer
+from hvdkit.version import VERSION as __version__
 
-__all__ = ["Recipe", "Trainer", "UserError", "load_recipe", "recipe_from_dict"]
-__version__ = "0.1.0"
+__all__ = ["Recipe", "Trainer", "UserError", "__version__", "load_recipe", "recipe_from_dict"]

@@ -3,6 +3,7 @@
     hvdkit train recipes/digits_mlp.yaml --framework torch -np 2
     hvdkit train recipes/digits_mlp.yaml --framework tensorflow -np 2 --controller gloo
     hvdkit info
+    hvdkit export runs/<run>;  hvdkit generate runs/<run> --prompt "def "
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hvdkit import __version__
 from hvdkit.bench.commands import COMMANDS as STUDY_COMMANDS
 from hvdkit.bench.commands import add_parsers as add_study_parsers
 from hvdkit.errors import UserError
 
 VALUE_MAY_START_WITH_DASH = ("--mpi-args",)
+
+
+class VersionAction(argparse.Action):
+    """--version: the version and the checkout (asks git only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="the version and the checkout")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from hvdkit.version import describe_version
+
+        print(describe_version())
+        parser.exit()
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -88,15 +101,23 @@ def _attach_values(argv: list[str]) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hvdkit", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"hvdkit {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     add_study_parsers(sub)  # scale, bench allreduce, tune (hvdkit.bench.commands)
     sub.add_parser("info", help="versions, Horovod's build, ranks, threads and launch defaults")
     exp = sub.add_parser("export", help="write a run's trained model in its framework's format")
     exp.add_argument("run", help="the run folder (runs/<run>)")
-    exp.add_argument("--format", default="native", help="native: PyTorch state_dict / .keras")
+    exp.add_argument("--format", default="native",
+                     help="native: torch.export program and state_dict / TF SavedModel and .keras")
     exp.add_argument("--out", help="where to write it (default <run>/export)")
+    gen = sub.add_parser("generate", help="sample text from a language-model run (a GPT)")
+    gen.add_argument("run", help="the run folder (runs/<run>)")
+    gen.add_argument("--prompt", required=True, help="the text to continue")
+    gen.add_argument("--tokens", type=int, default=200, help="bytes to sample (default 200)")
+    gen.add_argument("--temperature", type=float, default=0.8,
+                     help="softmax temperature; 0 takes the most likely byte (default 0.8)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     return parser.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
 
 
@@ -120,7 +141,15 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "info": info, "export": export, **STUDY_COMMANDS}
+def generate(args: argparse.Namespace) -> int:
+    from hvdkit.training.generate import generate as sample
+
+    print(sample(args.run, args.prompt, args.tokens, args.temperature, args.seed), flush=True)
+    return 0
+
+
+COMMANDS = {"train": train, "info": info, "export": export, "generate": generate,
+            **STUDY_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

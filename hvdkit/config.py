@@ -47,8 +47,20 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `builder`."""
     channels_first: bool = False
-    """Hand image batches to the model as (N, C, H, W), as PyTorch's convolutions expect, not
-    as stored, (N, H, W, C). For your own PyTorch models; the built-in ones work either way."""
+    """PyTorch: hand image batches to the model as (N, C, H, W), as PyTorch's convolutions
+    expect, not as stored, (N, H, W, C), and build it for (C, H, W). Keras models always get
+    (N, H, W, C), Keras's convention, so one recipe serves both. The built-in models work
+    either way."""
+    sync_batchnorm: bool = False
+    """Normalise by the statistics of the whole global batch while training (allreduced in
+    every BatchNorm layer's forward), not each replica's share: as one process on the global
+    batch. PyTorch: every BatchNorm1d/2d/3d of the model; Keras: hvdkit's ResNet, or a model
+    of yours built with hvdkit.adapters.tensorflow.batchnorm.SyncBatchNormalization. Without
+    it, the replicas' running statistics are averaged before each evaluation and checkpoint."""
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    """PyTorch: the memory layout of 4-D weights and activations. `auto`: channels-last on a
+    GPU (tensor cores read NHWC without transposes), contiguous on a CPU; TensorFlow keeps its
+    own NHWC either way."""
     output: Literal["auto", "logits", "probabilities"] = "auto"
     """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
     hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
@@ -121,14 +133,19 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["sgd", "adam"]
-    """Optimizer."""
+    name: Literal["sgd", "adam", "adamw", "lamb"]
+    """Optimizer, the same update on both frameworks: `sgd` (with `momentum`), `adam`, `adamw`
+    (Adam with decoupled weight decay) or `lamb` (the Adam direction plus decay, scaled per
+    tensor by ||w|| / ||direction||; not with parallel.sync zero1, whose shards cut tensors).
+    Adam's epsilon is 1e-8, LAMB's 1e-6; betas 0.9, 0.999."""
     lr: float = 0.01
     """Base learning rate, for one worker."""
     momentum: float = 0.0
     """SGD momentum."""
     weight_decay: float = 0.0
-    """L2 weight decay."""
+    """sgd, adam: L2, wd * w added to the gradient before the update (torch's
+    `weight_decay`); adamw: decoupled, w -= lr * wd * w beside the Adam step; lamb: wd * w
+    added to the Adam direction, inside the trust ratio."""
     schedule: Literal["constant", "cosine", "step"] = "constant"
     """Learning-rate schedule after warm-up."""
     step_every_epochs: int = 10
@@ -139,6 +156,9 @@ class OptimizerConfig:
     """Multiply lr by the number of data-parallel workers (the linear scaling rule)."""
     warmup_epochs: float = 0.0
     """Epochs over which lr ramps linearly up to its (scaled) value."""
+    clip_norm: float = 0.0
+    """Clip the global gradient norm, over the whole model (every pipeline stage, every ZeRO-1
+    shard) after the replicas' exchange, to this value (0: off); the same on every rank."""
 
 
 @dataclass
@@ -167,6 +187,18 @@ class TrainConfig:
     Checkpoints go to <run dir>/checkpoints; a run without a run folder writes none."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Compute precision of forward and loss: fp32, or mixed bf16 / fp16 (weights, gradients
+    and the optimizer stay fp32). fp16 scales the loss dynamically (loss_scale)."""
+    loss_scale: float = 65536.0
+    """fp16: the initial loss scale. A step whose gradients overflow on any rank is skipped on
+    every rank and the scale halved (hvdkit.parallel.loss_scale)."""
+    loss_scale_growth_steps: int = 2000
+    """fp16: consecutive finite steps after which the loss scale doubles."""
+    compile: bool = False
+    """Compile the model: `torch.compile` (each pipeline chunk on its own) or XLA
+    (`jit_compile=True`) for TensorFlow's step. The first steps, which compile, are reported
+    as `compile_seconds` and kept out of the timed window."""
     commit_every_steps: int = 10
     """Elastic runs: commit the state in memory every this many steps (a lost worker costs at
     most this many steps of repeated work)."""

@@ -41,6 +41,7 @@ class ParallelLayout:
     powersgd_warmup_steps: int
     controller: str
     elastic: bool
+    boundaries: tuple[int, ...] = ()
 
     @property
     def pipelined(self) -> bool:
@@ -70,6 +71,23 @@ class ParallelLayout:
             return [self.placement[stage]] if self.placement else [default]
         return list(self.placement) or [default]
 
+    def check_cut(self, layers: int, model: str = "the model", source: str = "") -> None:
+        """The model's cut into `parts` fits its `layers` (layers with parameters): checked
+        from the catalogue before launch, and against the built model in each rank (a user's
+        model has no catalogue entry)."""
+        where = f"{source}: " if source else ""
+        if self.parts > layers:
+            field = ("parallel.placement" if self.stages == 1 else "parallel.stages" if
+                     self.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
+            raise UserError(f"{where}{field} cuts {model} into {self.parts} parts but it has "
+                            f"only {layers} layers with parameters; use at most {layers}")
+        if self.boundaries:
+            bounds = [0, *self.boundaries, layers]
+            if any(a >= b for a, b in itertools.pairwise(bounds)):
+                raise UserError(f"{where}parallel.boundaries {list(self.boundaries)} must rise "
+                                f"strictly within 1..{layers - 1} ({model} has {layers} "
+                                "layers with parameters)")
+
     @classmethod
     def from_recipe(cls, recipe: Any, world_size: int | None = None, controller: str = "mpi",
                     elastic: bool = False, source: str = "the recipe") -> ParallelLayout:
@@ -98,23 +116,12 @@ class ParallelLayout:
             fail(f"parallel.placement lists {len(p.placement)} devices but parallel.stages is "
                  f"{p.stages}; give one device per stage")
         parts = p.stages * p.virtual_stages if p.stages > 1 else max(1, len(p.placement))
-        layers = layer_count(recipe.model)
-        if layers is not None and parts > layers:
-            field = ("parallel.placement" if p.stages == 1 else "parallel.stages" if
-                     p.virtual_stages == 1 else "parallel.stages x parallel.virtual_stages")
-            fail(f"{field} cuts model {recipe.model.name} into {parts} parts but it has only "
-                 f"{layers} layers with parameters; use at most {layers}")
         if p.boundaries:
             if parts == 1:
                 fail("parallel.boundaries needs parallel.stages > 1 or a placement")
             if len(p.boundaries) != parts - 1:
                 fail(f"parallel.boundaries needs {parts - 1} entries (the first layer of each "
                      f"part after the first), got {len(p.boundaries)}")
-            top = layers if layers is not None else max(p.boundaries) + 1
-            bounds = [0, *p.boundaries, top]
-            if any(a >= b for a, b in itertools.pairwise(bounds)):
-                fail(f"parallel.boundaries {p.boundaries} must rise strictly within "
-                     f"1..{top - 1}")
         if p.stages == 1 and p.microbatches > 1:
             fail("parallel.microbatches needs parallel.stages > 1; for one stage use "
                  "parallel.accumulation")
@@ -154,17 +161,40 @@ class ParallelLayout:
         if p.sync == "ps" and (controller != "mpi" or elastic):
             fail("parallel.sync ps sends gradients with mpi4py, which needs an MPI launch "
                  "(--controller mpi, not elastic); use parallel.sync allreduce")
+        _check_step_options(recipe, fail)
         size = world_size if world_size is not None else p.stages
         if size < 1:
             fail(f"the job needs at least 1 rank, got {size}")
         if size % p.stages:
             fail(f"world size {size} is not parallel.stages ({p.stages}) x a data-parallel "
                  f"degree; launch a multiple of {p.stages} ranks (-np)")
-        return cls(world_size=size, stages=p.stages, replicas=size // p.stages,
-                   placement=tuple(p.placement), microbatches=p.microbatches,
-                   accumulation=p.accumulation, schedule=p.schedule,
-                   virtual_stages=p.virtual_stages, sync=p.sync,
-                   compression=p.compression, reduction=p.reduction,
-                   powersgd_rank=p.powersgd_rank,
-                   powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,
-                   elastic=elastic)
+        layout = cls(world_size=size, stages=p.stages, replicas=size // p.stages,
+                     placement=tuple(p.placement), microbatches=p.microbatches,
+                     accumulation=p.accumulation, schedule=p.schedule,
+                     virtual_stages=p.virtual_stages, sync=p.sync, compression=p.compression,
+                     reduction=p.reduction, powersgd_rank=p.powersgd_rank,
+                     powersgd_warmup_steps=p.powersgd_warmup_steps, controller=controller,
+                     elastic=elastic, boundaries=tuple(p.boundaries))
+        layers = layer_count(recipe.model)  # None for a user's model: each rank checks it
+        if layers is not None:
+            layout.check_cut(layers, f"model {recipe.model.name}", source)
+        elif any(a >= b for a, b in itertools.pairwise([0, *p.boundaries])):
+            fail(f"parallel.boundaries {p.boundaries} must rise strictly from 1")
+        return layout
+
+
+def _check_step_options(recipe: Any, fail: Any) -> None:
+    """Precision, clipping and compilation against the exchange and schedule: fp16's skipped
+    steps and clip_norm's global norm need the combined gradients before the update, which
+    the parameter server (on rank 0) and PowerSGD (inside its own step) never hand back."""
+    p, train = recipe.parallel, recipe.train
+    wanted = [name for name, on in (("train.precision fp16", train.precision == "fp16"),
+                                    ("optimizer.clip_norm", recipe.optimizer.clip_norm > 0))
+              if on]
+    if wanted and (p.sync == "ps" or p.compression == "powersgd"):
+        what = "parallel.sync ps" if p.sync == "ps" else "parallel.compression powersgd"
+        fail(f"{wanted[0]} needs the gradients after the exchange, which {what} does not give "
+             "back; use parallel.sync allreduce or zero1")
+    if train.compile and p.stages > 1 and p.schedule == "zb-h1":
+        fail("train.compile cannot split a compiled chunk's backward per layer (zb-h1); "
+             "use parallel.schedule 1f1b or train.compile false")

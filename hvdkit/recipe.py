@@ -165,12 +165,23 @@ def _check(recipe: Recipe, source: str) -> None:
         "optimizer.momentum": recipe.optimizer.momentum,
         "optimizer.weight_decay": recipe.optimizer.weight_decay,
         "optimizer.warmup_epochs": recipe.optimizer.warmup_epochs,
+        "optimizer.clip_norm": recipe.optimizer.clip_norm,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"{source}: {key} must not be negative, got {value}")
+    if recipe.train.loss_scale <= 0 or recipe.train.loss_scale_growth_steps < 1:
+        raise UserError(f"{source}: train.loss_scale must be positive and "
+                        "train.loss_scale_growth_steps at least 1")
     check_model(recipe.model, source)
     ParallelLayout.from_recipe(recipe, source=source)
+    if recipe.optimizer.name == "lamb" and recipe.parallel.sync == "zero1":
+        raise UserError(f"{source}: optimizer.name lamb scales each tensor by its own norms, "
+                        "which ZeRO-1's shards cut apart; set parallel.sync allreduce or use "
+                        "optimizer.name adamw")
+    if recipe.model.sync_batchnorm and recipe.parallel.stages > 1:
+        raise UserError(f"{source}: model.sync_batchnorm is not supported in a pipeline "
+                        "(parallel.stages > 1); set it false")
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
     if not 0 < recipe.data.test_fraction < 1:

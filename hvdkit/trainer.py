@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
-from hvdkit.data import ShardedLoader, build_source, peak_rss_mib, to_source
+from hvdkit.data import ShardedLoader, build_source, to_source
 from hvdkit.data.checks import check_model_fits
 from hvdkit.data.images import normalize
 from hvdkit.data.loader import eval_batches
@@ -41,9 +40,10 @@ from hvdkit.runtime.world import World, job_seconds_so_far
 from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
-from hvdkit.training.inputmeter import InputMeter
+from hvdkit.training.inputmeter import InputMeter, input_summary
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
+from hvdkit.training.summary import peak_rss_per_rank, run_summary, write_config
 from hvdkit.training.tensorboard import TensorBoard
 from hvdkit.training.timing import ThroughputWindow
 
@@ -139,6 +139,7 @@ class Trainer:
             check_model_fits(recipe.model.name, self.data)
         world = World(rank, size, local_rank, local_size, data_rank=layout.replica_of(rank),
                       data_size=layout.replicas)
+        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed about once a second
         self.rebind(world)
         if self.loader.steps_per_epoch == 0:
             raise UserError(
@@ -148,11 +149,11 @@ class Trainer:
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
         self.input_meter = InputMeter(self.data.train)
         # The task follows the data; the model sees images channels first if asked to.
-        adapter.task = task_for(self.data)
-        adapter.input_dtype = self.data.input_dtype
+        adapter.configure_data(task_for(self.data), self.data.input_dtype)
+        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first,
+                                  self.framework)
         # uint8 images are normalised on the device (the adapter's inputs.py), else None.
         adapter.input_normalization = self.data.normalization
-        shape = model_input_shape(self.data.input_shape, recipe.model.channels_first)
         # A user's model is run once on a few training samples (build_model's probe).
         sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
         if self.data.normalization is not None:
@@ -163,7 +164,6 @@ class Trainer:
         checkpoints = self.run_dir / "checkpoints" if self.run_dir is not None else None
         self.checkpointer = Checkpointer(self.runner, recipe, checkpoints, world.is_root,
                                          self.framework)
-        self.stop = StepBoundaryStop(world.is_root)  # SIGINT/SIGTERM: agreed in _flush
         self.step_hooks: list[Callable[[Position], None]] = [self.checkpointer.after_step,
                                                              _report_step]
         if self.resume is not None:
@@ -194,6 +194,7 @@ class Trainer:
         ) if old is None or (old.rank, old.size) != (world.data_rank, world.data_size) else old
         if self.checkpointer is not None:
             self.checkpointer.is_root = world.is_root
+        self.stop.restart()  # every rank, a new one too, checks at the same steps from here
         self.total_steps = self.plan_steps()
 
     def _resume_source(self) -> Path:
@@ -208,7 +209,7 @@ class Trainer:
         if self.world is not None and self.world.is_root:
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                self._write_config()
+                write_config(self)
                 callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
                 if self.tensorboard:
                     callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
@@ -217,22 +218,6 @@ class Trainer:
             if self.progress:
                 callbacks.append(ProgressBar())
         return callbacks + self.user_callbacks
-
-    def _write_config(self) -> None:
-        assert self.run_dir is not None and self.world is not None
-        resolved = {
-            "recipe": self.recipe.to_dict(),
-            "framework": self.framework,
-            "world": {"size": self.world.size, "local_size": self.world.local_size},
-            "threads_per_rank": self.adapter.threads,
-            "device": self.adapter.device,
-            "layout": {"stages": self.layout.stages, "replicas": self.layout.replicas,
-                       "sync": self.layout.sync, "compression": self.layout.compression},
-            "launch": self.launch_info,
-        }
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        if self.data.class_names is not None:  # label i is class_names[i]; export carries it
-            (self.run_dir / "classes.json").write_text(json.dumps(self.data.class_names) + "\n")
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -247,7 +232,10 @@ class Trainer:
         assert world is not None
         self._emit("on_train_begin", {"total_steps": self.total_steps,
                                       "epochs": recipe.train.epochs, "world_size": world.size})
-        self.window = ThroughputWindow(self.adapter.allreduce, recipe.train.timing_warmup_steps,
+        # train.compile: the first step compiles; it never enters the timed window.
+        warmup = max(recipe.train.timing_warmup_steps, int(recipe.train.compile))
+        self.first_step_seconds: float | None = None
+        self.window = ThroughputWindow(self.adapter.allreduce, warmup,
                                        self.total_steps, self.runner.comm_seconds)
         self.stop.install()
         try:
@@ -263,7 +251,7 @@ class Trainer:
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
         history = self.history
-        summary = self._summary(history, self.position.step, time.perf_counter() - started)
+        summary = run_summary(self, history, time.perf_counter() - started, TEST_METRICS)
         summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
         summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
         summary["exchange"] = self.runner.report()
@@ -273,8 +261,10 @@ class Trainer:
         summary["samples_seen"] = self.position.samples_seen
         summary["samples_trained"] = self.samples_trained
         summary["elastic_resets"] = self.elastic_resets
-        summary["peak_rss_mib"] = self._peak_rss()
-        summary["input"] = self._input_summary()
+        summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
+        if recipe.train.compile:  # the first step's wall time, which compiles the model
+            summary["compile_seconds"] = self.first_step_seconds
+        summary["input"] = input_summary(self)
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -291,7 +281,8 @@ class Trainer:
         """
         recipe, world, loader, pos = self.recipe, self.world, self.loader, self.position
         assert world is not None
-        while pos.epoch < recipe.train.epochs and pos.step < self.total_steps:
+        while (pos.epoch < recipe.train.epochs and pos.step < self.total_steps
+               and not self.stop.signum):
             epoch = pos.epoch
             self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
@@ -313,6 +304,8 @@ class Trainer:
                     t0 = time.perf_counter()
                     pending.append(self.runner.train_step(x, y, lr))
                     pending_times.append(time.perf_counter() - t0)
+                    if self.first_step_seconds is None:
+                        self.first_step_seconds = pending_times[-1]
                     # A pipeline's stages all see the replica's batch: count it once per replica.
                     self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
                     pending_lr.append(lr)
@@ -320,12 +313,15 @@ class Trainer:
                     pos.advance(taken)
                     samples += taken
                     self.samples_trained += taken
-                    if len(pending) >= recipe.train.log_every_steps:
+                    check_due = self.stop.after_step()
+                    if len(pending) >= recipe.train.log_every_steps:  # it carries the check
                         losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
                         pending, pending_times, pending_lr = [], [], []
+                    elif check_due:
+                        self._check_stop()
                     for hook in self.step_hooks:  # checkpoints; elastic commits
                         hook(pos)
-                    if pos.step >= self.total_steps:
+                    if pos.step >= self.total_steps or self.stop.signum:
                         stopped = True
                         break
             if not loader.even:
@@ -340,13 +336,16 @@ class Trainer:
                 "samples_per_sec": samples / train_time,
                 "step": pos.step,
             }
+            complete = not stopped or loader.steps_left(pos.sample) == 0
+            logs["complete"] = complete  # False: cut short (a stop, max_steps)
             final = pos.step >= self.total_steps or epoch == recipe.train.epochs - 1
-            if final or (epoch + 1) % recipe.train.eval_every_epochs == 0:
+            due = final or (epoch + 1) % recipe.train.eval_every_epochs == 0
+            if due and not self.stop.signum:  # stopped: checkpoint now, the resumed run evaluates
                 paused_at = self.window.pause()
                 logs.update(self.evaluate())
                 self.window.resume(paused_at)
             logs.update(self.runner.epoch_metrics())  # pipelines: per-stage busy, bubble, memory
-            if not stopped or loader.steps_left(pos.sample) == 0:
+            if complete:
                 pos.next_epoch()
             self.history.append(logs)
             self._emit("on_epoch_end", epoch, logs)
@@ -364,25 +363,26 @@ class Trainer:
         one allreduce, then log them.
 
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count. Two
-        more columns carry the ranks' stop requests (hvdkit.launch.guard): once any rank has
-        one, every rank ends the loop at this step, as max_steps would. The last ones carry the
-        input path's sums since the last flush (hvdkit.training.inputmeter).
+        the same shape, and zeros from a rank that has joined (uneven data) do not count. More
+        columns carry the stop check (hvdkit.runtime.stop): once any rank has a request,
+        every rank ends the loop at this step. The last ones carry the input path's sums since
+        the last flush (hvdkit.training.inputmeter).
         """
         width = len(STEP_METRICS)
         rows = len(handles)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows), width + 3 + INPUT_WIDTH))
+        stop = slice(width + 1, width + 1 + StepBoundaryStop.WIDTH)
+        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows),
+                           stop.stop + INPUT_WIDTH))
         if rows:
             buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
             buffer[:rows, width - 1] = times
             buffer[:rows, width] = 1.0
-        buffer[0, width + 1 : width + 3] = self.stop.requests()
-        buffer[0, width + 3 :] = self.input_meter.interval()
+        buffer[0, stop] = self.stop.payload()
+        buffer[0, stop.stop :] = self.input_meter.interval()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        if self.stop.agree(total[0, width + 1 : width + 3]):
-            self.total_steps = step  # the loop ends here: evaluation, the final checkpoint
+        self.stop.agree(total[0, stop])
         first = step - rows
-        inputs = self.input_meter.add(total[0, width + 3 :],
+        inputs = self.input_meter.add(total[0, stop.stop :],
                                       first >= self.recipe.train.timing_warmup_steps)
         losses = []
         for i, lr in enumerate(lrs):
@@ -394,10 +394,17 @@ class Trainer:
             losses.append(logs["loss"])
         return losses
 
+    def _check_stop(self) -> None:
+        """The stop check between two flushes: a tiny allreduce, named (ranks that joined
+        answer it with zeros), of the whole job (a pipeline's stages all stop together)."""
+        totals = self.adapter.allreduce(self.stop.payload(), op="sum", name="hvdkit.stop")
+        self.stop.agree(totals)
+
     def evaluate(self) -> dict[str, float]:
         """The task's test metrics over the whole test set, each replica taking a share (a
         pipeline's stages count their replica's sums once: they all hold the last stage's)."""
         assert self.world is not None
+        self.runner.average_statistics()  # one model evaluated, as checkpoints hold it
         sums = np.zeros(len(self.adapter.task.eval_sums))
         for x, y in eval_batches(self.data.test, self.world.data_rank, self.world.data_size,
                                  EVAL_BATCH, self.recipe.data.prefetch,
@@ -406,48 +413,3 @@ class Trainer:
         sums *= self.world.data_size / self.world.size
         total = self.adapter.allreduce(sums, op="sum", name="hvdkit.eval")
         return {k: float(v) for k, v in self.adapter.task.test_metrics(list(total)).items()}
-
-    def _input_summary(self) -> dict[str, Any]:
-        """The input path over the run (hvdkit.training.inputmeter), with the unreadable
-        image files met (the most any rank met; one allreduce for image sources)."""
-        assert self.world is not None
-        summary = {"workers": self.recipe.data.workers, **self.input_meter.summary()}
-        unreadable = getattr(self.data.train, "unreadable", None)
-        if unreadable is not None:
-            mine = np.zeros(self.world.size)
-            mine[self.world.rank] = len(unreadable.found)
-            counts = self.adapter.allreduce(mine, op="sum", name="hvdkit.unreadable")
-            summary["unreadable_images"] = int(counts.max())
-        return summary
-
-    def _peak_rss(self) -> list[float]:
-        """Each rank's peak resident memory in MiB, in rank order (one allreduce)."""
-        assert self.world is not None
-        mine = np.zeros(self.world.size)
-        mine[self.world.rank] = peak_rss_mib()
-        return [round(float(v), 1) for v in self.adapter.allreduce(mine, op="sum",
-                                                                  name="hvdkit.rss")]
-
-    def _summary(self, history: list[Logs], steps: int, wall_time: float) -> dict[str, Any]:
-        assert self.world is not None
-        rates = [h["samples_per_sec"] for h in history]
-        summary: dict[str, Any] = {
-            "recipe": self.recipe.name,
-            "framework": self.framework,
-            "np": self.world.size,
-            "threads_per_rank": self.adapter.threads,
-            "device": self.adapter.device,
-            "epochs": len(history),
-            "steps": steps,
-            "global_batch": self.loader.global_batch,
-            "train_loss": history[-1]["train_loss"] if history else None,
-            # The first epoch carries warm-up (graph tracing, allocations): report the rest.
-            "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
-            "wall_time": wall_time,
-        }
-        for key in TEST_METRICS:
-            if history and key in history[-1]:
-                summary[key] = history[-1][key]
-        if self.run_dir is not None:
-            summary["run_dir"] = str(self.run_dir)
-        return summary

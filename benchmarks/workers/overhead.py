@@ -108,7 +108,7 @@ def raw_torch(recipe) -> tuple[Callable[[int], Any], int]:
         (f"raw.{name}", p) for name, p in model.named_parameters()])
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     b = recipe.train.batch_size
-    return torch_step(model, opt, x, y, b), len(y) // b
+    return torch_step(model, opt, x, y, b, recipe.train.precision), len(y) // b
 
 
 def raw_tensorflow(recipe) -> tuple[Callable[[int], Any], int]:
@@ -119,6 +119,9 @@ def raw_tensorflow(recipe) -> tuple[Callable[[int], Any], int]:
     from hvdkit.adapters.tensorflow.models import MODELS
 
     keras.utils.set_random_seed(recipe.train.seed)
+    keras.mixed_precision.set_global_policy(
+        {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(recipe.train.precision,
+                                                                "float32"))
     xs, ys, data = resident_shard(recipe, hvd.rank(), hvd.size())
     x, y = tf.constant(xs), tf.constant(ys)
     model = MODELS.get(recipe.model.name)(recipe.model, tuple(xs.shape[1:]), classes(data))
@@ -134,8 +137,9 @@ def raw_tensorflow(recipe) -> tuple[Callable[[int], Any], int]:
     def step(i):
         xb, yb = x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
         with tf.GradientTape() as tape:
+            logits = tf.cast(model(xb, training=True), tf.float32)  # as mixed precision needs
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=yb, logits=model(xb, training=True)))
+                labels=yb, logits=logits))
         # One grouped allreduce, as hvdkit does; embeddings' gradients as dense tensors.
         tape = hvd.DistributedGradientTape(tape, num_groups=1, sparse_as_dense=True)
         grads = tape.gradient(loss, [v.value for v in model.trainable_variables])

@@ -52,18 +52,29 @@ def steps_per_second(step: Callable[[int], Any], batches: int, steps: int, warmu
     return (steps - warmup) / (time.perf_counter() - start)
 
 
-def torch_step(model: Any, optimizer: Any, x: Any, y: Any, batch: int) -> Callable[[int], Any]:
+def torch_step(model: Any, optimizer: Any, x: Any, y: Any, batch: int,
+               precision: str = "fp32") -> Callable[[int], Any]:
     """One plain PyTorch training step on batch i of the resident tensors x, y (cross-entropy
-    over classes, or over every position's next token)."""
+    over classes, or over every position's next token); forward and loss under bf16 autocast
+    with precision bf16."""
+    import contextlib
+
+    import torch
     import torch.nn.functional as F
 
     model.train()
 
+    def autocast() -> Any:
+        if precision == "bf16":
+            return torch.autocast(x.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step(i: int) -> Any:
         xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
         optimizer.zero_grad()
-        out = model(xb)
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.reshape(-1))
+        with autocast():
+            out = model(xb)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.reshape(-1))
         loss.backward()
         optimizer.step()
         return loss.detach()

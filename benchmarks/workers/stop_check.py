@@ -1,6 +1,7 @@
-"""Worker for bench_stop_check.py: the same training with and without the stop check (reading
-the stop file at each metrics flush, hvdkit.launch.guard) and the heartbeat's step hook,
-alternating in one job; prints JSON."""
+"""Worker for bench_stop_check.py: the same training with the stop check as it runs (the stop
+file read and the requests in each metrics flush, a tiny allreduce about once a second,
+hvdkit.runtime.stop), with a check after every step (what a step of a second or more gets),
+and without any check or the heartbeat's step hook, alternating in one job; prints JSON."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ class WithoutStopCheck(Trainer):
     def _setup(self) -> None:
         super()._setup()
         self.stop.requests = lambda: np.zeros(2)  # type: ignore[method-assign]
+        self.stop.after_step = lambda: False  # type: ignore[method-assign]
         self.step_hooks = [self.checkpointer.after_step]
+
+
+class CheckEveryStep(Trainer):
+    def _setup(self) -> None:
+        super()._setup()
+        self.stop.every_s = 0.0  # the interval stays 1 step
 
 
 def main() -> None:
@@ -27,17 +35,18 @@ def main() -> None:
     args = parser.parse_args()
     recipe = load_recipe("recipes/digits_mlp.yaml", [f"train.max_steps={args.steps}",
                                                      "train.epochs=100", "train.threads=1"])
-    rates: dict[str, list[float]] = {"with": [], "without": []}
-    rank = 0
+    variants = (("with", Trainer), ("every_step", CheckEveryStep), ("without", WithoutStopCheck))
+    rates: dict[str, list[float]] = {name: [] for name, _ in variants}
+    rank, global_batch = 0, 0
     for _ in range(args.rounds):
-        for name, cls in (("with", Trainer), ("without", WithoutStopCheck)):
+        for name, cls in variants:
             trainer = cls(recipe, "torch", progress=False)
             summary = trainer.fit()
-            rank = trainer.world.rank
+            rank, global_batch = trainer.world.rank, summary["global_batch"]
             rates[name].append(summary["timed"]["samples_per_sec"])
     if rank == 0:
-        print(json.dumps({k: statistics.median(v) for k, v in rates.items()} | {"raw": rates}),
-              flush=True)
+        print(json.dumps({k: statistics.median(v) for k, v in rates.items()}
+                         | {"global_batch": global_batch, "raw": rates}), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ mechanics of one framework, and declares here every member they use. It is appli
         adapter.keep(parts, devices)              this rank's parts on their devices (or
         adapter.keep_chunks(chunks, device)       its chunks, with virtual stages)
         adapter.make_optimizer(recipe.optimizer)
-        adapter.use_exchange(exchange)            how replicas' gradients are combined
+        adapter.use_exchange(plan)                how replicas' gradients are combined
     adapter.train_step(x, y, lr) / forward / backward (/ backward_weights) per micro-batch
                                                   and chunk in a pipeline
 
@@ -29,6 +29,7 @@ import numpy as np
 from hvdkit.config import OptimizerConfig, Recipe
 from hvdkit.errors import UserError
 from hvdkit.models.tasks import CLASSIFICATION, Task
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 
 # Horovod's static process sets, by their ranks: fixed when Horovod starts, once per process.
 PROCESS_SETS: dict[tuple[int, ...], Any] = {}
@@ -37,40 +38,10 @@ PROCESS_SETS: dict[tuple[int, ...], Any] = {}
 FRAMEWORKS = {"torch": "hvdkit.adapters.torch", "tensorflow": "hvdkit.adapters.tensorflow"}
 
 
-class Adapter(ABC):
-    """One framework's mechanics. Abstract members every framework implements; the others
-    have a default here."""
+class ModelAndStep(ABC):
+    """Role of the trainer and hvdkit.parallel: start Horovod, build and keep this rank's
+    model, make its optimizer and gradient exchange, and run one step on it."""
 
-    framework: str = ""
-    hvd: Any = None
-    """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
-    input_normalization: Any = None
-    """(mean, std) per channel where input batches are uint8 images to normalise on the device
-    (set by the trainer from the data, hvdkit.data.images); None: batches are model-ready."""
-    split_backward: bool = False
-    """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
-    only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps
-    what both need."""
-
-    def __init__(self) -> None:
-        self.threads = 0
-        """Intra-op threads of this rank (set by `init`)."""
-        self.device = "cpu"
-        """This rank's device, in the framework's spelling (set by `init`, then by `keep`)."""
-        self.task: Task = CLASSIFICATION
-        """What the model is trained to do (the trainer sets it from the data; `build_model`
-        notes whether the model outputs logits or probabilities)."""
-        self.input_dtype = "float32"
-        """The data's input dtype (int64 for token ids), set by the trainer."""
-        self.channels_first = False
-        """model.channels_first: image batches reach the model as (N, C, H, W)."""
-        self.tied: Any = None
-        """Gradients of weights shared with other pipeline stages, summed across them before
-        each update (hvdkit.parallel.tied.TiedGradients), or None."""
-        self.exchange: Any = None
-        """The gradient exchange in use (`hvdkit.parallel.exchange`), set by `use_exchange`."""
-
-    # -- set-up ---------------------------------------------------------------------------
 
     @abstractmethod
     def init(self, process_sets: list[list[int]], threads: int, device: str,
@@ -106,21 +77,26 @@ class Adapter(ABC):
         as stored): a failure is one line with the likely fix, and outputs that are
         probabilities (a softmax) are detected unless model.output says what they are."""
         from hvdkit.models.builders import call_model_builder
-        from hvdkit.models.usermodel import resolve_output
+        from hvdkit.models.usermodel import CHANNELS_FIRST_FRAMEWORKS, resolve_output
 
-        config = recipe.model
-        self.channels_first = config.channels_first
+        self.channels_first = recipe.model.channels_first and \
+            self.framework in CHANNELS_FIRST_FRAMEWORKS
+        config = replace(recipe.model, channels_first=self.channels_first)
+        self.configure_precision(recipe.train.precision, recipe.train.compile,
+                                 config.memory_format)
         self.seed(recipe.train.seed)
         what = "the model"
         if model is None and config.builder:
             what = f"model.builder {config.builder!r}"
-            model = call_model_builder(config, self.framework, input_shape, num_classes,
-                                       recipe.folder)
+            model = _one_line(lambda: call_model_builder(
+                config, self.framework, input_shape, num_classes, recipe.folder),
+                what, input_shape)
         outputs = "logits" if config.output == "auto" else config.output
         if model is None:
             built = self.builtin_model(config, input_shape, num_classes)
         else:
-            built = self.user_model(model, input_shape, num_classes, what)
+            built = _one_line(lambda: self.user_model(model, input_shape, num_classes, what),
+                              what, input_shape)
             if config.output == "auto" and sample is not None:
                 outputs = resolve_output("auto", self.probe(built, sample, what), num_classes,
                                          what)
@@ -129,7 +105,19 @@ class Adapter(ABC):
                           "softmax); training on their log, which is cross-entropy exactly "
                           "(model.output says so instead of detecting it)", flush=True)
         self.task = replace(self.task, outputs=outputs)
+        if config.sync_batchnorm:
+            self.synchronise_batchnorm(built)
         return built
+
+    def configure_precision(self, precision: str, compile: bool, memory_format: str) -> None:
+        """train.precision, train.compile and model.memory_format, taken before the model is
+        built (a Keras dtype policy must be set first)."""
+        self.precision, self.compile, self.memory_format = precision, compile, memory_format
+
+    @abstractmethod
+    def synchronise_batchnorm(self, model: Any) -> None:
+        """model.sync_batchnorm: the model's BatchNorm layers normalise by the global batch's
+        moments while training (adapters/<framework>/batchnorm.py)."""
 
     @abstractmethod
     def seed(self, seed: int) -> None:
@@ -183,12 +171,22 @@ class Adapter(ABC):
     def make_optimizer(self, config: OptimizerConfig) -> None:
         """The optimizer over the kept model's parameters."""
 
-    def use_exchange(self, exchange: Any) -> None:
-        """Combine the replicas' gradients through `exchange` from the next step on."""
-        self.exchange = exchange
-        exchange.attach(self)
+    @abstractmethod
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        """This framework's exchange object for `plan` (adapters/<framework>/exchange.py)."""
 
-    # -- one step on this rank's whole model (no pipeline) --------------------------------
+    def use_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        """Combine the replicas' gradients as `plan` says from the next step on (after
+        `make_optimizer`: the exchange takes the optimizer over)."""
+        self.exchange = self.make_exchange(plan)
+        self.exchange.attach(self)
+        return self.exchange
+
+    def configure_data(self, task: Task, input_dtype: str) -> None:
+        """What the data is: the task the model is trained for and the inputs' dtype."""
+        self.task = task
+        self.input_dtype = input_dtype
+
 
     def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         """Run in the data prefetch thread, ahead of the step: the batch as `train_step` and
@@ -209,7 +207,19 @@ class Adapter(ABC):
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The task's eval sums over this batch (`Task.eval_sums`)."""
 
-    # -- a pipeline stage's micro-batches (hvdkit.parallel.pipeline_step) -----------------
+class PipelineStageOps(ABC):
+    """Role of a pipeline stage (hvdkit.parallel.pipeline_step): configured with one call,
+    then micro-batch operations per chunk of the kept model."""
+
+    def configure_stage(self, split_backward: bool, first_stage: bool, tied: Any) -> None:
+        """Make this adapter one stage: `split_backward` for zb-h1's B/W split; the data's
+        layout (model.channels_first) applies to the first stage's inputs only; `tied` sums
+        the gradients of weights shared with other stages (None: none)."""
+        self.split_backward = split_backward
+        if not first_stage:
+            self.channels_first = False
+        self.tied = tied
+
 
     @abstractmethod
     def zero_grad(self, lr: float) -> None:
@@ -246,7 +256,10 @@ class Adapter(ABC):
     def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The task's eval sums for outputs computed by `infer` (a pipeline's last stage)."""
 
-    # -- what the gradient exchanges use (hvdkit.parallel.exchange, .ps) ------------------
+class ExchangeHooks(ABC):
+    """Role of the gradient exchanges (hvdkit.parallel.exchange, .ps, and each framework's
+    exchange.py): the local update and the gradients and parameters as numpy."""
+
 
     @abstractmethod
     def optimizer_step(self) -> None:
@@ -267,30 +280,18 @@ class Adapter(ABC):
         """The kept trainable parameters, in order."""
 
     @abstractmethod
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> Any:
-        """Install Horovod ring-allreduce of the gradients over these ranks (None: all), to
-        fire after `passes` backward passes; returns a counter of the bytes handed to it."""
-
-    @abstractmethod
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        """Make the optimizer a ZeRO-1 one over these ranks (None: all): gradients
-        reduce-scattered per bucket, the step on this rank's shard (holding only its state),
-        parameters all-gathered; `state()` then gathers the whole optimizer state (every rank
-        calls it). Returns the `hvdkit.parallel.zero.ShardPlan`."""
-
-    @abstractmethod
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        """Install PowerSGD over these ranks (None: all) for `optimizer_step`; `state()` then
-        gathers every rank's errors. Returns the `hvdkit.parallel.powersgd.PowerSGDPlan`."""
+    def sum_tied(self) -> None:
+        """Sum, across the pipeline stages that share them, the gradients of tied weights (a
+        no-op without any)."""
 
     @abstractmethod
     def optimizer_state_bytes(self) -> int:
         """Bytes of optimizer state this rank holds (its shard's alone under ZeRO-1)."""
 
-    # -- collectives, state, fault tolerance ----------------------------------------------
+class StateAndCollectives(ABC):
+    """Role of checkpoints, elastic training and the trainer's metrics: the state as numpy,
+    broadcasts and small allreduces."""
+
 
     @abstractmethod
     def allreduce(self, values: np.ndarray, op: str = "average",
@@ -305,6 +306,12 @@ class Adapter(ABC):
     @abstractmethod
     def broadcast_state(self, root_rank: int = 0) -> None:
         """Make every rank's parameters and optimizer state equal to the root's."""
+
+    @abstractmethod
+    def average_statistics(self) -> None:
+        """A collective: the kept model's running statistics (BatchNorm's mean and variance)
+        averaged over the replicas, so that an evaluation, a checkpoint and an export see one
+        model, not each rank's own."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
@@ -326,6 +333,41 @@ class Adapter(ABC):
         return self.hvd.elastic.run(func)
 
 
+class Adapter(ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives):
+    """One framework's mechanics. Abstract members every framework implements; the others
+    have a default here."""
+
+    framework: str = ""
+    hvd: Any = None
+    """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
+    input_normalization: Any = None
+    """(mean, std) per channel where input batches are uint8 images to normalise on the device
+    (set by the trainer from the data, hvdkit.data.images); None: batches are model-ready."""
+    split_backward: bool = False
+    """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
+    only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps
+    what both need."""
+
+    def __init__(self) -> None:
+        self.threads = 0
+        """Intra-op threads of this rank (set by `init`)."""
+        self.device = "cpu"
+        """This rank's device, in the framework's spelling (set by `init`, then by `keep`)."""
+        self.task: Task = CLASSIFICATION
+        """What the model is trained to do (the trainer sets it from the data; `build_model`
+        notes whether the model outputs logits or probabilities)."""
+        self.input_dtype = "float32"
+        """The data's input dtype (int64 for token ids), set by the trainer."""
+        self.channels_first = False
+        """model.channels_first: image batches reach the model as (N, C, H, W)."""
+        self.tied: Any = None
+        """Gradients of weights shared with other pipeline stages, summed across them before
+        each update (hvdkit.parallel.tied.TiedGradients), or None."""
+        self.precision, self.compile, self.memory_format = "fp32", False, "auto"
+        self.exchange: Any = None
+        """The gradient exchange in use (adapters/<framework>/exchange.py), set by
+        `use_exchange`: the only thing the adapter knows of how replicas combine."""
+
 def load_framework(framework: str) -> Any:
     """The adapter package of `framework` (hvdkit.adapters.<name>), with a clear error for an
     unknown or missing one."""
@@ -342,3 +384,16 @@ def load_framework(framework: str) -> Any:
 def get_adapter(framework: str) -> Adapter:
     """A fresh adapter for `framework`, with a clear error for an unknown or missing one."""
     return load_framework(framework).Adapter()
+
+
+def _one_line(build: Any, what: str, input_shape: tuple[int, ...]) -> Any:
+    """`build()`, its failure (the user's code raising) one UserError line, so a worker exits 2
+    with it, not a traceback."""
+    try:
+        return build()
+    except UserError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{what} failed to build a model for inputs of shape "
+                        f"{tuple(input_shape)}: {type(exc).__name__}: {first}") from None

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.adapters.base import FRAMEWORKS
+from hvdkit.bench.compare import breakdown, overlay
 from hvdkit.bench.jobs import run_logged
 from hvdkit.bench.timeline import allreduce_share
 from hvdkit.errors import UserError
 from hvdkit.launch.options import CONTROLLERS
+from hvdkit.layout import ParallelLayout
 from hvdkit.parallel.traffic import ps_bytes_at_root, ring_bytes_per_rank
 from hvdkit.recipe import load_recipe
 from hvdkit.runtime.world import cores
@@ -52,6 +54,8 @@ class SweepSpec:
     """Train the recipe to its end and record test accuracy and time to it."""
     threads: int | None = None
     timeline: bool = False
+    predict: bool = False
+    """Overlay the performance model (hvdkit.bench.compare), calibrated on the np=1 points."""
     overrides: list[str] = field(default_factory=list)
     out: str = "scaling"
 
@@ -71,8 +75,16 @@ class SweepSpec:
             bad = [g for g in given if g not in valid]
             if bad or not given:
                 raise UserError(f"{flag} {bad[0] if bad else ''!r}: valid: {', '.join(valid)}")
-        if "ps" in self.syncs and "gloo" in self.controllers:
-            raise UserError("--sync ps needs --controller mpi (it uses mpi4py)")
+        if self.predict and 1 not in self.nps:
+            raise UserError("--predict calibrates compute at np=1: add 1 to --np")
+        # Every point's layout is checked by the layout's own rules, before any trial runs.
+        for controller, sync, compression, np_ in itertools.product(
+                self.controllers, self.syncs, self.compressions, self.nps):
+            point = load_recipe(self.recipe, [*self.overrides, f"parallel.sync={sync}",
+                                              f"parallel.compression={compression}"])
+            ParallelLayout.from_recipe(point, np_, controller,
+                                       source=f"--sync {sync} --compression {compression} "
+                                              f"--controller {controller} at -np {np_}")
         if self.mode == "strong":
             bad = [n for n in self.nps if base.train.batch_size % n]
             if bad:
@@ -146,13 +158,15 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
            "threads_per_rank": summary.get("threads_per_rank")}
     if "comm_seconds" in timed and timed.get("seconds") and n > 1:  # np=1 exchanges nothing
         row["comm_share"] = timed["comm_seconds"] / timed["seconds"]
+    row.update(breakdown(timed))
     if timeline is not None and timeline.is_file():
         row.update(allreduce_share(timeline))
     return row
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median and spread over the repeats, then speedup and efficiency per group."""
+    """Median and spread (min, max) over the repeats, then speedup (with the spread's range)
+    and efficiency per group."""
     keyed: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         keyed.setdefault(tuple(row[k] for k in (*GROUP, "np")), []).append(row)
@@ -164,7 +178,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       "bytes_per_step", "threads_per_rank")}
         agg.update(samples_per_sec=statistics.median(rates), spread_min=min(rates),
                    spread_max=max(rates), repeats=len(group))
-        for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time"):
+        for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time",
+                     "compute_share", "exposed_comm_share", "rest_share"):
             values = [r[name] for r in group if r.get(name) is not None]
             agg[name] = statistics.median(values) if values else None
         out.append(agg)
@@ -174,6 +189,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = members[0]  # the configuration itself at its smallest rank count
         for r in members:
             r["speedup"] = r["samples_per_sec"] / base["samples_per_sec"]
+            # The repeats' spread carried over, widest case: this point's extreme against
+            # the other extreme of the base (min/max, not a fitted interval: few repeats).
+            r["speedup_min"] = r["spread_min"] / base["spread_max"]
+            r["speedup_max"] = r["spread_max"] / base["spread_min"]
             r["efficiency"] = r["speedup"] / (r["np"] / base["np"])
             # ps or fp16 beside plain ring-allreduce at the same rank count, where swept
             plain = [p for p in out if (p["framework"], p["controller"], p["sync"],
@@ -210,5 +229,12 @@ def sweep(spec: SweepSpec) -> dict[str, Any]:
     if not rows:
         raise UserError(f"every trial failed; see {spec.out}/logs")
     result = {"spec": asdict(spec), "trials": rows, "results": aggregate(rows)}
+    if spec.predict:
+        from hvdkit.bench.calibrate import calibrate_link
+
+        print("[scale] --predict: calibrating the link (2-rank allreduce)", flush=True)
+        link = calibrate_link(Path(spec.out) / "logs")
+        overlay(result["results"], link)
+        result["prediction"] = {"link": asdict(link)}
     write_scale_report(result, Path(spec.out))
     return result

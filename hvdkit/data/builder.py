@@ -13,7 +13,7 @@ from hvdkit.config import DataConfig
 from hvdkit.data.datasets import DATASETS, Dataset, split, to_source
 from hvdkit.data.samples import DataSource
 from hvdkit.errors import UserError
-from hvdkit.models.builders import describe, resolve
+from hvdkit.models.builders import call_user, describe, resolve
 
 
 def build_data(config: Any, seed: int, folder: str | Path | None = None) -> Any:
@@ -22,7 +22,7 @@ def build_data(config: Any, seed: int, folder: str | Path | None = None) -> Any:
     The builder may return a `Dataset`, (x_train, y_train, x_test, y_test), or (x, y), which
     is split by `data.test_fraction` with a fixed seed."""
     builder = resolve(config.builder, "data.builder", folder)
-    value = builder(**config.args)
+    value = call_user(builder, f"data.builder {config.builder!r}", **config.args)
     if isinstance(value, Dataset):
         return value
     if isinstance(value, tuple | list) and len(value) in (2, 4) and all(

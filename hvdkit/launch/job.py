@@ -1,7 +1,5 @@
-"""Starting a Horovod job from outside one: the horovodrun command, with hvdkit's defaults.
-
-Defaults here were measured on a 2-core CPU host (see README, "Launch defaults"); each one is
-shown in `hvdkit info`, saved in the run's config.yaml, and can be overridden.
+"""Running a Horovod job from outside one: its command (mpirun on one host, else horovodrun),
+its console, its stop guard and watchdog, and the failure report when it ends badly.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Elastic Horovod counts ranks per host *name*: with this machine listed twice (`localhost:1`
 and `127.0.0.1:1`, the README's way to try elastic on one machine) each rank sees
 `local_size() == 1`, takes every core for its threads, and the ranks oversubscribe the cores
-(17-35x slower per epoch measured here). At launch, hvdkit runs the discovery script once,
+(many times slower per epoch). At launch, hvdkit runs the discovery script once,
 groups the names that reach the same machine (the loopback addresses and this machine's own
 count as this machine), counts the ranks Horovod will place on each machine (hosts in order,
 slots filled up to -np), and tells the ranks (`HVDKIT_MACHINE_RANKS`, read by

@@ -1,20 +1,17 @@
-"""mpirun arguments: hvdkit's and the user's merged so that the user's win, and the mpirun
-command hvdkit runs itself for a one-host MPI job.
+"""The mpirun command hvdkit runs itself for a one-host MPI job, and horovodrun's mpirun
+arguments for the others.
 
-horovodrun spends ~3.5 s here before any rank starts, most of it importing TensorFlow in a
-forked probe that asks whether Horovod was built with MPI (even for a PyTorch job). On one host
+horovodrun spends seconds before any rank starts, most of it importing TensorFlow in a forked
+probe that asks whether Horovod was built with MPI (even for a PyTorch job; README, "Launch
+defaults", has the figures). On one host
 with the MPI controller hvdkit therefore starts the ranks with mpirun directly, the way
 Horovod's documentation runs it ("Horovod with Open MPI") and with the arguments horovodrun
 would pass (`--bind-to none --map-by slot --mca pml ob1 --mca btl ^openib`, TCP on the
-loopback interface, `-H localhost:N`), except that the `ofi` transport is left out too: with
-it each job took 1.2 s longer to end here (its teardown in MPI_Finalize). The ranks inherit
+loopback interface, `-H localhost:N`), except that the `ofi` transport is left out too: its
+teardown in MPI_Finalize makes every job end later. The ranks inherit
 this process's environment, as under horovodrun. Multi-host, Gloo and elastic jobs still go
 through horovodrun (ssh checks, interface discovery, Gloo's rendezvous, the elastic driver):
-see hvdkit.launch.horovodrun.
-
-OpenMPI refuses an MCA parameter given twice, so `--mpi-args '--mca btl_tcp_if_include eth0'`
-replaces hvdkit's value for that parameter instead of colliding with it; `--bind-to` and
-`--map-by` replace hvdkit's likewise.
+see hvdkit.launch.horovodrun. The user's arguments are merged over ours (hvdkit.launch.mpi_args).
 """
 
 from __future__ import annotations

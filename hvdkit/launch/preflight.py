@@ -8,7 +8,7 @@ from typing import Any
 
 from hvdkit.config import Recipe
 from hvdkit.data.checks import FILE_SOURCES, check_model_fits
-from hvdkit.models.builders import call_model_builder, resolve
+from hvdkit.models.builders import call_model_builder, quiet_stderr, resolve
 
 
 def check_data(recipe: Recipe) -> None:
@@ -24,22 +24,26 @@ def check_data(recipe: Recipe) -> None:
 
 def check_builders(recipe: Any, framework: str, call: bool = True) -> None:
     """Import the recipe's builders and, with `call`, call them once and check what they
-    return, so that a bad one fails before any worker starts. Calling the model builder
-    imports the framework here (to check the model's type): launchers call, while a process
-    that trains itself only imports (its framework must start after Horovod)."""
+    return, so that a bad one fails before any worker starts, in one line. No framework is
+    imported for the check (a model's type is read from its classes' modules; a factory in
+    a builder's dict is left to the ranks), and what the builders' own imports print (a
+    framework's start-up lines) is held back: the ranks print it again. Launchers call; a
+    process that trains itself only imports (its framework must start after Horovod)."""
     model, data = recipe.model, recipe.data
-    for key, spec in (("model.builder", model.builder), ("data.builder", data.builder)):
-        if spec:
-            resolve(spec, key, recipe.folder)
+    with quiet_stderr():
+        for key, spec in (("model.builder", model.builder), ("data.builder", data.builder)):
+            if spec:
+                resolve(spec, key, recipe.folder)
     if not call or not (model.builder or data.builder):
         return
-    from hvdkit.adapters.base import load_framework
     from hvdkit.data.builder import build_dataset
-    from hvdkit.models.usermodel import model_input_shape
+    from hvdkit.models.usermodel import check_model_kind, model_input_shape
 
-    dataset = build_dataset(data, recipe.train.seed, recipe.folder)
+    with quiet_stderr():
+        dataset = build_dataset(data, recipe.train.seed, recipe.folder)
+        if model.builder:
+            shape = model_input_shape(dataset.input_shape, model.channels_first, framework)
+            built = call_model_builder(model, framework, shape, dataset.num_classes,
+                                       recipe.folder)
     if model.builder:
-        shape = model_input_shape(dataset.input_shape, model.channels_first)
-        built = call_model_builder(model, framework, shape, dataset.num_classes, recipe.folder)
-        load_framework(framework).usermodel.as_model(
-            built, shape, dataset.num_classes, f"model.builder {model.builder!r}")
+        check_model_kind(built, framework, f"model.builder {model.builder!r}")

@@ -10,8 +10,8 @@ rank, size and Gloo rendezvous, and runs a function on all of them: here the ran
 (hvdkit.worker), which sees its rank and trains, exactly as under horovodrun. Without
 `--ray-address` hvdkit starts a Ray instance on this machine for the job and stops it
 afterwards; with one it joins that cluster (every node needs this checkout, its .venv and Ray
-at the same paths). Ray Train dropped its Horovod trainer; RayExecutor is the way Ray users run Horovod. The controller is
-Gloo (RayExecutor's); output comes back through Ray's log forwarding.
+at the same paths). Ray Train dropped its Horovod trainer; RayExecutor is the way Ray users
+run Horovod. The controller is Gloo (RayExecutor's); output comes back through Ray's log forwarding.
 """
 
 from __future__ import annotations

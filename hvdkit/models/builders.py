@@ -14,15 +14,20 @@ The model builder is called as `function(input_shape, num_classes, **args)` and 
 factories `(input_shape, num_classes) -> model` (so that a module serving both frameworks
 imports only the run's); the data builder as
 `function(**args)`, returning a `Dataset` or numpy arrays. A builder that cannot be imported,
-or returns the wrong type, is a one-line `UserError`; `hvdkit train` calls both once before
-it launches workers (`check_builders`). Framework-free: the adapter checks a model's type.
+raises, or returns the wrong type, is a one-line `UserError` (exit 2); `hvdkit train` calls
+both once before it launches workers (hvdkit.launch.preflight.check_builders). Framework-free:
+the adapter checks a model's type.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +70,43 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no detail"
 
 
+def call_user(function: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, **kwargs)`, a user's builder or factory: an exception it raises is a
+    one-line UserError naming `what` and the line that raised, not a traceback per rank."""
+    try:
+        return function(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        raise UserError(f"{what} failed{where}: {type(exc).__name__}: {_first_line(exc)}") \
+            from None
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Hold back what this process writes to stderr, a framework's start-up lines from C++
+    included (file descriptor 2): a builder checked before launch imports its framework, and
+    runs again, with its output, in every rank."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def call_model_builder(config: Any, framework: str, input_shape: tuple[int, ...],
                        num_classes: int, folder: str | Path | None = None) -> Any:
     """Call `model.builder`; return what it built for `framework` (a dict's entry)."""
     builder = resolve(config.builder, "model.builder", folder)
-    value = builder(tuple(input_shape), num_classes, **config.args)
+    value = call_user(builder, f"model.builder {config.builder!r}", tuple(input_shape),
+                      num_classes, **config.args)
     if isinstance(value, dict):
         if framework not in value:
             raise UserError(f"model.builder {config.builder!r} returned a dict without a "

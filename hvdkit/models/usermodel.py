@@ -20,9 +20,42 @@ FRAMEWORK_OF_MODULE = {"torch": "torch", "keras": "tensorflow", "tensorflow": "t
                        "tf_keras": "tensorflow"}
 
 
-def model_input_shape(input_shape: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
-    """The sample shape the model sees: images (H, W, C) become (C, H, W) with channels_first."""
-    if channels_first and len(input_shape) == 3:
+MODEL_CLASSES = {"torch": ("torch.nn.modules.module", "Module"),
+                 "tensorflow": ("keras.src.models.model", "Model")}
+"""Where each framework's model class is defined: a model's type is checked by its classes'
+modules, without importing the framework (hvdkit.launch.preflight)."""
+
+EXPECTED = {"torch": "an nn.Module, or a function (input_shape, num_classes) -> nn.Module",
+            "tensorflow": "a keras.Model, or a function (input_shape, num_classes) -> "
+                          "keras.Model"}
+
+
+def is_model(obj: Any, framework: str) -> bool:
+    """Whether `obj` is `framework`'s model (an nn.Module, a keras.Model), by its classes."""
+    return any((cls.__module__, cls.__name__) == MODEL_CLASSES[framework]
+               for cls in type(obj).__mro__)
+
+
+def check_model_kind(obj: Any, framework: str, what: str) -> None:
+    """One line unless `obj` is `framework`'s model or a factory of one, framework-free: a
+    factory is left to the ranks, since calling it would start the framework here."""
+    if is_model(obj, framework):
+        return
+    if callable(obj) and framework_of(obj) is None:
+        return
+    check_framework(obj, framework, what, EXPECTED[framework])
+
+
+CHANNELS_FIRST_FRAMEWORKS = ("torch",)
+"""Frameworks whose models take model.channels_first; Keras models always get channels last,
+Keras's own convention."""
+
+
+def model_input_shape(input_shape: tuple[int, ...], channels_first: bool,
+                      framework: str = "torch") -> tuple[int, ...]:
+    """The sample shape the model sees: images (H, W, C) become (C, H, W) with channels_first,
+    on PyTorch only."""
+    if channels_first and framework in CHANNELS_FIRST_FRAMEWORKS and len(input_shape) == 3:
         height, width, channels = input_shape
         return (channels, height, width)
     return tuple(input_shape)

@@ -14,13 +14,10 @@ stages of one replica are neighbours and the ranks of one stage form a Horovod p
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from hvdkit.errors import UserError
 
 # -- the stage plan -------------------------------------------------------------------------
 
@@ -64,20 +61,13 @@ def balanced_bounds(costs: list[float], parts: int) -> list[int]:
 
 
 def plan_stages(costs: list[float], stages: int, boundaries: list[int] | None = None) -> Plan:
-    """The stage plan: explicit `boundaries` (first layer of stages 1..n−1) or a balanced cut."""
-    n = len(costs)
-    if stages > n:
-        raise UserError(f"parallel.stages is {stages} but the model has only {n} layers "
-                        "(layers with parameters); use at most that many stages")
+    """The stage plan: explicit `boundaries` (first layer of stages 1..n−1) or a balanced cut.
+    The layout has checked that they fit (ParallelLayout.check_cut)."""
+    if stages > len(costs) or (boundaries and len(boundaries) != stages - 1):
+        raise ValueError(f"{stages} stages, boundaries {boundaries}: not a cut of "
+                         f"{len(costs)} layers")
     if boundaries:
-        if len(boundaries) != stages - 1:
-            raise UserError(f"parallel.boundaries needs {stages - 1} entries (one per stage "
-                            f"after the first), got {len(boundaries)}")
-        bounds = [0, *boundaries, n]
-        if any(a >= b for a, b in itertools.pairwise(bounds)):
-            raise UserError(f"parallel.boundaries {boundaries} must rise strictly within "
-                            f"1..{n - 1} (the model has {n} layers)")
-        return Plan(tuple(bounds))
+        return Plan((0, *boundaries, len(costs)))
     return Plan(tuple(balanced_bounds(costs, stages)))
 
 

@@ -42,6 +42,7 @@ def apply_pipeline_stage(adapter: Any, layout: ParallelLayout, recipe: Any, mode
 
         seconds = MPI.COMM_WORLD.bcast(seconds, root=0)
     costs = [sum((seconds if p.split == "time" else params)[i] for i in g) for g in groups]
+    layout.check_cut(len(groups))  # a user's model is first counted here
     # With virtual stages the model is cut into stages x v chunks; stage s keeps s, s + p, ...
     virtual = layout.virtual_stages if layout.pipelined else 1
     plan = plan_stages(costs, layout.stages * virtual, p.boundaries if layout.pipelined else None)

@@ -60,13 +60,11 @@ class PipelineStep(LocalStep):
         self.plan, self.chunks = plan, chunks
         self.ops: list[Op] = schedule(layout.schedule, self.stage, layout.stages,
                                       layout.microbatches, layout.virtual_stages)
-        adapter.split_backward = splits_backward(layout.schedule)
         self.metrics = StageMetrics(layout, self.stage)
-        if not self.first:  # only the first stage reads the data's layout
-            adapter.channels_first = False
         # Weights shared with other stages: their gradients are summed across them.
         tied = TiedGradients(self.pipe.comm, self.stage, shared or {}, adapter.parameter_keys())
-        adapter.tied = tied if tied.indices else None
+        adapter.configure_stage(splits_backward(layout.schedule), self.first,
+                                tied if tied.indices else None)
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ bytes a step moves. The arithmetic itself runs in the framework
     Q = Mᵀ P;  allreduce(Q)               (Q is kept: the next step starts from it)
     grad = P Qᵀ;   error = M − grad
 
-A weight of rank ≥ 2 is seen as a matrix (its first dimension × the rest) and compressed when
+A weight of rank ≥ 2 is seen as a matrix, output channels × the rest (PyTorch stores the output
+dimension first, Keras last: `out_dim` says which, so one recipe compresses the same matrices on
+both frameworks), and compressed when
 that saves at least `min_compression` times its size; vectors (biases, norms) and small
 matrices are allreduced whole, in the same grouped call as the P's. The first `warmup_steps`
 steps allreduce every gradient whole (no error yet), as PyTorch's PowerSGD hook does.
@@ -17,13 +19,12 @@ steps allreduce every gradient whole (no error yet), as PyTorch's PowerSGD hook 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from hvdkit.parallel.exchange import GradientExchange
 from hvdkit.parallel.traffic import ring_bytes_per_rank
 
 DEFAULT_RANK = 2
@@ -55,7 +56,10 @@ class PowerSGDPlan:
 
     def __init__(self, shapes: Sequence[Sequence[int]], rank: int = DEFAULT_RANK,
                  warmup_steps: int = DEFAULT_WARMUP_STEPS, ranks: int = 1,
-                 min_compression: float = DEFAULT_MIN_COMPRESSION, itemsize: int = 4) -> None:
+                 min_compression: float = DEFAULT_MIN_COMPRESSION, itemsize: int = 4,
+                 out_dim: str = "first", keep_whole: Collection[int] = ()) -> None:
+        """`keep_whole`: indices allreduced whole, never compressed (weights tied across
+        pipeline stages: each stage's replicas must give their copy the same gradient)."""
         if rank < 1:
             raise ValueError(f"PowerSGD rank must be at least 1, got {rank}")
         self.shapes = [tuple(int(d) for d in s) for s in shapes]
@@ -66,10 +70,12 @@ class PowerSGDPlan:
         self.itemsize = itemsize
         self.matrices: list[Matrix] = []
         self.uncompressed: list[int] = []
+        self.out_dim = out_dim
         for index, shape in enumerate(self.shapes):
             matrix = None
-            if len(shape) >= 2:
-                rows, cols = shape[0], self.sizes[index] // shape[0]
+            if len(shape) >= 2 and index not in keep_whole:
+                out = shape[0] if out_dim == "first" else shape[-1]
+                rows, cols = out, self.sizes[index] // out
                 r = min(rank, rows, cols)
                 if rows * cols >= min_compression * (rows + cols) * r:
                     matrix = Matrix(index, rows, cols, r)
@@ -103,34 +109,22 @@ class PowerSGDPlan:
         """Uncompressed ÷ compressed bytes per step."""
         return self.elements_per_step(False) / self.elements_per_step(True)
 
+    def compressed_fraction(self) -> float:
+        """The share of the gradient bytes that go through low-rank factors."""
+        return sum(self.sizes[m.index] for m in self.matrices) / max(sum(self.sizes), 1)
+
     def describe(self) -> dict[str, float]:
         return {"rank": self.rank, "compressed_tensors": len(self.matrices),
                 "uncompressed_tensors": len(self.uncompressed),
                 "warmup_steps": self.warmup_steps,
-                "compression_ratio": self.compression_ratio()}
+                "compression_ratio": self.compression_ratio(),
+                "compressed_fraction": self.compressed_fraction()}
 
 
-class PowerSGD(GradientExchange):
-    """PowerSGD in the exchange slot (hvdkit.parallel.exchange), over this rank's replicas.
-    The adapter's `powersgd_reducer` hook installs the framework's mechanics; a step is then
-    the adapter's `optimizer_step`, compiled into TensorFlow's step."""
-
-    name = "allreduce"
-    collective_state = True  # every rank's errors go into a checkpoint
-
-    def __init__(self, op: str, ranks: list[int] | None, rank: int, warmup_steps: int) -> None:
-        super().__init__()
-        self.op, self.ranks, self.rank, self.warmup_steps = op, ranks, rank, warmup_steps
-        self.plan: PowerSGDPlan | None = None
-
-    def attach(self, adapter: Any) -> None:
-        super().attach(adapter)
-        self.plan = adapter.powersgd_reducer(self.op, self.ranks, self.rank, self.warmup_steps)
-        self.bytes_per_step = float(self.plan.elements_per_step(True) * self.plan.itemsize)
-
-    def report(self) -> dict[str, Any]:
-        assert self.plan is not None
-        return {**super().report(), "compression": "powersgd",
-                "bytes_sent_per_step": self.plan.bytes_per_step(True),
-                "bytes_sent_per_step_uncompressed": self.plan.bytes_per_step(False),
-                **self.plan.describe()}
+def warn_little_compressed(plan: PowerSGDPlan, rank: int) -> None:
+    """One warning when PowerSGD compresses less than half of the gradient bytes."""
+    share = plan.compressed_fraction()
+    if share < 0.5 and rank == 0:
+        print(f"hvdkit: warning: PowerSGD compresses only {share:.0%} of the gradient bytes "
+              f"({len(plan.matrices)} of {len(plan.shapes)} tensors); the rest is allreduced "
+              "whole", file=sys.stderr, flush=True)

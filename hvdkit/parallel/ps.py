@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hvdkit.layout import ParallelLayout
-from hvdkit.parallel.exchange import GradientExchange
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 
 ROOT = 0
 
@@ -75,20 +74,20 @@ class ParameterServer:
 
 
 class ParameterServerExchange(GradientExchange):
-    """The parameter server in the exchange slot (hvdkit.parallel.exchange), over this rank's
-    replicas."""
+    """The parameter server as a gradient exchange, over this rank's replicas; the same object
+    for every framework: it moves numpy through the adapter's gradient and parameter hooks."""
 
     name = "ps"
     in_step = False
 
-    def __init__(self, layout: ParallelLayout, rank: int) -> None:
-        super().__init__()
+    def __init__(self, plan: ExchangePlan) -> None:
+        super().__init__(plan)
         from mpi4py import MPI
 
         # The replicas of this rank's stage, ordered by replica: the first is the server.
-        comm = MPI.COMM_WORLD.Split(layout.stage_of(rank), layout.replica_of(rank))
-        self.server = ParameterServer(comm, layout.compression)
-        self.average = layout.reduction == "average"
+        comm = MPI.COMM_WORLD.Split(plan.stage, plan.replica)
+        self.server = ParameterServer(comm, plan.compression)
+        self.average = plan.op == "average"
 
     def step(self) -> None:
         adapter, server = self.adapter, self.server

@@ -29,8 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hvdkit.errors import UserError
-
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
 
 
@@ -138,7 +136,7 @@ def schedule(name: str, stage: int, stages: int, microbatches: int,
         return one_f_one_b(stage, stages, microbatches)
     if name == "zb-h1":
         return zb_h1(stage, stages, microbatches)
-    raise UserError(f"parallel.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
+    raise ValueError(f"unknown schedule {name!r}; the layout accepts {', '.join(SCHEDULES)}")
 
 
 # -- chunks and messages --------------------------------------------------------------------

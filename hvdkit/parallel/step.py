@@ -48,6 +48,11 @@ class LocalStep:
         """Every replica starts from rank 0's parameters and optimizer state."""
         self.adapter.broadcast_state(root_rank=0)
 
+    def average_statistics(self) -> None:
+        """The replicas' BatchNorm statistics averaged (a collective, before an evaluation or
+        a checkpoint)."""
+        self.adapter.average_statistics()
+
     def state(self) -> dict[str, Any] | None:
         return self.adapter.state()
 

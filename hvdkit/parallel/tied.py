@@ -55,6 +55,10 @@ class TiedGradients:
                 mine = [my_keys.index(key) for key, held in shared.items() if held == stages]
                 self.groups.append((sub, mine))
 
+    def holders(self) -> dict[int, int]:
+        """Position of each shared weight → how many stages hold a copy of it."""
+        return {i: sub.Get_size() for sub, mine in self.groups for i in mine}
+
     @property
     def indices(self) -> list[int]:
         """Positions (in this stage's weights) of the weights shared with other stages."""

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from hvdkit.errors import UserError
-from hvdkit.parallel.exchange import GradientExchange
 
 DEFAULT_BUCKET_BYTES = 16 * 2**20
 """Bucket size: a few buckets for large models (each a fused collective), one for small ones."""
@@ -165,29 +163,3 @@ class ShardPlan:
     def describe(self) -> dict[str, int]:
         return {"parameters": self.total, "buckets": len(self.buckets),
                 "shard_elements": self.shard_size, "ranks": self.ranks}
-
-
-
-class Zero1(GradientExchange):
-    """ZeRO-1 in the exchange slot (hvdkit.parallel.exchange), over this rank's replicas. The
-    adapter's `zero_reducer` hook makes its optimizer a sharded one; a step is then the
-    adapter's `optimizer_step`, compiled into TensorFlow's step."""
-
-    name = "zero1"
-    collective_state = True
-
-    def __init__(self, op: str, compression: str, ranks: list[int] | None) -> None:
-        super().__init__()
-        self.op, self.compression, self.ranks = op, compression, ranks
-        self.plan: ShardPlan | None = None
-
-    def attach(self, adapter: Any) -> None:
-        super().attach(adapter)
-        self.plan = adapter.zero_reducer(self.op, self.compression, self.ranks)
-        wire = 2 if self.compression == "fp16" else 4
-        self.bytes_per_step = float(self.plan.bytes_per_step(wire))
-
-    def report(self) -> dict[str, Any]:
-        assert self.plan is not None
-        return {**super().report(), "compression": self.compression,
-                "bytes_sent_per_step": self.bytes_per_step, **self.plan.describe()}

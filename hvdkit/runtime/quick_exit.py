@@ -1,9 +1,9 @@
 """Ending a process that trained, without Python's slow teardown.
 
 After training, the interpreter's own shutdown (freeing every module's objects, the
-frameworks' thread pools and static destructors) took 0.4 s on an idle 2-core host and over
-5 s under load, on every rank, before mpirun could return. `quick_exit` does what that
-shutdown must do here — wait for the program's own (non-daemon) threads, shut Horovod down,
+frameworks' thread pools and static destructors) takes seconds under load, on every rank,
+before mpirun can return (README, "Launch defaults"). `quick_exit` does what that shutdown
+must do here — wait for the program's own (non-daemon) threads, shut Horovod down,
 finalize MPI, flush the output — and then ends the process at once (`os._exit`).
 Called only by the `hvdkit` command itself (`hvdkit.cli.main` with no argv), after a
 successful `train`; programs that call `main([...])` keep their process.

@@ -123,6 +123,8 @@ class ProgressBar(Callback):
         if "test_perplexity" in logs:
             parts.append(f"test perplexity {logs['test_perplexity']:.3f}")
         parts.append(f"{logs['samples_per_sec']:.0f} samples/s")
+        if logs.get("complete") is False:
+            parts.append(f"cut short at step {logs['step']}")
         message = "[hvdkit] " + " | ".join(parts)
         if self._bar is not None:
             self._bar.write(message, file=self.stream)
@@ -130,5 +132,10 @@ class ProgressBar(Callback):
             print(message, file=self.stream, flush=True)
 
     def on_train_end(self, logs: Logs) -> None:
+        """After a stop (`logs["interrupted"]`), one line with the step reached of the total."""
         if self._bar is not None:
             self._bar.close()
+        if logs.get("interrupted"):
+            done = int(logs["steps"])
+            print(f"[hvdkit] stopped at step {done}/{self.total} "
+                  f"({100 * done / max(self.total, 1):.0f}%)", file=self.stream, flush=True)

@@ -231,6 +231,7 @@ class Checkpointer:
     def save(self, position: Position) -> Path | None:
         if self.directory is None or position.step == self.last_saved:
             return None
+        self.runner.average_statistics()  # every rank: the one model that evaluations see
         if not (self.is_root or self.runner.collective_state):
             return None
         state = self.runner.state()  # on every rank where the runner gathers it to rank 0

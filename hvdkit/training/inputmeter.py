@@ -88,3 +88,17 @@ class InputMeter:
         row = self.totals if self.totals[1] > 0 else self.everything
         return {"decoders_per_rank": self.decoders, **self.figures(row),
                 "images_decoded": int(row[2])}
+
+
+def input_summary(trainer: Any) -> dict[str, Any]:
+    """summary.json's `input`: the run's figures (the trainer's meter) with the unreadable
+    image files met (the most any rank met; one allreduce, for image sources only)."""
+    summary = {"workers": trainer.recipe.data.workers, **trainer.input_meter.summary()}
+    unreadable = getattr(trainer.data.train, "unreadable", None)
+    if unreadable is not None:
+        world = trainer.world
+        mine = np.zeros(world.size)
+        mine[world.rank] = len(unreadable.found)
+        counts = trainer.adapter.allreduce(mine, op="sum", name="hvdkit.unreadable")
+        summary["unreadable_images"] = int(counts.max())
+    return summary

@@ -28,6 +28,7 @@ def results(request, tmp_path_factory) -> dict:
         run_job(worker("exchanges", "--out", str(out), *extra), np=2, controller=controller,
                 timeout=600)
         _cache[controller] = json.loads((out / "results.json").read_text())
+        _cache[controller]["controller"] = controller
         if controller == "mpi":
             run_job(worker("exchanges", "--out", str(out), "--resume-at-one"), np=1)
             one = json.loads((out / "one.json").read_text())
@@ -75,7 +76,7 @@ def test_powersgd_at_full_rank_is_exact(results, framework: str) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_powersgd_keeps_accuracy_with_a_tenth_of_the_bytes(results, framework: str) -> None:
     r = results[framework]
-    if "accuracy_none" not in r:
+    if results["controller"] != "mpi":  # the key must be there wherever it runs
         pytest.skip("the convergence runs in the MPI job only")
     assert r["accuracy_powersgd"] >= r["accuracy_none"] - 0.01, r
     assert r["powersgd_uncompressed_bytes"] >= 10 * r["powersgd_bytes"], r
@@ -84,7 +85,7 @@ def test_powersgd_keeps_accuracy_with_a_tenth_of_the_bytes(results, framework: s
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_zero1_through_the_trainer(results, framework: str) -> None:
     r = results[framework]
-    if "trainer_zero_vs_ring" not in r:
+    if results["controller"] != "mpi":  # the key must be there wherever it runs
         pytest.skip("the Trainer cases run in the MPI job only")
     assert r["trainer_zero_vs_ring"] <= TOLERANCE  # parallel.sync zero1 == allreduce
     zero_bytes, ring_bytes = r["trainer_state_bytes"]  # as the run summary reports them
@@ -95,7 +96,7 @@ def test_zero1_through_the_trainer(results, framework: str) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_zero1_checkpoint_resumes_on_one_rank(results, framework: str) -> None:
     r = results[framework]
-    if "one_rank_state" not in r:
+    if results["controller"] != "mpi":  # the key must be there wherever it runs
         pytest.skip("runs after the MPI job only")
     assert r["one_rank_state"] <= TOLERANCE  # the whole state, as the ring's checkpoint has it
     assert r["one_rank_loss"] < 2.5  # and it trains on
@@ -104,7 +105,7 @@ def test_zero1_checkpoint_resumes_on_one_rank(results, framework: str) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_powersgd_resumes_where_the_uninterrupted_run_ends(results, framework: str) -> None:
     r = results[framework]
-    if "powersgd_resume" not in r:
+    if results["controller"] != "mpi":  # the key must be there wherever it runs
         pytest.skip("the Trainer cases run in the MPI job only")
     # Compressed from step 3, stopped at step 6 and resumed to step 12: bit for bit.
     assert r["powersgd_resume"] <= TOLERANCE, r["powersgd_resume"]

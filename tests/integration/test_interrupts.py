@@ -5,6 +5,10 @@
   `--resume latest` ends with exactly the uninterrupted run's weights. The resumed Gloo run also
   serves the TensorBoard check (its event files hold every logged step) and the PyTorch export
   (the state_dict loads with weights_only=True and gives the run's test accuracy).
+- A slow step (2 s, a model that sleeps) and `log_every_steps: 50`: SIGTERM mid-step ends the
+  job at the end of that step (not 50 steps later), without evaluating, within one step + 10 s;
+  the cut epoch is flagged `complete: false`, the progress names the step reached, and
+  `--resume latest` ends with exactly the uninterrupted run's weights.
 - A rank frozen with SIGSTOP: named by the watchdog within the warning time, the job ended
   within the shutdown time + 10 s, under MPI and Gloo.
 """
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,9 +48,9 @@ def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def start(command: list[str], log: Path) -> subprocess.Popen:
+def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env={**os.environ, **(env or {})})
 
 
 def wait_for_training(run_dir: Path, job: subprocess.Popen, timeout: float = 180) -> None:
@@ -199,6 +204,70 @@ def test_exported_torch_model_gives_the_runs_accuracy(interrupted: dict[str, dic
     summary = json.loads((run_dir / "summary.json").read_text())
     assert float((predicted == y_test).mean()) == pytest.approx(summary["test_accuracy"],
                                                                      abs=1e-9)
+
+
+SLOW_STEP_S = 2.0
+SLOW_RECIPE = """name: slow_stop
+model: {builder: "tests.integration.workers.slow_model:build", args: {hidden: 32}}
+data: {name: digits}
+optimizer: {name: adam, lr: 0.002}
+train: {batch_size: 32, epochs: 2, seed: 0, log_every_steps: 50}
+"""
+
+
+def forwards_so_far(log: Path) -> list[int]:
+    """Training forwards each rank has begun (workers/slow_model.py's per-process logs)."""
+    return [len(f.read_text().splitlines()) for f in log.parent.glob(f"{log.name}.*")]
+
+
+def test_a_slow_step_stops_at_its_end_and_resume_is_exact(tmp_path: Path) -> None:
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text(SLOW_RECIPE)
+
+    def command(run_dir: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "hvdkit", "train", str(recipe), "-np", "2",
+                "--controller", "mpi", "--threads", "1", "--run-dir", str(run_dir), *extra]
+
+    reference = tmp_path / "reference"
+    done = run(command(reference, "--no-progress"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run_dir, steps_log, log = tmp_path / "run", tmp_path / "forwards", tmp_path / "launcher.log"
+    job = start(command(run_dir), log, {"HVDKIT_TEST_STEP_SLEEP": str(SLOW_STEP_S),
+                                         "HVDKIT_TEST_STEP_LOG": str(steps_log)})
+    deadline = time.time() + 180
+    while min(forwards_so_far(steps_log) or [0]) < 3 or len(forwards_so_far(steps_log)) < 2:
+        assert job.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, "the job did not start training"
+        time.sleep(0.05)
+    time.sleep(SLOW_STEP_S / 2)  # mid-step
+    in_flight = max(forwards_so_far(steps_log))
+    sent = time.time()
+    job.send_signal(signal.SIGTERM)
+    took = wait_gone(run_dir, job, sent)
+    output = log.read_text()
+    print(f"SIGTERM in step {in_flight} of {SLOW_STEP_S:.0f} s steps → every process gone in "
+          f"{took:.1f}s")
+    assert job.returncode == 143, output[-3000:]
+    assert took < SLOW_STEP_S + GONE_WITHIN_S, f"the job took {took:.1f}s to end"
+    stop = [line for line in output.splitlines() if line.startswith("hvdkit: stopped by SIGTERM")]
+    assert len(stop) == 1, output[-3000:]
+    reached = int(stop[0].split("after step ")[1].split(";")[0])
+    assert reached in (in_flight, in_flight + 1), (in_flight, stop[0])  # not at step 50
+    assert f"[hvdkit] stopped at step {reached}/44 ({100 * reached / 44:.0f}%)" in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["complete"] is False and epochs[0]["step"] == reached
+    assert "test_accuracy" not in epochs[0]  # stopped: no evaluation
+    assert [r["step"] + 1 for r in records if r["kind"] == "step"] == list(range(1, reached + 1))
+    resumed = run(command(run_dir, "--no-progress", "--resume", "latest"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    position, weights = final_state(run_dir)
+    ref_position, ref_weights = final_state(reference)
+    assert position == ref_position
+    for key in weights:
+        np.testing.assert_array_equal(weights[key], ref_weights[key], err_msg=key)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["complete"] for r in records if r["kind"] == "epoch"] == [False, True, True]
 
 
 @pytest.mark.parametrize("controller", ["mpi", "gloo"])

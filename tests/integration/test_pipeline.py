@@ -3,8 +3,9 @@
 Per framework: one process computes the references (plain training at batch 16 and 32, and a
 model placed over two devices), one 2-rank job runs GPipe, 1F1B, interleaved (v=2) and ZB-H1
 with m=4 through the trainer, and a placement over two devices on each of the 2 ranks (data
-parallel); one 4-rank PyTorch job runs 2 stages x 2 replicas, without and with fp16
-compression, and on ZB-H1. Parameters must agree to 1e-5.
+parallel); one 4-rank job per framework runs 2 stages x 2 replicas (PyTorch: the ring without
+and with fp16 compression, ZB-H1, ZeRO-1; both: the parameter server, PowerSGD, and a GPT with
+tied weights on both stages under PowerSGD). Parameters must agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -151,3 +152,44 @@ def test_zero1_shards_each_stages_optimizer_state_in_a_hybrid_pipeline(tmp_path_
                         load_arrays(hybrid / "hybrid.npz")) <= TOLERANCE
     assert max_abs_diff(load_arrays(hybrid / "hybrid_zero1.npz"),
                         load_arrays(hybrid / "hybrid_zero1_replica1.npz")) == 0.0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_parameter_server_in_a_hybrid_pipeline_equals_the_ring(tmp_path_factory,
+                                                               framework: str) -> None:
+    """2 stages x 2 replicas, each stage's replicas served by its first: the ring's training."""
+    hybrid = _run(tmp_path_factory, framework, "hybrid")
+    ring = load_arrays(hybrid / "hybrid.npz")
+    assert json.loads((hybrid / "hybrid_ps.json").read_text())["exchange"]["sync"] == "ps"
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_ps.npz"), ring) <= TOLERANCE
+    assert max_abs_diff(load_arrays(hybrid / "hybrid_ps_replica1.npz"),
+                        load_arrays(hybrid / "hybrid_ps.npz")) == 0.0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_powersgd_in_a_hybrid_pipeline_trains_as_the_ring_within_its_compression(
+        tmp_path_factory, framework: str) -> None:
+    """Rank-2 PowerSGD from step 2 of 6 moves the MLP less than 0.05 from the ring's
+    parameters (each stage compresses its own weights), and the replicas stay bit-equal."""
+    hybrid = _run(tmp_path_factory, framework, "hybrid")
+    powersgd = load_arrays(hybrid / "hybrid_powersgd.npz")
+    report = json.loads((hybrid / "hybrid_powersgd.json").read_text())["exchange"]
+    assert report["compression"] == "powersgd" and report["compressed_tensors"] >= 1
+    assert 0 < max_abs_diff(powersgd, load_arrays(hybrid / "hybrid.npz")) <= 0.05
+    assert max_abs_diff(powersgd, load_arrays(hybrid / "hybrid_powersgd_replica1.npz")) == 0.0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_tied_gpt_weights_stay_equal_under_powersgd(tmp_path_factory, framework: str) -> None:
+    """The GPT's token embedding (stage 0) and its tied head's copy (stage 1) get the same
+    gradient: tied weights are allreduced whole, never compressed by each stage apart."""
+    hybrid = _run(tmp_path_factory, framework, "hybrid")
+    first, last = (load_arrays(hybrid / "gpt_powersgd_rank0.npz"),
+                   load_arrays(hybrid / "gpt_powersgd_rank1.npz"))
+    tied = last[-3]  # the last stage's copy of the token embedding, before the final norm
+    assert tied.shape == first[0].shape == (256, 16)
+    assert max_abs_diff([tied], [first[0]]) <= 1e-6
+    assert json.loads((hybrid / "gpt_powersgd.json").read_text())["compressed_tensors"] >= 1
+    for stage in (0, 1):  # the replicas of each stage agree
+        assert max_abs_diff(load_arrays(hybrid / f"gpt_powersgd_rank{stage}.npz"),
+                            load_arrays(hybrid / f"gpt_powersgd_rank{stage + 2}.npz")) == 0.0

@@ -5,6 +5,7 @@ model that gives the run's test accuracy; `--overwrite` replaces the run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,23 @@ print(float((np.argmax(model.predict(x_test, verbose=0), 1) == y_test).mean()))
     assert [r["step"] for r in rows if r["kind"] == "step"] == [0, 1, 2]
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["ckpt-00000003.hvdk"]
     assert not (run_dir / "export").exists()
+
+
+def test_two_runs_started_at_once_get_two_folders(tmp_path: Path) -> None:
+    """Two `hvdkit train` without --run-dir, started in the same second from one folder: two
+    run folders (runs/<name>-...-<time> and its `-2`), each with its own whole run."""
+    command = [sys.executable, "-m", "hvdkit", "train", str(ROOT / "recipes/digits_mlp.yaml"),
+               "-f", "torch", "--no-progress", "--threads", "1", "--set", "train.epochs=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    jobs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2, folders
+    for folder in folders:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        epochs = [json.loads(line) for line in lines if '"epoch_time"' in line]
+        assert len(epochs) == 1  # one run's epoch, not two runs' rows mixed
+        assert json.loads((folder / "summary.json").read_text())["run_dir"] == str(
+            folder.relative_to(tmp_path))

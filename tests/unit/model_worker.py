@@ -59,6 +59,8 @@ CASES = {  # name: (config, input, classes)
 }
 results = {}
 for case, (config, x, classes) in CASES.items():
+    if FRAMEWORK == "tensorflow" and config.channels_first:
+        x = x.transpose(0, 2, 3, 1).copy()  # Keras models always get channels last
     model = MODELS.get(config.name)(config, x.shape[1:], classes)
     cut = group_layers(layers(model))
     results[case] = {"params": params(model), "shape": run(model, x), "cuttable": len(cut),

@@ -1,4 +1,5 @@
-"""Every adapter implements the whole contract of hvdkit.adapters.base.Adapter, and the
+"""Every adapter implements the whole contract of hvdkit.adapters.base.Adapter, role by role
+(model and step, pipeline-stage operations, exchange hooks, state and collectives), and the
 framework-free code uses only members the contract declares (so nothing probes with hasattr)."""
 
 from __future__ import annotations
@@ -37,10 +38,18 @@ def test_each_adapter_implements_the_contract(framework: str) -> None:
     """In a subprocess: one framework per process, as in real runs."""
     code = f"""
 import inspect
-from hvdkit.adapters.base import Adapter, get_adapter
+from hvdkit.adapters.base import (Adapter, ExchangeHooks, ModelAndStep, PipelineStageOps,
+                                  StateAndCollectives, get_adapter)
 adapter = get_adapter({framework!r})
 cls = type(adapter)
 assert issubclass(cls, Adapter) and not inspect.isabstract(cls), cls.__abstractmethods__
+for role in (ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives):
+    assert role.__abstractmethods__, role  # each role declares what its callers use
+    for name in role.__abstractmethods__:
+        mine = getattr(cls, name)
+        assert not getattr(mine, "__isabstractmethod__", False), (role.__name__, name)
+        assert list(inspect.signature(mine).parameters) == \\
+            list(inspect.signature(getattr(role, name)).parameters), (role.__name__, name)
 for name in {ATTRIBUTES!r}:
     assert hasattr(adapter, name), name
 assert adapter.framework == {framework!r} and adapter.hvd is not None

@@ -64,6 +64,8 @@ def test_aggregate_speedup_and_efficiency():
     one, two, ps_one, ps_two = aggregate(rows + ps)
     assert (one["samples_per_sec"], one["spread_min"], one["spread_max"]) == (100.0, 90.0, 110.0)
     assert two["speedup"] == pytest.approx(1.8) and two["efficiency"] == pytest.approx(0.9)
+    # The repeats' spread reaches the speed-up: widest case, 170/110 to 190/90.
+    assert (two["speedup_min"], two["speedup_max"]) == pytest.approx((170 / 110, 190 / 90))
     # Efficiency stays within one configuration; vs_allreduce compares at the same np.
     assert ps_one["efficiency"] == 1.0 and ps_two["speedup"] == pytest.approx(1.8)
     assert ps_two["vs_allreduce"] == pytest.approx(0.5) and two["vs_allreduce"] == 1.0
@@ -98,9 +100,35 @@ def test_report_files(tmp_path, monkeypatch):
     with (tmp_path / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
     assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
-    for name in ("throughput", "efficiency", "breakdown"):
+    for name in ("throughput", "speedup", "efficiency", "breakdown"):
         assert matplotlib.image.imread(tmp_path / f"{name}.png").ndim == 3
     assert "cores" in (tmp_path / "report.md").read_text()
+
+
+def test_scaling_plots_show_spread_ideal_and_what_was_measured(tmp_path, monkeypatch):
+    from hvdkit.bench import report
+
+    drawn = []
+    real = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig.axes[0]) or
+                        real(fig, path))
+    rows = [{"framework": "torch", "controller": "mpi", "sync": "allreduce",
+             "compression": "none", "np": n, "samples_per_sec": 100.0 * n * e,
+             "spread_min": 90.0 * n * e, "spread_max": 110.0 * n * e, "speedup": n * e,
+             "speedup_min": 0.8 * n * e, "speedup_max": 1.2 * n * e, "efficiency": e,
+             "repeats": 3, "threads_per_rank": 2} for n, e in ((1, 1.0), (2, 0.9), (4, 0.7))]
+    paths = report.plot_scaling(rows, tmp_path, "weak", "recipes/synthetic_cnn.yaml")
+    assert [p.name for p in paths] == ["throughput.png", "speedup.png", "efficiency.png"]
+    for ax, ideal in zip(drawn, ([100, 200, 400], [1, 2, 4], [1, 1, 1]), strict=True):
+        title = ax.get_title()
+        assert "synthetic_cnn, weak scaling" in title and "2 thread(s) per rank" in title
+        assert "min–max of 3 repeats" in title
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert [list(line.get_ydata()) for line in dashed] == [ideal]
+        bars = [c for c in ax.containers if c.has_yerr]
+        assert len(bars) == 1  # one configuration, with error bars
+        legend = ax.get_legend()
+        assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # beside the axes
 
 
 def test_scale_gives_every_point_the_same_threads(monkeypatch, tmp_path):

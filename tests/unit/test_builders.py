@@ -182,3 +182,63 @@ def test_user_models_in_each_framework() -> None:
     assert "model.channels_first: true" in lines["NHWC"]
     assert lines["NCHW"] == "(2, 144)"
     assert "must give 10 scores per sample" in lines["SHAPE"]
+
+
+KERAS_BUILDERS = '''
+import keras
+import numpy as np
+
+def kmodel(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(num_classes)])
+
+def fails(input_shape, num_classes):
+    raise ValueError(f"no model for {input_shape}")
+
+def data():
+    x = np.random.default_rng(0).standard_normal((256, 4)).astype(np.float32)
+    return x, np.arange(256) % 2
+'''
+
+
+def test_a_builder_that_raises_is_one_line_naming_its_line(tmp_path: Path) -> None:
+    (tmp_path / "raising_builders.py").write_text("def f(input_shape, num_classes):\n"
+                                                  "    raise ValueError('bad width')\n")
+    message = _error(call_model_builder, ModelConfig(builder="raising_builders:f"), "torch",
+                     (4,), 2, tmp_path)
+    assert message == ("model.builder 'raising_builders:f' failed (raising_builders.py:2): "
+                       "ValueError: bad width")
+
+
+def test_model_kind_is_checked_without_the_framework() -> None:
+    code = textwrap.dedent('''
+        import sys
+        from hvdkit.errors import UserError
+        from hvdkit.models.usermodel import check_model_kind
+        check_model_kind(lambda shape, classes: None, "torch", "m")  # a factory: the ranks'
+        try:
+            check_model_kind("text", "tensorflow", "m")
+        except UserError as exc:
+            print(exc)
+        print(sorted(m for m in ("torch", "keras", "tensorflow") if m in sys.modules))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.splitlines() == [
+        "m is a builtins.str; the tensorflow adapter needs a keras.Model, or a function "
+        "(input_shape, num_classes) -> keras.Model", "[]"], out.stderr
+
+
+def test_a_keras_builder_is_checked_before_launch_in_one_line(tmp_path: Path) -> None:
+    """The builder's module imports Keras (TensorFlow's start-up lines): held back, so the
+    wrong framework's model is the one line on stderr."""
+    (tmp_path / "kbuilders.py").write_text(KERAS_BUILDERS)
+    recipe = tmp_path / "k.yaml"
+    recipe.write_text("model: {builder: 'kbuilders:kmodel'}\n"
+                      "data: {builder: 'kbuilders:data'}\noptimizer: {name: sgd}\n")
+    result = _hvdkit("train", str(recipe), "-f", "torch", "-np", "2")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == ("hvdkit: error: model.builder 'kbuilders:kmodel' is a Keras model, "
+                             "but this run's framework is torch; run it with --framework "
+                             "tensorflow, or give an nn.Module, or a function (input_shape, "
+                             "num_classes) -> nn.Module\n")
+    assert result.stdout == ""

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdkit.launch import hosts
 from hvdkit.errors import UserError
+from hvdkit.launch import hosts
 from hvdkit.launch.job import horovodrun_command
 from hvdkit.launch.options import LaunchOptions
 

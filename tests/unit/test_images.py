@@ -295,7 +295,7 @@ def test_without_room_in_dev_shm_batches_come_through_the_pipe(folder: Path,
     monkeypatch.setattr("hvdkit.data.workers._shm_free", lambda: 0)
     try:
         idx = np.arange(6)
-        x, y = pooled.train.submit(idx).get()
+        x, _ = pooled.train.submit(idx).get()
         np.testing.assert_array_equal(x, plain.train.take(idx)[0])
         assert pooled.train.pool._blocks == []  # none lent
     finally:

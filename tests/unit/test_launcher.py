@@ -122,7 +122,8 @@ def test_version_flag(capsys) -> None:
 
     with pytest.raises(SystemExit) as stop:
         parse_args(["--version"])
-    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"hvdkit {__version__}"
+    out = capsys.readouterr().out.strip()
+    assert stop.value.code == 0 and out.startswith(f"hvdkit {__version__} (")  # + checkout
 
 
 LAUNCH_WITHOUT_RUNNING = """
@@ -165,3 +166,38 @@ def test_ray_launcher_flag_errors(argv: list[str], message: str, capsys) -> None
 
     assert main(["train", "recipes/digits_mlp.yaml", "-np", "2", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_new_run_folders_never_collide(tmp_path) -> None:
+    """Folders made in the same second get -2, -3: each call makes its own (mkdir is atomic)."""
+    from hvdkit.training.rundir import new_run_dir
+
+    made = [new_run_dir("r", "torch", 2, root=tmp_path) for _ in range(3)]
+    assert len(set(made)) == 3 and all(p.is_dir() for p in made)
+    stamps = {p.name.split("-np2-")[1][:15] for p in made}
+    if len(stamps) == 1:  # all in one second: the suffixes tell them apart
+        assert [p.name[-2:] for p in made[1:]] == ["-2", "-3"]
+
+
+def test_worker_entry_reads_the_saved_job_and_refuses_without_one(tmp_path) -> None:
+    """`python -m hvdkit.worker RUN_DIR`: the launcher's TrainJob round-trips through the run
+    folder and the environment; without one, one line and exit 2."""
+    from hvdkit.recipe import load_recipe
+    from hvdkit.worker import JOB_ENV, TrainJob, read_job
+
+    recipe = load_recipe(ROOT / "recipes/digits_mlp.yaml", ["train.epochs=3"])
+    job = TrainJob(recipe=recipe.to_dict(), framework="torch", recipe_folder=recipe.folder,
+                   run_dir=str(tmp_path), resume="latest")
+    job.save(tmp_path)
+    assert read_job(str(tmp_path)) == job
+    assert job.load_recipe().train.epochs == 3 and job.load_recipe().folder == recipe.folder
+    env = {**os.environ, JOB_ENV: job.encoded()}
+    probe = ("import os, sys; from hvdkit.worker import read_job; "
+             "print(read_job('/nonexistent').framework)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "torch", out.stderr
+    empty = subprocess.run([sys.executable, "-m", "hvdkit.worker", str(tmp_path / "none")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != JOB_ENV})
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1, empty.stderr

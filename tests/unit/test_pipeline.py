@@ -42,13 +42,26 @@ def test_layer_timings_survive_a_burst_of_load_and_the_first_calls() -> None:
 
 
 def test_explicit_boundaries_and_their_errors() -> None:
+    """The cut's rules live in the layout, which each rank asks with the built model's count."""
+    from hvdkit.layout import ParallelLayout
+    from hvdkit.recipe import recipe_from_dict
+
     assert plan_stages([1, 1, 1], 2, [2]).layers(1) == range(2, 3)
+
+    def layout(**parallel: object) -> ParallelLayout:
+        return ParallelLayout.from_recipe(recipe_from_dict({
+            "model": {"builder": "m:f"}, "data": {"name": "digits"},
+            "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"batch_size": 8},
+            "parallel": parallel}), world_size=parallel.get("stages", 1))
+
     with pytest.raises(UserError, match="only 3 layers"):
-        plan_stages([1, 1, 1], 4)
+        layout(stages=4, microbatches=2).check_cut(3)
     with pytest.raises(UserError, match="needs 1 entries"):
-        plan_stages([1, 1, 1], 2, [1, 2])
+        layout(stages=2, microbatches=2, boundaries=[1, 2])
     with pytest.raises(UserError, match="rise strictly"):
-        plan_stages([1, 1, 1], 2, [3])
+        layout(stages=2, microbatches=2, boundaries=[3]).check_cut(3)
+    with pytest.raises(ValueError):
+        plan_stages([1, 1, 1], 4)
 
 
 def test_parameter_free_layers_join_the_layer_before() -> None:

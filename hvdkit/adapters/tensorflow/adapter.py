@@ -22,25 +22,22 @@ import numpy as np
 import tensorflow as tf
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.tensorflow import losses, usermodel
+from hvdkit.adapters.tensorflow import batchnorm, losses, usermodel
+from hvdkit.adapters.tensorflow.exchange import make_exchange
 from hvdkit.adapters.tensorflow.inputs import normalize
 from hvdkit.adapters.tensorflow.models import MODELS
+from hvdkit.adapters.tensorflow.optimizers import make_optimizer
+from hvdkit.adapters.tensorflow.pipeline import StageOps
 from hvdkit.adapters.tensorflow.placement import profile_layers
+from hvdkit.adapters.tensorflow.precision import as_float32, set_policy
 from hvdkit.adapters.tensorflow.state import keras_elastic_state
 from hvdkit.config import OptimizerConfig
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.devices import device_for
 from hvdkit.runtime.world import default_threads, pick_gpu
 
 
-def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
-    # Keras applies weight decay decoupled from the gradient (AdamW-style), unlike torch's L2.
-    decay = config.weight_decay or None
-    if config.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum,
-                                    weight_decay=decay)
-    return keras.optimizers.Adam(learning_rate=config.lr, weight_decay=decay)
-
-class TensorFlowAdapter(Adapter):
+class TensorFlowAdapter(StageOps, Adapter):
     framework = "tensorflow"
 
     def __init__(self) -> None:
@@ -50,9 +47,6 @@ class TensorFlowAdapter(Adapter):
         self.hvd = hvd
         self.device = "/CPU:0"
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}  # by (micro-batch, chunk)
-        self._reduce = _unchanged  # the ring's grouped allreduce, once installed
-        self.sharded: Any = None  # ZeRO-1's ZeroExchange, once installed
-        self.powersgd: Any = None  # a PowerSGDExchange, once installed
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -75,6 +69,10 @@ class TensorFlowAdapter(Adapter):
     def seed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)
 
+    def configure_precision(self, precision: str, compile: bool, memory_format: str) -> None:
+        super().configure_precision(precision, compile, memory_format)
+        set_policy(precision)  # before the model's layers are built
+
     def builtin_model(self, config: Any, input_shape: tuple[int, ...],
                       num_classes: int) -> keras.Model:
         return MODELS.get(config.name)(config, input_shape, num_classes)
@@ -85,6 +83,10 @@ class TensorFlowAdapter(Adapter):
 
     def probe(self, model: keras.Model, sample: np.ndarray, what: str) -> np.ndarray:
         return usermodel.probe(model, sample, self.device, self.channels_first, what)
+
+    def synchronise_batchnorm(self, model: keras.Model) -> None:
+        """Nothing to convert: hvdkit's ResNet builds SyncBatchNormalization layers from
+        model.sync_batchnorm, and a Keras model of yours uses them itself."""
 
     def parameter_keys(self, layer: Any = None) -> list[int]:
         return [id(w) for w in (self.trainable if layer is None else layer.trainable_weights)]
@@ -110,9 +112,12 @@ class TensorFlowAdapter(Adapter):
         self.variables = _unique([w for layer in layers for w in layer.weights])
         self._index = {id(w): i for i, w in enumerate(self.trainable)}
         self._step = tf.function(self._fused_step, autograph=False, reduce_retracing=True)
-        self._grads_fn = tf.function(self._local_grads, autograph=False,
+        # train.compile: XLA over the forward and backward (Horovod's ops stay outside it).
+        self._grads_call = tf.function(self._local_grads, autograph=False, jit_compile=True,
+                                       reduce_retracing=True) if self.compile else \
+            self._local_grads
+        self._grads_fn = tf.function(self._grads_call, autograph=False,
                                      reduce_retracing=True)
-        self._apply_fn = tf.function(self._apply, autograph=False)
         self._eval = tf.function(self._eval_step, autograph=False, reduce_retracing=True)
         self._set_chunks([(self.parts, self.devices)])
 
@@ -148,69 +153,22 @@ class TensorFlowAdapter(Adapter):
             with tf.device(device):
                 for layer in part:
                     x = layer(x, training=training)
-        return x
+        return as_float32(x)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config)
         self.optimizer.build(self.trainable)
+        self._apply_local = tf.function(
+            lambda grads: self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True)),
+            autograph=False)
 
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> float:
-        hvd = self.hvd
-        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
-        reduce_op = {"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op]
-        process_set = self.process_set(process_set_ranks)
-
-        def reduce(grads: list[tf.Tensor]) -> list[tf.Tensor]:
-            return hvd.grouped_allreduce(grads, op=reduce_op, compression=codec,
-                                         process_set=process_set)
-
-        self._reduce = reduce
-        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
-        return float(sum(int(np.prod(v.shape)) * codec.compress(tf.zeros((), v.dtype))[0]
-                         .dtype.size for v in self.trainable))
-
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        from hvdkit.adapters.tensorflow.zero import ZeroExchange
-
-        self.sharded = ZeroExchange(self.trainable, self.optimizer, self.hvd,
-                                    self.process_set(process_set_ranks), op, compression)
-        self.optimizer = self.sharded.optimizer  # over this rank's shard alone
-        return self.sharded.plan
-
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        from hvdkit.adapters.tensorflow.powersgd import PowerSGDExchange
-
-        self.powersgd = PowerSGDExchange(self.trainable, self.optimizer, self.hvd,
-                                         self.process_set(process_set_ranks), op, rank,
-                                         warmup_steps)
-        return self.powersgd.plan
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        return make_exchange(plan)
 
     def optimizer_state_bytes(self) -> int:
         from hvdkit.adapters.tensorflow.zero import optimizer_state_bytes
 
         return optimizer_state_bytes(self.optimizer)
-
-    def _compressing(self) -> bool:
-        """PowerSGD past its warm-up (a Python value: a step traces once per value)."""
-        return self.powersgd is not None and self.powersgd.compressing
-
-    def _apply(self, grads: list[tf.Tensor], compressing: bool) -> None:
-        """Combine the replicas' gradients and update (graph-safe; the learning rate is set)."""
-        if self.sharded is not None:
-            self.sharded.apply(grads)
-            return
-        if self.powersgd is not None:
-            grads = self.powersgd.reduce(grads, compressing)
-        else:
-            grads = self._reduce(grads)
-        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
-
-    def _stepped(self) -> None:
-        if self.powersgd is not None:
-            self.powersgd.done()
 
     # -- one step on the whole kept model -------------------------------------------------
 
@@ -227,6 +185,8 @@ class TensorFlowAdapter(Adapter):
                 out = self._call(xb, True)
                 loss, correct = losses.loss_and_correct(self.task, out, yb)
                 scaled = loss / k  # inside the tape, or the tape cannot see it
+                if self.exchange.graph_guard is not None and self.precision == "fp16":
+                    scaled = scaled * self.exchange.graph_guard.scale
             step_grads = tape.gradient(scaled, self.trainable)
             grads = [g + s for g, s in zip(grads, step_grads, strict=True)]
             count = tf.cast(end - start, tf.float32)
@@ -236,15 +196,15 @@ class TensorFlowAdapter(Adapter):
     def _fused_step(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, k: int,
                     compressing: bool) -> tf.Tensor:
         self.optimizer.learning_rate.assign(lr)
-        metrics, grads = self._local_grads(x, y, k)
-        self._apply(grads, compressing)
+        metrics, grads = self._grads_call(x, y, k)
+        self.exchange.apply(grads, compressing)
         return metrics
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, accumulation: int) -> Any:
         if self.exchange.in_step:
             metrics = self._step(self._inputs(x), y, np.float32(lr), accumulation,
-                                 self._compressing())
-            self._stepped()
+                                 self.exchange.compressing)
+            self.exchange.after_step()
             return metrics
         self.optimizer.learning_rate.assign(lr)
         metrics, self._grads = self._grads_fn(self._inputs(x), y, accumulation)
@@ -268,116 +228,24 @@ class TensorFlowAdapter(Adapter):
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self._eval(self._inputs(x), y).numpy().astype(np.float64)
 
-    # -- a pipeline stage's micro-batches -------------------------------------------------
-
-    def zero_grad(self, lr: float) -> None:
-        self.optimizer.learning_rate.assign(lr)
-        self._grads = [tf.zeros_like(v) for v in self.trainable]
-
-    def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool, chunk: int = 0) -> np.ndarray:
-        x = self._chunk_inputs(inputs, chunk)
-        if self.split_backward:
-            out, loss, correct = self._split_forward((mb, chunk), x, labels, scale, input_grad)
-        else:
-            with tf.GradientTape() as tape:
-                if input_grad:
-                    tape.watch(x)
-                out = self._train_calls[chunk](x)
-                if labels is not None:
-                    loss, correct = losses.loss_and_correct(self.task, out, labels)
-                    scaled = loss * scale  # inside the tape, or the tape cannot see it
-            self._saved[(mb, chunk)] = (tape, x if input_grad else None,
-                                        out if labels is None else scaled)
-        if labels is None:
-            return out.numpy()
-        return np.array([float(loss), float(correct)])
-
-    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
-        if self.split_backward:
-            return self._split_backward((mb, chunk), grad)
-        tape, x, out = self._saved.pop((mb, chunk))
-        weights = self._chunk_weights[chunk]
-        grads = tape.gradient(out, weights if x is None else [x, *weights],
-                              output_gradients=None if grad is None else tf.constant(grad))
-        grad_in = None
-        if x is not None:
-            grad_in, grads = grads[0].numpy(), grads[1:]
-        self._accumulate(weights, grads)
-        return grad_in
-
-    def _split_forward(self, key: tuple[int, int], x: tf.Tensor, labels: np.ndarray | None,
-                       scale: float, input_grad: bool) -> tuple[Any, Any, Any]:
-        """Forward layer by layer (eagerly) under two tapes: one that watches only each
-        layer's input (cut from the layer before by `stop_gradient`), for B, and one that
-        watches only the weights, for W, so that neither computes the other's gradients."""
-        parts, devices = self.chunks[key[1]]
-        loss = correct = None
-        with tf.GradientTape(persistent=True) as w_tape, tf.GradientTape(
-                persistent=True, watch_accessed_variables=False) as b_tape:
-            h, layers = x, []
-            for part, device in zip(parts, devices, strict=True):
-                with tf.device(device):
-                    for layer in part:
-                        layer_in = tf.stop_gradient(h)
-                        b_tape.watch(layer_in)
-                        h = layer(layer_in, training=True)
-                        layers.append((layer, layer_in, h))
-            target = h
-            if labels is not None:
-                loss, correct = losses.loss_and_correct(self.task, h, labels)
-                target = loss * scale
-        self._saved[key] = (b_tape, w_tape, input_grad, target, h, layers)
-        return h, loss, correct
-
-    def _split_backward(self, key: tuple[int, int], grad: np.ndarray | None) -> Any:
-        """B: the gradient back through the layers' inputs; keeps each weighted layer's output
-        gradient for W."""
-        b_tape, w_tape, input_grad, target, out, layers = self._saved.pop(key)
-        g = (b_tape.gradient(target, out) if grad is None else tf.constant(grad))
-        pending = []
-        for index in reversed(range(len(layers))):
-            layer, layer_in, layer_out = layers[index]
-            if layer.trainable_weights:
-                pending.append((layer, layer_out, g))
-            if index or input_grad:
-                g = b_tape.gradient(layer_out, layer_in, output_gradients=g)
-        self._saved[key] = (w_tape, pending)
-        return g.numpy() if input_grad else None
-
-    def backward_weights(self, mb: int, chunk: int = 0) -> None:
-        w_tape, pending = self._saved.pop((mb, chunk))
-        for layer, layer_out, g in pending:
-            weights = layer.trainable_weights
-            self._accumulate(weights, w_tape.gradient(layer_out, weights, output_gradients=g))
-
-    def _accumulate(self, weights: list[Any], grads: list[tf.Tensor]) -> None:
-        for w, g in zip(weights, grads, strict=True):
-            i = self._index[id(w)]
-            self._grads[i] = self._grads[i] + g
-
-    def apply_gradients(self) -> None:
-        self.exchange.step()
-
-    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
-        return self._eval_calls[chunk](self._chunk_inputs(inputs, chunk)).numpy()
-
-    def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return losses.eval_sums(self.task, tf.constant(outputs),
-                                tf.constant(labels)).numpy().astype(np.float64)
-
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        if self.tied is not None:  # shared with other pipeline stages: their parts summed
-            grads = list(self._grads)
-            for i in self.tied.indices:
-                grad = np.array(grads[i], dtype=np.float32)
-                self.tied.reduce_one(i, grad)
-                grads[i] = tf.constant(grad)
-            self._grads = grads
-        self._apply_fn(self._grads, self._compressing())
-        self._stepped()
+        self._apply_local(self._grads)
+
+    def sum_tied(self) -> None:
+        if self.tied is None:
+            return
+        grads = list(self._grads)
+        for i in self.tied.indices:
+            grad = np.array(grads[i], dtype=np.float32)
+            self.tied.reduce_one(i, grad)
+            grads[i] = tf.constant(grad)
+        self._grads = grads
+
+    def accumulated_gradients(self) -> list[Any]:
+        """The gradients a step accumulated, as the exchange combines them."""
+        return self._grads
 
     def gradients_as_numpy(self) -> list[np.ndarray]:
         return [g.numpy() for g in self._grads]
@@ -388,12 +256,7 @@ class TensorFlowAdapter(Adapter):
     def assign_parameters(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.trainable, arrays, strict=True):
             v.assign(a)
-        self._parameters_changed()
-
-    def _parameters_changed(self) -> None:
-        """ZeRO-1's shard follows variables changed outside its step."""
-        if self.sharded is not None:
-            self.sharded.pull()
+        self.exchange.parameters_changed()
 
     def parameters_as_numpy(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.trainable]
@@ -408,36 +271,29 @@ class TensorFlowAdapter(Adapter):
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
-    def _all_variables(self) -> list[Any]:
-        """What a broadcast makes equal: not ZeRO-1's shards, which differ by rank."""
-        return [*self.variables, *([] if self.sharded else self.optimizer.variables)]
+    def average_statistics(self) -> None:
+        batchnorm.average_statistics(self.variables, self.hvd,
+                                     self.process_set(self.exchange.plan.ranks))
 
     def broadcast_state(self, root_rank: int = 0) -> None:
-        self.hvd.broadcast_variables([v.value for v in self._all_variables()],
-                                     root_rank=root_rank)
-        self._parameters_changed()
+        variables = [*self.variables, *self.exchange.optimizer_variables()]
+        self.hvd.broadcast_variables([v.value for v in variables], root_rank=root_rank)
+        self.exchange.parameters_changed()
 
     def state(self) -> dict[str, Any]:
-        """Model and optimizer variables (the step counter included) and TF's global RNG. Under
-        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
-        state = {"model": [v.numpy() for v in self.variables],
-                 "optimizer": self.sharded.state_dict() if self.sharded else
-                 [v.numpy() for v in self.optimizer.variables],
-                 "rng": tf.random.get_global_generator().state.numpy()}
-        if self.powersgd is not None:
-            state["powersgd"] = self.powersgd.state_dict()
-        return state
+        """Model and optimizer variables (the step counter included), TF's global RNG and the
+        exchange's own state; a collective under ZeRO-1 and PowerSGD."""
+        return {"model": [v.numpy() for v in self.variables],
+                "optimizer": self.exchange.optimizer_state(),
+                "rng": tf.random.get_global_generator().state.numpy(),
+                **self.exchange.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if self.sharded is not None:
-            self.sharded.load_state_dict(state["optimizer"])
-        for variable, value in zip(self._all_variables(),
-                                   [*state["model"], *([] if self.sharded
-                                                       else state["optimizer"])], strict=True):
+        self.exchange.load_optimizer_state(state["optimizer"])
+        for variable, value in zip(self.variables, state["model"], strict=True):
             variable.assign(value)
-        self._parameters_changed()
-        if self.powersgd is not None and "powersgd" in state:
-            self.powersgd.load_state_dict(state["powersgd"])
+        self.exchange.parameters_changed()
+        self.exchange.load_state(state)
         if "rng" in state:
             tf.random.get_global_generator().state.assign(state["rng"])
 
@@ -460,10 +316,6 @@ class TensorFlowAdapter(Adapter):
                 raise
 
         return elastic.run(guarded)
-
-
-def _unchanged(grads: list[tf.Tensor]) -> list[tf.Tensor]:
-    return grads
 
 
 def _unique(variables: list[Any]) -> list[Any]:

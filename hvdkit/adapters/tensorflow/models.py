@@ -1,7 +1,7 @@
 """Keras 3 model builders, one per recipe model name, the same shapes as the PyTorch ones.
 
-Images arrive channels last (N, H, W, C), or channels first with model.channels_first, which
-the built-in models undo with a Permute layer. resnet.py and gpt.py register theirs here too.
+Images arrive channels last (N, H, W, C), Keras's convention, whatever model.channels_first
+says (it is PyTorch's). resnet.py and gpt.py register theirs here too.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ def _dense_head(hidden: list[int], num_classes: int) -> list[keras.layers.Layer]
 
 
 def input_layers(config: ModelConfig, input_shape: tuple[int, ...]) -> list[keras.layers.Layer]:
-    """The model's input, turned channels last when the batches come channels first."""
-    if config.channels_first and len(input_shape) == 3:
-        return [keras.Input(input_shape), keras.layers.Permute((2, 3, 1))]
+    """The model's input (channels last)."""
     return [keras.Input(input_shape)]
 
 
@@ -34,7 +32,7 @@ def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
 
 @MODELS.register("cnn")
 def cnn(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    height, width = input_shape[1:] if config.channels_first else input_shape[:2]
+    height, width = input_shape[:2]
     layers: list[keras.layers.Layer] = []
     for out in config.channels:
         layers.append(keras.layers.Conv2D(out, 3, padding="same", activation="relu"))

@@ -34,14 +34,17 @@ class PowerSGDExchange:
     def __init__(self, variables: Sequence[Any], optimizer: keras.optimizers.Optimizer,
                  hvd: Any, process_set: Any = None, reduction: str = "average",
                  rank: int = DEFAULT_RANK, warmup_steps: int = DEFAULT_WARMUP_STEPS,
-                 min_compression: float = DEFAULT_MIN_COMPRESSION) -> None:
+                 min_compression: float = DEFAULT_MIN_COMPRESSION,
+                 keep_whole: Sequence[int] = ()) -> None:
         self.variables = list(variables)
         self.optimizer = optimizer
         self.hvd = hvd
         self.process_set = process_set or hvd.global_process_set
         self.op = {"average": hvd.Average, "sum": hvd.Sum}[reduction]
+        # Keras keeps a kernel's output channels last: matrices are out × rest, as in PyTorch.
         self.plan = PowerSGDPlan([tuple(v.shape) for v in self.variables], rank, warmup_steps,
-                                 self.process_set.size(), min_compression)
+                                 self.process_set.size(), min_compression, out_dim="last",
+                                 keep_whole=keep_whole)
         self.qs = [tf.Variable(self.plan.initial_q(m), trainable=False, name=f"powersgd_q{i}")
                    for i, m in enumerate(self.plan.matrices)]
         self.errors = [tf.Variable(tf.zeros([m.rows, m.cols]), trainable=False,
@@ -68,7 +71,7 @@ class PowerSGDExchange:
         if not compressing:
             return self._allreduce(grads)
         matrices = self.plan.matrices
-        ms = [tf.reshape(grads[m.index], [m.rows, m.cols]) + e
+        ms = [_as_matrix(grads[m.index], m.rows, m.cols) + e
               for m, e in zip(matrices, self.errors, strict=True)]
         plain = [grads[i] for i in self.plan.uncompressed]
         reduced = self._allreduce([m @ q for m, q in zip(ms, self.qs, strict=True)] + plain)
@@ -81,7 +84,7 @@ class PowerSGDExchange:
             approx = p @ tf.transpose(q)
             q_var.assign(q)
             e_var.assign(m - approx)
-            grads[matrix.index] = tf.reshape(approx, self.plan.shapes[matrix.index])
+            grads[matrix.index] = _from_matrix(approx, self.plan.shapes[matrix.index])
         return grads
 
     def apply(self, grads: Sequence[tf.Tensor], lr: Any, compressing: bool) -> None:
@@ -123,3 +126,15 @@ class PowerSGDExchange:
         same = all(np.shape(e)[0] == self.plan.ranks for e in state["errors"])
         for e, value in zip(self.errors, state["errors"], strict=True):
             e.assign(value[self.process_set.rank()] if same else tf.zeros_like(e))
+
+
+def _as_matrix(grad: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """A Keras kernel (..., out) as the matrix out × rest (its last axis moved first)."""
+    n = len(grad.shape)
+    return tf.reshape(tf.transpose(grad, [n - 1, *range(n - 1)]), [rows, cols])
+
+
+def _from_matrix(matrix: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
+    """The inverse of `_as_matrix` for a kernel of `shape`."""
+    n = len(shape)
+    return tf.transpose(tf.reshape(matrix, [shape[-1], *shape[:-1]]), [*range(1, n), 0])

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from hvdkit.models.builders import call_user
 from hvdkit.models.usermodel import check_framework, failure_hint
 
 EXPECTED = "a keras.Model, or a function (input_shape, num_classes) -> keras.Model"
@@ -23,7 +24,7 @@ def as_model(model: Any, input_shape: tuple[int, ...], num_classes: int,
     if isinstance(model, keras.Model):
         return model
     if callable(model) and not hasattr(model, "parameters"):  # not a torch module
-        model = model(tuple(input_shape), num_classes)
+        model = call_user(model, f"{what} factory", tuple(input_shape), num_classes)
         check_model_type(model, f"{what} factory's result")
         return model
     check_framework(model, "tensorflow", what, EXPECTED)

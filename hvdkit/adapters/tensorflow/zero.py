@@ -56,6 +56,9 @@ class ZeroExchange:
         slots = [self._is_slot(v) for v in self.optimizer.variables]
         if slots != sorted(slots):
             raise ValueError("ZeRO-1 expects the optimizer's scalars before its slots")
+        self.guard: Any = None
+        """Checks the reduced shard before the update (GraphGuard of
+        hvdkit/adapters/tensorflow/precision.py); a non-finite step is skipped on every rank."""
         self._step = tf.function(self.apply, autograph=False)
         self._pull = tf.function(lambda: self.shard.assign(self._mine()), autograph=False)
         self.pull()
@@ -88,7 +91,12 @@ class ZeroExchange:
             flats.append(tf.concat(parts, 0))
         chunks = self.hvd.grouped_reducescatter(flats, compression=self.wire, op=self.op,
                                                 process_set=self.process_set)
-        self.optimizer.apply_gradients([(tf.concat(chunks, 0), self.shard)])
+        grad = tf.concat(chunks, 0)
+        if self.guard is None:
+            self.optimizer.apply_gradients([(grad, self.shard)])
+        else:
+            self.guard.apply([grad], lambda gs: self.optimizer.apply_gradients(
+                [(gs[0], self.shard)]))
         value = tf.convert_to_tensor(self.shard.value)
         n = self.plan.ranks
         mine = [value[b.shard_offset:b.shard_offset + b.chunk(n)] for b in self.plan.buckets]

@@ -18,22 +18,21 @@ import torch
 from torch import nn
 
 from hvdkit.adapters.base import Adapter
-from hvdkit.adapters.torch import losses, usermodel
+from hvdkit.adapters.torch import batchnorm, losses, usermodel
+from hvdkit.adapters.torch.exchange import make_exchange
 from hvdkit.adapters.torch.inputs import normalize
 from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.optimizers import make_optimizer
+from hvdkit.adapters.torch.pipeline import StageOps
 from hvdkit.adapters.torch.placement import Placed, profile_layers
+from hvdkit.adapters.torch.precision import autocast, guarded_update, prepare
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.config import OptimizerConfig
+from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
 from hvdkit.runtime.world import default_threads, pick_gpu
 
 
-def make_optimizer(config: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
-    if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-
-class TorchAdapter(Adapter):
+class TorchAdapter(StageOps, Adapter):
     framework = "torch"
 
     def __init__(self) -> None:
@@ -46,7 +45,6 @@ class TorchAdapter(Adapter):
         self._saved: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._marks: list[tuple[nn.Module, torch.Tensor]] | None = None
         self._hooked = False
-        self.powersgd: Any = None  # a PowerSGDExchange once installed
         self._copy_streams: dict[torch.device, Any] = {}  # host-to-GPU batch copies
 
     # -- set-up ---------------------------------------------------------------------------
@@ -75,6 +73,9 @@ class TorchAdapter(Adapter):
     def probe(self, model: nn.Module, sample: np.ndarray, what: str) -> np.ndarray:
         return usermodel.probe(model, sample, "cpu", self.channels_first, what)
 
+    def synchronise_batchnorm(self, model: nn.Module) -> None:
+        batchnorm.synchronise(model, self.hvd, self.hvd.global_process_set)
+
     def parameter_keys(self, layer: Any = None) -> list[int]:
         return [id(p) for p in (self.model if layer is None else layer).parameters()]
 
@@ -100,6 +101,7 @@ class TorchAdapter(Adapter):
             self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
             self.device = ",".join(str(d) for d in self.model.devices)
         self.chunks: list[nn.Module] = [self.model]
+        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
 
     def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
         self._layers = [layer for chunk in chunks for layer in chunk]
@@ -107,40 +109,13 @@ class TorchAdapter(Adapter):
         self.chunks = [nn.Sequential(*chunk).to(self.device) for chunk in chunks]
         self.model = nn.ModuleList(self.chunks)  # parameters, state and modes of them all
         self.first_device = self.last_device = torch.device(self.device)
+        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
 
-    def ring_reducer(self, op: str, compression: str, process_set_ranks: list[int] | None,
-                     passes: int) -> float:
-        hvd = self.hvd
-        codec = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
-        self.optimizer = hvd.DistributedOptimizer(
-            self.optimizer, named_parameters=self.model.named_parameters(),
-            op={"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[op],
-            compression=codec, backward_passes_per_step=passes,
-            process_set=self.process_set(process_set_ranks))
-        # The bytes Horovod is handed per step: each gradient as the compressor leaves it.
-        return float(sum(_nbytes(codec.compress(torch.zeros_like(p))[0])
-                         for p in self.model.parameters()))
-
-    def zero_reducer(self, op: str, compression: str,
-                     process_set_ranks: list[int] | None) -> Any:
-        from hvdkit.adapters.torch.zero import ZeroExchange
-
-        # It takes the optimizer's place: the same members, over this rank's shard.
-        self.optimizer = ZeroExchange(self.model.parameters(), self.optimizer, self.hvd,
-                                      self.process_set(process_set_ranks), op, compression)
-        return self.optimizer.plan
-
-    def powersgd_reducer(self, op: str, process_set_ranks: list[int] | None, rank: int,
-                         warmup_steps: int) -> Any:
-        from hvdkit.adapters.torch.powersgd import PowerSGDExchange
-
-        self.powersgd = PowerSGDExchange(self.model.parameters(), self.optimizer, self.hvd,
-                                         self.process_set(process_set_ranks), op, rank,
-                                         warmup_steps)
-        return self.powersgd.plan
+    def make_exchange(self, plan: ExchangePlan) -> GradientExchange:
+        return make_exchange(plan)
 
     def optimizer_state_bytes(self) -> int:
         from hvdkit.adapters.torch.zero import optimizer_state_bytes
@@ -153,10 +128,12 @@ class TorchAdapter(Adapter):
         self.zero_grad(lr)
         inputs, labels = self._inputs(x), self._to(y, self.last_device)
         sums = torch.zeros(2, device=self.last_device)
+        scale = self.loss_scale()
         for xb, yb in zip(inputs.chunk(accumulation), labels.chunk(accumulation), strict=True):
-            out = self.model(xb)
-            loss, correct = losses.loss_and_correct(self.task, out, yb)
-            (loss / accumulation).backward()
+            with self.autocast():
+                out = self.calls[0](xb)
+                loss, correct = losses.loss_and_correct(self.task, out, yb)
+            (loss / accumulation if scale == 1.0 else loss * (scale / accumulation)).backward()
             sums += torch.stack([loss.detach() * len(yb), correct.to(sums.dtype)])
         self.apply_gradients()
         return sums / len(y)  # mean loss, accuracy: read back only when logged
@@ -167,98 +144,29 @@ class TorchAdapter(Adapter):
     @torch.no_grad()
     def eval_step(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         self.model.eval()
-        out = self.model(self._inputs(x))
+        with self.autocast():
+            out = self.model(self._inputs(x))
         return losses.eval_sums(self.task, out, self._to(y, out.device))
-
-    # -- a pipeline stage's micro-batches -------------------------------------------------
-
-    def zero_grad(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        self.optimizer.zero_grad()
-
-    def forward(self, mb: int, inputs: np.ndarray, labels: np.ndarray | None, scale: float,
-                input_grad: bool, chunk: int = 0) -> np.ndarray:
-        x = self._chunk_inputs(inputs, chunk).requires_grad_(input_grad)
-        if self.split_backward:
-            self._mark_layers()
-            self._marks = []
-        out = self.chunks[chunk](x)
-        marks, self._marks = self._marks or [], None
-        if labels is None:
-            self._saved[(mb, chunk)] = (x, out, marks)
-            return out.detach().cpu().numpy()
-        loss, correct = losses.loss_and_correct(self.task, out, self._to(labels, out.device))
-        self._saved[(mb, chunk)] = (x, loss * scale, marks)
-        return np.array([loss.item(), correct.item()])
-
-    def backward(self, mb: int, grad: np.ndarray | None, chunk: int = 0) -> np.ndarray | None:
-        x, out, marks = self._saved.pop((mb, chunk))
-        g = None if grad is None else torch.from_numpy(grad).to(out.device)
-        if not self.split_backward:
-            out.backward(g)
-            return None if x.grad is None else x.grad.cpu().numpy()
-        # B: the gradients of the input and of each layer's output, not of the weights; the
-        # graph stays for W (autograd runs only the paths to the tensors asked for).
-        wanted = [x] if x.requires_grad else []
-        grads = torch.autograd.grad(out, [*wanted, *(o for _, o in marks)], g,
-                                    retain_graph=True)
-        self._saved[(mb, chunk)] = (marks, grads[len(wanted):])
-        return grads[0].cpu().numpy() if wanted else None
-
-    def backward_weights(self, mb: int, chunk: int = 0) -> None:
-        """W: each layer's weight gradients from its output's gradient, accumulated into
-        `.grad` as a backward would (so Horovod's per-parameter hooks see them)."""
-        marks, grads = self._saved.pop((mb, chunk))
-        for (layer, out), grad in zip(marks, grads, strict=True):
-            out.backward(grad, inputs=[p for p in layer.parameters() if p.requires_grad])
-
-    def _mark_layers(self) -> None:
-        """Once: make each kept layer with parameters record its output while `_marks` is a
-        list (W starts from there)."""
-        if self._hooked:
-            return
-
-        def record(layer: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            if self._marks is not None:
-                self._marks.append((layer, output))
-
-        for layer in self._layers:
-            if self.layer_has_params(layer):
-                layer.register_forward_hook(record)
-        self._hooked = True
-
-    def apply_gradients(self) -> None:
-        self.exchange.step()
-
-    @torch.no_grad()
-    def infer(self, inputs: np.ndarray, chunk: int = 0) -> np.ndarray:
-        self.model.eval()
-        return self.chunks[chunk](self._chunk_inputs(inputs, chunk)).cpu().numpy()
-
-    def output_sums(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return losses.eval_sums(self.task, torch.from_numpy(outputs), torch.from_numpy(labels))
 
     # -- what the gradient exchanges use --------------------------------------------------
 
     def optimizer_step(self) -> None:
-        if self.powersgd is not None:
-            self._sum_tied()
-            self.powersgd.step()  # reduces the gradients, then steps the optimizer
-            return
-        synchronize = getattr(self.optimizer, "synchronize", None)  # the ring's optimizer
-        if self.tied is None or synchronize is None:
-            self._sum_tied()
-            self.optimizer.step()  # the ring: waits for the allreduces still in flight first
-            return
-        synchronize()  # the ring's allreduces first: they write the gradients
-        self._sum_tied()
-        with self.optimizer.skip_synchronize():
-            self.optimizer.step()
+        self.sum_tied()
+        # ZeRO-1 guards inside its own step, between its reduce-scatter and its update.
+        guard = None if self.exchange.name == "zero1" else self.exchange.guard
+        guarded_update(guard, list(self.model.parameters()), self.hvd, self.optimizer.step)
+
+    def autocast(self) -> Any:
+        """train.precision's autocast on the first device's type (a no-op for fp32)."""
+        return autocast(self.first_device, self.precision)
+
+    def loss_scale(self) -> float:
+        """What the loss is multiplied by before backward (fp16's scale, else 1)."""
+        guard = self.exchange.guard
+        return guard.scale if guard is not None else 1.0
 
     @torch.no_grad()
-    def _sum_tied(self) -> None:
+    def sum_tied(self) -> None:
         """Weights shared with other pipeline stages (a tied head): their gradients summed."""
         if self.tied is None:
             return
@@ -296,6 +204,10 @@ class TorchAdapter(Adapter):
     def broadcast_object(self, obj: Any, root_rank: int = 0, name: str | None = None) -> Any:
         return self.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
+    def average_statistics(self) -> None:
+        batchnorm.average_statistics(self.model, self.hvd,
+                                     self.process_set(self.exchange.plan.ranks))
+
     def broadcast_state(self, root_rank: int = 0) -> None:
         self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=root_rank)
         # Not ZeRO-1's shards; nor an empty state, which Horovod would first fill by a step
@@ -305,12 +217,11 @@ class TorchAdapter(Adapter):
 
     def state(self) -> dict[str, Any]:
         """Model, optimizer and torch's RNGs, as numpy and plain Python (no tensors). Under
-        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors."""
+        ZeRO-1 or PowerSGD a collective: the whole optimizer state, every rank's errors
+        (the exchange's own state, hvdkit/adapters/torch/exchange.py)."""
         state = {"model": to_numpy(self.model.state_dict()),
                  "optimizer": to_numpy(self.optimizer.state_dict()),
-                 "rng": torch.get_rng_state().numpy().copy()}
-        if self.powersgd is not None:
-            state["powersgd"] = to_numpy(self.powersgd.state_dict())
+                 "rng": torch.get_rng_state().numpy().copy(), **self.exchange.state()}
         if torch.cuda.is_available() and "cuda" in self.device:
             state["cuda_rng"] = torch.cuda.get_rng_state().numpy().copy()
         return state
@@ -318,8 +229,7 @@ class TorchAdapter(Adapter):
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(to_torch(state["optimizer"]))
-        if self.powersgd is not None and "powersgd" in state:
-            self.powersgd.load_state_dict(to_torch(state["powersgd"]))
+        self.exchange.load_state(state)
         if "rng" in state:
             torch.set_rng_state(torch.from_numpy(state["rng"]))
         if "cuda_rng" in state and "cuda" in self.device:
@@ -365,10 +275,6 @@ class TorchAdapter(Adapter):
             stream.synchronize()
             staged.record_stream(torch.cuda.default_stream(device))  # freed after the step
         return staged
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def torch_name(device: str) -> str:

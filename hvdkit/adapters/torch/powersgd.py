@@ -12,7 +12,7 @@ gathers them for a checkpoint; a run resumed at another number of ranks restarts
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -31,14 +31,16 @@ class PowerSGDExchange:
     def __init__(self, params: Iterable[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
                  hvd: Any, process_set: Any = None, reduction: str = "average",
                  rank: int = DEFAULT_RANK, warmup_steps: int = DEFAULT_WARMUP_STEPS,
-                 min_compression: float = DEFAULT_MIN_COMPRESSION) -> None:
+                 min_compression: float = DEFAULT_MIN_COMPRESSION,
+                 keep_whole: Sequence[int] = ()) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.optimizer = optimizer
         self.hvd = hvd
         self.process_set = process_set or hvd.global_process_set
         self.op = {"average": hvd.Average, "sum": hvd.Sum}[reduction]
         self.plan = PowerSGDPlan([p.shape for p in self.params], rank, warmup_steps,
-                                 self.process_set.size(), min_compression)
+                                 self.process_set.size(), min_compression,
+                                 keep_whole=keep_whole)
         device = self.params[0].device
         self.qs = [torch.from_numpy(self.plan.initial_q(m)).to(device) for m in self.plan.matrices]
         self.errors = [torch.zeros(m.rows, m.cols, device=device) for m in self.plan.matrices]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hvdkit.models.builders import call_user
 from hvdkit.models.usermodel import check_framework, failure_hint
 
 EXPECTED = "an nn.Module, or a function (input_shape, num_classes) -> nn.Module"
@@ -24,7 +25,7 @@ def as_model(model: Any, input_shape: tuple[int, ...], num_classes: int,
     if isinstance(model, nn.Module):
         return model
     if callable(model) and not hasattr(model, "trainable_variables"):  # not a Keras model
-        model = model(tuple(input_shape), num_classes)
+        model = call_user(model, f"{what} factory", tuple(input_shape), num_classes)
         check_model_type(model, f"{what} factory's result")
         return model
     check_framework(model, "torch", what, EXPECTED)

@@ -12,6 +12,7 @@ number of ranks, and `load_state_dict` cuts it again.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -47,8 +48,11 @@ class ZeroExchange:
         self.wire = hvd.Compression.fp16 if self.fp16 else hvd.Compression.none
         device = self.params[0].device
         self.shard = torch.nn.Parameter(torch.zeros(self.plan.shard_size, device=device))
-        self.optimizer = type(optimizer)([self.shard], **optimizer.defaults)
+        self.optimizer = _rebuild(optimizer, self.shard)
         self.seconds = 0.0  # waiting for the collectives
+        self.guard: Any = None
+        """Checks the reduced shard before the update (hvdkit/adapters/torch/precision.py):
+        `guard([grad]) -> finite`; a step it finds non-finite is skipped on every rank."""
         self._pull()
 
     @property
@@ -94,6 +98,8 @@ class ZeroExchange:
                                                 process_set=self.process_set)
         self.seconds += time.perf_counter() - started
         self.shard.grad = torch.cat([c.to(self.shard.dtype) for c in chunks])
+        if self.guard is not None and not self.guard([self.shard.grad]):
+            return  # every rank skips: the parameters stay as they are
         self.optimizer.step()
         n = self.plan.ranks
         mine = [self.shard.detach()[b.shard_offset:b.shard_offset + b.chunk(n)]
@@ -159,3 +165,11 @@ class ZeroExchange:
         self.optimizer.load_state_dict({"state": {0: shard_state} if shard_state else {},
                                         "param_groups": [{**group, "params": [0]}]})
         self._pull()
+
+
+def _rebuild(template: torch.optim.Optimizer, shard: torch.Tensor) -> torch.optim.Optimizer:
+    """The template's class and hyperparameters over `shard`: its defaults, less those its
+    constructor does not take (AdamW's defaults hold `decoupled_weight_decay`, fixed True)."""
+    accepted = inspect.signature(type(template)).parameters
+    return type(template)([shard], **{k: v for k, v in template.defaults.items()
+                                      if k in accepted})

@@ -121,19 +121,50 @@ def resumed(framework: str, out: Path) -> None:
         (out / "resumed.json").write_text(json.dumps({"steps": steps.taken}))
 
 
+HYBRID_CASES = (  # name, compression, schedule, sync
+    ("hybrid", "none", "1f1b", "allreduce"), ("hybrid_fp16", "fp16", "1f1b", "allreduce"),
+    ("hybrid_zb", "none", "zb-h1", "allreduce"), ("hybrid_zero1", "none", "1f1b", "zero1"),
+    ("hybrid_ps", "none", "1f1b", "ps"), ("hybrid_powersgd", "powersgd", "1f1b", "allreduce"))
+# TensorFlow's 4-rank job runs the compositions this job adds to PyTorch's: the ring as the
+# reference, the parameter server and PowerSGD.
+TENSORFLOW_CASES = ("hybrid", "hybrid_ps", "hybrid_powersgd")
+
+
+def gpt_recipe(**parallel: object):
+    """A tiny GPT whose tied embedding and head land on different stages."""
+    return recipe_from_dict({
+        "name": "gpt-check",
+        "model": {"name": "gpt", "layers": 2, "heads": 2, "width": 16, "block_size": 16},
+        "data": {"builder": "lmdata:byte_windows", "args": {"block": 16}},  # this folder
+        "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.5},
+        "train": {"batch_size": 8, "max_steps": 4, "log_every_steps": 2},
+        "parallel": parallel,
+    })
+
+
 def hybrid(framework: str, out: Path) -> None:
-    for name, compression, schedule, sync in (("hybrid", "none", "1f1b", "allreduce"),
-                                              ("hybrid_fp16", "fp16", "1f1b", "allreduce"),
-                                              ("hybrid_zb", "none", "zb-h1", "allreduce"),
-                                              ("hybrid_zero1", "none", "1f1b", "zero1")):
+    for name, compression, schedule, sync in HYBRID_CASES:
+        if framework == "tensorflow" and name not in TENSORFLOW_CASES:
+            continue
+        # PowerSGD past its warm-up from the second step, at rank 2.
         trainer, summary = train(framework, recipe(stages=2, microbatches=4, schedule=schedule,
-                                                   compression=compression, sync=sync))
+                                                   compression=compression, sync=sync,
+                                                   powersgd_warmup_steps=1))
         ranks = gathered(trainer)
         if ranks is not None:  # rank = replica x 2 + stage
             save(out, name, ranks[0] + ranks[1])
             save(out, f"{name}_replica1", ranks[2] + ranks[3])
             (out / f"{name}.json").write_text(json.dumps({**summary["pipeline"],
                                                           "exchange": summary["exchange"]}))
+    # The tied embedding and head of a GPT on different stages, under PowerSGD.
+    trainer, summary = train(framework, gpt_recipe(stages=2, microbatches=2,
+                                                   compression="powersgd",
+                                                   powersgd_warmup_steps=1))
+    ranks = gathered(trainer)
+    if ranks is not None:
+        for rank, arrays in enumerate(ranks):
+            save(out, f"gpt_powersgd_rank{rank}", arrays)
+        (out / "gpt_powersgd.json").write_text(json.dumps(summary["exchange"]))
 
 
 def main() -> int:

@@ -1,0 +1,63 @@
+"""Measured runs beside the model: where a run's time went, and `hvdkit scale --predict`.
+
+The breakdown of a timed window (hvdkit.training.timing), from hvdkit's own timers:
+
+    exposed communication   the exchange's wait (and update) after backward: comm_seconds
+    compute                 the rest of the train steps: step_seconds − comm_seconds
+    the rest                outside the train steps (loading, logging): seconds − step_seconds
+
+TensorFlow compiles its exchange into its step, so there the first two are one figure
+(`compute_share` holds both, `comm_share` is absent) unless Horovod's timeline was recorded.
+
+The overlay calibrates compute on each configuration's own np=1 point of the sweep and the link
+with one 2-rank allreduce job, then predicts every point of the configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hvdkit.bench.perfmodel import Cluster, Link, Workload, predict_step
+from hvdkit.errors import UserError
+
+
+def breakdown(timed: dict[str, Any]) -> dict[str, float]:
+    """Shares of the timed window: compute, exposed communication, the rest."""
+    seconds, steps = timed.get("seconds"), timed.get("step_seconds")
+    if not seconds or steps is None:
+        return {}
+    comm = timed.get("comm_seconds")
+    comm = comm if comm is not None and math.isfinite(comm) else None
+    out = {"compute_share": (steps - (comm or 0.0)) / seconds,
+           "rest_share": max(0.0, seconds - steps) / seconds}
+    if comm is not None:
+        out["exposed_comm_share"] = comm / seconds
+    return out
+
+
+def exchange_of(row: dict[str, Any]) -> str:
+    """The model's exchange for a sweep configuration."""
+    if row["sync"] in ("ps", "zero1"):
+        return row["sync"]
+    return {"none": "ring", "fp16": "fp16", "powersgd": "powersgd"}[row["compression"]]
+
+
+def overlay(results: list[dict[str, Any]], link: Link) -> None:
+    """Add `predicted_samples_per_sec` and `prediction_error` (predicted ÷ measured − 1) to
+    each aggregated sweep row, calibrated on its configuration's np=1 row."""
+    keys = ("framework", "controller", "sync", "compression")
+    for row in results:
+        base = next((r for r in results if r["np"] == 1
+                     and all(r[k] == row[k] for k in keys)), None)
+        if base is None:
+            raise UserError("--predict calibrates compute on each configuration at np=1: "
+                            "add 1 to --np")
+        per_sample = 1 / base["samples_per_sec"]  # one rank: seconds per sample
+        work = Workload(parameters=row["parameters"], forward=per_sample / 3,
+                        backward=per_sample * 2 / 3, overlap=row["framework"] == "torch")
+        n = row["np"]
+        predicted = predict_step(work, Cluster(n, 1, link, link), exchange_of(row),
+                                 row["global_batch"] / n)
+        row["predicted_samples_per_sec"] = predicted["samples_per_sec"]
+        row["prediction_error"] = predicted["samples_per_sec"] / row["samples_per_sec"] - 1

@@ -1,0 +1,215 @@
+"""`hvdkit predict`: step time, throughput and scaling efficiency over worker counts and layouts,
+for each gradient exchange and pipeline schedule (the model: hvdkit.bench.perfmodel).
+
+    hvdkit predict recipes/synthetic_mlp.yaml -f torch --np 1,2,8,64 --network 25Gbit/s,10us
+    hvdkit predict examples/predict_resnet50.yaml            # a described cluster
+
+A recipe is calibrated here: one short np=1 run gives the compute per sample (with the
+framework's overlap), one 2-rank allreduce job the link within this host (α from mpi4py's
+small messages, β from Horovod's large ones); `--compute-seconds` and `--intra` give them
+instead. Writes prediction.json, prediction.csv and prediction.png to --out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hvdkit.bench.calibrate import calibrate_link
+from hvdkit.bench.perfmodel import (
+    EXCHANGES,
+    Cluster,
+    Horovod,
+    Link,
+    Workload,
+    predict_pipeline,
+    predict_step,
+)
+from hvdkit.errors import UserError
+
+COLUMNS = ("exchange", "ranks", "ranks_per_host", "hosts", "batch_per_rank", "compute_s",
+           "comm_s", "exposed_comm_s", "bubble", "step_s", "samples_per_sec", "efficiency")
+ASSUMPTIONS = (
+    "compute per step is linear in the batch per rank (fixed + b x per-sample), the same on "
+    "every rank and at every scale; no straggler, no contention between ranks of a host",
+    "backward is 2/3 of compute unless given; with overlap (PyTorch) gradients become ready "
+    "in reverse order in proportion to their bytes, without (TensorFlow) at backward's end",
+    "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link",
+    "Horovod fuses the ready gradients every cycle into buffers <= the fusion threshold; "
+    "PowerSGD, ZeRO-1 and the parameter server exchange after backward, fully exposed",
+    "PowerSGD moves 1/ratio of the gradient (P then Q); its matrix products are not "
+    "counted; ZeRO-1 is a reduce-scatter of gradients + an all-gather of parameters, its "
+    "sharded optimizer not credited; the parameter server's host link carries (g+p)(n-1)",
+    "pipelines: the schedule simulator, each F and B one point-to-point message of the "
+    "activations, B and W each half of backward; data-parallel allreduce after the pipeline",
+    "no congestion, no topology beyond two link classes, no GPU/CPU copies or kernels "
+    "launched for communication, no memory limits",
+)
+
+
+def layouts(nps: list[int], ranks_per_host: int) -> list[tuple[int, int]]:
+    """(ranks per host, hosts) for each count: one host up to `ranks_per_host`, then full
+    hosts (a count that does not fill whole hosts is an error)."""
+    out = []
+    for n in nps:
+        if n < 1:
+            raise UserError(f"--np {n}: counts start at 1")
+        if n <= ranks_per_host:
+            out.append((n, 1))
+        elif n % ranks_per_host:
+            raise UserError(f"--np {n} does not fill hosts of {ranks_per_host} ranks; "
+                            "choose multiples of --ranks-per-host")
+        else:
+            out.append((ranks_per_host, n // ranks_per_host))
+    return out
+
+
+def prediction_rows(work: Workload, shapes: list[tuple[int, int]], intra: Link, inter: Link,
+                    batch: float, exchanges: tuple[str, ...] = EXCHANGES,
+                    horovod: Horovod | None = None, pipeline: dict[str, Any] | None = None,
+                    mode: str = "weak") -> list[dict[str, Any]]:
+    """One row per layout and exchange (and pipeline schedule). `batch`: per rank (weak) or
+    the global batch (strong, split over the data-parallel replicas)."""
+    horovod = horovod or Horovod()
+    single = predict_step(work, Cluster(1, 1, intra, inter), "ring", batch)["samples_per_sec"]
+    rows = []
+    for rph, hosts in shapes:
+        cluster = Cluster(rph, hosts, intra, inter)
+        n = cluster.ranks
+        for exchange in exchanges:
+            per_rank = batch / n if mode == "strong" else batch
+            rows.append({"exchange": exchange, "ranks_per_host": rph, "hosts": hosts,
+                         **predict_step(work, cluster, exchange, per_rank, horovod)})
+        for schedule in (pipeline or {}).get("schedules", ()):
+            stages, m = int(pipeline["stages"]), int(pipeline["microbatches"])
+            virtual = int(pipeline.get("virtual", 2)) if schedule == "interleaved" else 1
+            if n % stages or (schedule == "interleaved" and m % stages):
+                continue
+            per_replica = batch / (n // stages) if mode == "strong" else batch
+            rows.append({"exchange": f"pipeline:{schedule}", "ranks_per_host": rph,
+                         "hosts": hosts, **predict_pipeline(
+                work, cluster, schedule, stages, m, per_replica, virtual, horovod)})
+    for row in rows:  # against one rank alone at the batch it would train (weak or strong)
+        row["efficiency"] = row["samples_per_sec"] / (row["ranks"] * single)
+    return rows
+
+
+# -- calibration on this machine ------------------------------------------------------------
+
+
+def calibrate_compute(recipe: str, framework: str, batch: int, threads: int | None,
+                      steps: int, overrides: list[str], out: Path,
+                      alongside: int = 1) -> dict[str, float]:
+    """`alongside` np=1 `hvdkit train` jobs of `steps` steps at `batch`, at once (so that they
+    share the host as a job's ranks on it will): the slowest one's seconds per step, since it
+    paces a synchronous step (barrier-timed,
+    warm-up out), so per sample."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hvdkit.bench.scale import SweepSpec, run_trial
+
+    def one(i: int) -> dict[str, Any]:
+        spec = SweepSpec(recipe=recipe, nps=[1], frameworks=[framework], mode="weak",
+                         steps=steps, threads=threads or 1,
+                         overrides=[*overrides, f"train.batch_size={batch}"],
+                         out=str(out / f"job{i}"))
+        trial = {"framework": framework, "controller": "mpi", "sync": "allreduce",
+                 "compression": "none", "np": 1}
+        return run_trial(spec, trial, 0)
+
+    with ThreadPoolExecutor(alongside) as pool:
+        rows = list(pool.map(one, range(alongside)))
+    step = max(r["global_batch"] / r["samples_per_sec"] for r in rows)  # the slowest paces
+    return {"step_s": step, "per_sample_s": step / batch, "batch": batch,
+            "alongside": alongside, "parameters": rows[0]["parameters"]}
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def write_prediction(result: dict[str, Any], out: Path) -> list[Path]:
+    from hvdkit.bench.report import _pyplot, _save, write_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    (out / "prediction.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_csv(out / "prediction.csv", rows, COLUMNS)
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for exchange in dict.fromkeys(r["exchange"] for r in rows):
+        line = [r for r in rows if r["exchange"] == exchange]
+        xs = [r["ranks"] for r in line]
+        a.plot(xs, [r["samples_per_sec"] for r in line], marker="o", label=exchange)
+        b.plot(xs, [r["efficiency"] for r in line], marker="o", label=exchange)
+    for ax, label in ((a, "samples/s (all ranks)"), (b, "scaling efficiency")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("workers (ranks)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    a.set_yscale("log")
+    b.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    b.legend(fontsize=8)
+    fig.suptitle(f"Predicted: {result['target']}")
+    return [out / "prediction.json", out / "prediction.csv", _save(fig, out / "prediction.png")]
+
+
+def run_predict(args: Any) -> dict[str, Any]:
+    from hvdkit.bench.describe import is_description, load_description
+
+    out = Path(args.out)
+    inputs: dict[str, Any] = {}
+    if is_description(args.target):
+        d = load_description(args.target)
+        work, batch, intra, inter, horovod, pipeline = (d.work, d.batch, d.intra, d.inter,
+                                                        d.horovod, d.pipeline)
+        shapes = [(1, 1)] + [(d.devices_per_host, h) for h in d.hosts]
+        shapes = list(dict.fromkeys(shapes))
+        mode = "weak"
+    else:
+        work, batch, intra, inputs = _calibrated(args, out)
+        if any(n > args.ranks_per_host for n in args.nps) and args.network is None:
+            raise UserError("--np spans hosts: give --network BANDWIDTH,LATENCY for the link "
+                            "between hosts, e.g. --network 25Gbit/s,10us")
+        inter = args.network or intra
+        shapes, horovod, mode = layouts(args.nps, args.ranks_per_host), Horovod(), args.mode
+        pipeline = ({"stages": args.stages, "microbatches": args.microbatches,
+                     "schedules": args.schedules} if args.stages else None)
+    rows = prediction_rows(work, shapes, intra, inter, batch, tuple(args.exchanges), horovod,
+                           pipeline, mode)
+    result = {"target": args.target, "mode": mode, "batch": batch, "workload": asdict(work),
+              "intra": asdict(intra), "inter": asdict(inter), "horovod": asdict(horovod),
+              "calibration": inputs, "assumptions": list(ASSUMPTIONS), "rows": rows}
+    write_prediction(result, out)
+    return result
+
+
+def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, Any]]:
+    from hvdkit.recipe import load_recipe
+
+    recipe = load_recipe(args.target, args.overrides)
+    batch = args.batch or recipe.train.batch_size
+    inputs: dict[str, Any] = {}
+    if args.compute_seconds is None:
+        print(f"[predict] calibrating compute: {args.framework} np=1, batch {batch}, "
+              f"{args.steps} steps", flush=True)
+        inputs["compute"] = calibrate_compute(args.target, args.framework, batch, args.threads,
+                                              args.steps, args.overrides, out / "calibration",
+                                              min(args.ranks_per_host, max(args.nps)))
+        per_sample, parameters = (inputs["compute"]["per_sample_s"],
+                                  inputs["compute"]["parameters"])
+    else:
+        if args.parameters is None:
+            raise UserError("--compute-seconds needs --parameters (the model's count)")
+        per_sample, parameters = args.compute_seconds, args.parameters
+    if args.intra is None:
+        print("[predict] calibrating the link within this host: 2-rank allreduce", flush=True)
+        intra = calibrate_link(out / "calibration")
+        inputs["intra"] = asdict(intra)
+    else:
+        intra = args.intra
+    work = Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
+                    overlap=args.framework == "torch", powersgd_ratio=args.powersgd_ratio,
+                    activation_bytes=args.activation_bytes)
+    return work, float(batch), intra, inputs

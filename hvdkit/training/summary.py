@@ -1,0 +1,72 @@
+"""The run's record: config.yaml (its resolved settings) and the summary (summary.json, the
+value `Trainer.fit()` returns): what a reader of the run wants without replaying metrics.jsonl.
+Kept out of the loop's module so it stays short."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hvdkit.data import peak_rss_mib
+from hvdkit.runtime.world import World
+from hvdkit.training.callbacks import Logs
+
+
+def run_summary(trainer: Any, history: list[Logs], wall_time: float,
+                test_metrics: Iterable[str]) -> dict[str, Any]:
+    """The headline numbers of `trainer`'s run (set up, trained): recipe, ranks, steps
+    reached, throughput and the last epoch's test metrics named in `test_metrics`."""
+    world = trainer.world
+    rates = [h["samples_per_sec"] for h in history]
+    summary: dict[str, Any] = {
+        "recipe": trainer.recipe.name,
+        "framework": trainer.framework,
+        "np": world.size,
+        "threads_per_rank": trainer.adapter.threads,
+        "device": trainer.adapter.device,
+        "epochs": len(history),
+        "steps": trainer.position.step,
+        "global_batch": trainer.loader.global_batch,
+        "train_loss": history[-1]["train_loss"] if history else None,
+        # The first epoch carries warm-up (graph tracing, allocations): report the rest.
+        "samples_per_sec": float(np.median(rates[1:] or rates)) if rates else 0.0,
+        "wall_time": wall_time,
+    }
+    for key in test_metrics:
+        if history and key in history[-1]:
+            summary[key] = history[-1][key]
+    if trainer.run_dir is not None:
+        summary["run_dir"] = str(trainer.run_dir)
+    return summary
+
+
+def peak_rss_per_rank(allreduce: Callable[..., np.ndarray], world: World) -> list[float]:
+    """Each rank's peak resident memory in MiB, in rank order (one allreduce, named: ranks
+    with uneven data have made different numbers of calls)."""
+    mine = np.zeros(world.size)
+    mine[world.rank] = peak_rss_mib()
+    return [round(float(v), 1) for v in allreduce(mine, op="sum", name="hvdkit.rss")]
+
+
+def write_config(trainer: Any) -> None:
+    """The run's resolved settings, <run>/config.yaml (rank 0, at the start)."""
+    assert trainer.run_dir is not None and trainer.world is not None
+    resolved = {
+        "recipe": trainer.recipe.to_dict(),
+        "framework": trainer.framework,
+        "recipe_folder": trainer.recipe.folder,  # where builders are found (hvdkit export)
+        "world": {"size": trainer.world.size, "local_size": trainer.world.local_size},
+        "threads_per_rank": trainer.adapter.threads,
+        "device": trainer.adapter.device,
+        "layout": {"stages": trainer.layout.stages, "replicas": trainer.layout.replicas,
+                   "sync": trainer.layout.sync, "compression": trainer.layout.compression},
+        "launch": trainer.launch_info,
+    }
+    (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    class_names = getattr(trainer.data, "class_names", None)
+    if class_names is not None:  # an image folder's: label i is the i-th; export carries it
+        (trainer.run_dir / "classes.json").write_text(json.dumps(class_names) + "\n")

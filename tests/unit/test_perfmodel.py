@@ -1,0 +1,150 @@
+"""The performance model's formulas against hand-computed cases (hvdkit.bench.perfmodel)."""
+
+import pytest
+
+from hvdkit.bench.bandwidth import busbw
+from hvdkit.bench.perfmodel import (
+    Cluster,
+    Horovod,
+    Link,
+    Workload,
+    fused_exchange_end,
+    parse_link,
+    predict_pipeline,
+    predict_step,
+    ps_seconds,
+    readiness,
+    reduce_scatter_seconds,
+    ring_allreduce_seconds,
+)
+from hvdkit.errors import UserError
+from hvdkit.parallel.schedules import ideal_bubble, simulate
+
+GB = Link(1e9, 10e-6)
+
+
+def test_ring_allreduce_alpha_beta():
+    # 2(n-1)α + 2(n-1)/n S/β, n=4, 1 MB, 10 µs, 1 GB/s: 6·10 µs + 1.5 ms
+    assert ring_allreduce_seconds(1e6, 4, GB) == pytest.approx(60e-6 + 1.5e-3)
+    assert ring_allreduce_seconds(1e6, 1, GB) == 0.0
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 64])
+def test_ring_busbw_is_the_link_bandwidth(n):
+    # nccl-tests: busbw = S/t · 2(n-1)/n; without latency a ring's busbw is β at every n
+    t = ring_allreduce_seconds(64e6, n, Link(3e9, 0.0))
+    assert busbw(64e6, t, n) == pytest.approx(3e9)
+
+
+def test_reduce_scatter_is_half_a_ring():
+    assert reduce_scatter_seconds(1e6, 4, GB) == pytest.approx(30e-6 + 0.75e-3)
+    assert 2 * reduce_scatter_seconds(1e6, 4, GB) == pytest.approx(
+        ring_allreduce_seconds(1e6, 4, GB))
+
+
+def test_parameter_server_traffic_through_the_root():
+    one_host = Cluster(4, 1, Link(1e9, 0.0), Link(1e8, 0.0))
+    # 3 gradients in and 3 parameter copies out, 1 MB each, at 1 GB/s
+    assert ps_seconds(1e6, 1e6, one_host) == pytest.approx(6e-3)
+    two_hosts = Cluster(2, 2, Link(1e9, 1e-6), Link(1e8, 1e-5))
+    # 1 local rank at 1 GB/s, 2 remote ranks through the root host's 100 MB/s link
+    assert ps_seconds(1e6, 1e6, two_hosts) == pytest.approx(2e-5 + 2 * 2e6 / 1e8)
+
+
+def test_fusion_cycles_and_buffers():
+    cost = lambda nbytes: 2e-3  # noqa: E731 — every buffer 2 ms
+    at_end = [(0.0, 10.0), (0.0, 10.0)]
+    assert fused_exchange_end(at_end, cost, 100, 1e-3) == pytest.approx(3e-3)  # one buffer
+    assert fused_exchange_end(at_end, cost, 15, 1e-3) == pytest.approx(5e-3)  # two buffers
+    # the second gradient misses the first cycle: it waits for the first buffer's end
+    assert fused_exchange_end([(0.0, 1.0), (2.5e-3, 1.0)], cost, 100, 1e-3) == \
+        pytest.approx(5e-3)
+    # nothing ready until 4.2 ms: the loop's first cycle after it is at 5 ms
+    assert fused_exchange_end([(4.2e-3, 1.0)], cost, 100, 1e-3) == pytest.approx(7e-3)
+
+
+def test_readiness_in_reverse_order_during_backward():
+    assert readiness(1.0, [1.0, 3.0], overlap=True) == [(0.75, 3.0), (1.0, 1.0)]
+    assert readiness(1.0, [1.0, 3.0], overlap=False) == [(1.0, 1.0), (1.0, 3.0)]
+
+
+def test_parse_link():
+    link = parse_link("25Gbit/s,10us")
+    assert link.bandwidth == pytest.approx(25e9 / 8) and link.latency == pytest.approx(1e-5)
+    assert parse_link("1.5GB/s, 0.5ms") == Link(1.5e9, 5e-4)
+    for bad in ("25Gbit/s", "fast,10us", "25Gbit/s,10parsecs", "0Gbit/s,1us"):
+        with pytest.raises(UserError):
+            parse_link(bad)
+
+
+def test_one_rank_is_compute_only():
+    work = Workload(parameters=1000, forward=1e-3, backward=2e-3, fixed=1e-3)
+    row = predict_step(work, Cluster(1, 1, GB, GB), "ring", 10)
+    assert row["step_s"] == pytest.approx(0.031) and row["exposed_comm_s"] == 0.0
+    assert row["samples_per_sec"] == pytest.approx(10 / 0.031)
+
+
+def test_ring_without_overlap_is_fully_exposed():
+    work = Workload(parameters=250_000, forward=1e-3, backward=2e-3, overlap=False,
+                    tensors=(250_000,))
+    cluster = Cluster(2, 1, Link(1e9, 0.0), GB)
+    hvd = Horovod(cycle=1e-6)
+    row = predict_step(work, cluster, "ring", 10, hvd)
+    # 1 MB of float32 gradients, 2·(1/2)·1 MB / 1 GB/s = 1 ms after the 20 ms backward
+    assert row["exposed_comm_s"] == pytest.approx(1e-3, rel=1e-3)
+    fp16 = predict_step(work, cluster, "fp16", 10, hvd)
+    assert fp16["exposed_comm_s"] == pytest.approx(0.5e-3, rel=1e-3)
+
+
+def test_overlap_hides_all_but_the_last_gradient():
+    work = Workload(parameters=400, forward=1e-3, backward=2e-3, tensors=(100,) * 4,
+                    itemsize=4)
+    link = Link(400 / 1e-3, 0.0)  # one 400-byte tensor's ring step (n=2) takes 1 ms
+    row = predict_step(work, Cluster(2, 1, link, link), "ring", 10, Horovod(cycle=1e-6))
+    # backward 20 ms; gradients ready at 5, 10, 15, 20 ms; only the last one's 1 ms shows
+    assert row["exposed_comm_s"] == pytest.approx(1e-3, rel=1e-2)
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b"])
+def test_pipeline_span_and_bubble_against_the_simulator(name):
+    # forward 1, backward 2 per sample, 8 micro-batches of 1 over 4 stages, free messages
+    work = Workload(parameters=1000, forward=1.0, backward=2.0)
+    row = predict_pipeline(work, Cluster(4, 1, Link(1e9, 0.0), GB), name, 4, 8, batch=8)
+    assert row["step_s"] == pytest.approx((8 + 4 - 1) * 0.75)  # (m + p − 1)(F + B)
+    assert row["bubble"] == pytest.approx(ideal_bubble(name, 4, 8))
+    assert row["bubble"] == pytest.approx(max(simulate(name, 4, 8).idle))
+
+
+def test_pipeline_messages_lengthen_the_step():
+    work = Workload(parameters=1000, forward=1.0, backward=2.0, activation_bytes=1e6)
+    free = predict_pipeline(work, Cluster(4, 1, Link(1e12, 0.0), GB), "1f1b", 4, 8, 8)
+    slow = predict_pipeline(work, Cluster(4, 1, Link(1e7, 0.0), GB), "1f1b", 4, 8, 8)
+    # each F and B carries one 1 MB message at 10 MB/s (0.1 s): (m + p − 1)(F + B + 0.2)
+    assert slow["step_s"] - free["step_s"] == pytest.approx(11 * 0.2, rel=1e-3)
+
+
+def test_breakdown_of_a_timed_window():
+    from hvdkit.bench.compare import breakdown
+
+    shares = breakdown({"seconds": 10.0, "step_seconds": 9.0, "comm_seconds": 3.0})
+    assert shares == pytest.approx({"compute_share": 0.6, "exposed_comm_share": 0.3,
+                                    "rest_share": 0.1})
+    # TensorFlow: the exchange is inside the compiled step, not apart
+    assert breakdown({"seconds": 10.0, "step_seconds": 9.0}) == pytest.approx(
+        {"compute_share": 0.9, "rest_share": 0.1})
+
+
+def test_overlay_calibrates_on_the_np1_point():
+    from hvdkit.bench.compare import overlay
+
+    common = {"framework": "tensorflow", "controller": "mpi", "sync": "allreduce",
+              "compression": "none", "parameters": 250_000}
+    rows = [{**common, "np": 1, "global_batch": 10, "samples_per_sec": 1000.0},
+            {**common, "np": 2, "global_batch": 10, "samples_per_sec": 1600.0}]
+    overlay(rows, Link(1e9, 0.0))
+    assert rows[0]["prediction_error"] == pytest.approx(0.0)
+    # np=2: 5 samples per rank, 5 ms compute; backward (2/3) ends 3.33 ms into it; TF's
+    # allreduce waits for Horovod's cycle at 4 ms, then 1 MB at 1 GB/s: 1.67 ms exposed
+    predicted = rows[1]["predicted_samples_per_sec"]
+    assert predicted == pytest.approx(10 / (0.005 + 0.005 / 3))
+    assert rows[1]["prediction_error"] == pytest.approx(predicted / 1600 - 1)
