@@ -160,8 +160,11 @@ def test_worker_processes_decode_the_same_batches_and_count_their_speed(folder: 
         assert images == sum(len(y) for _, y in got[1]) and seconds > 0 and workers == 2
         assert plain.train.decode_stats()[2] == 1  # the prefetch thread decoded those
         assert len(pooled.train.unreadable.found) <= 1
+        blocks = [block.name for block in pooled.train.pool._blocks]
+        assert blocks and all(Path("/dev/shm", name).exists() for name in blocks)
     finally:
         pooled.close()
+    assert not any(Path("/dev/shm", name).exists() for name in blocks)  # unlinked
 
 
 def test_every_image_is_taken_once_an_epoch_across_ranks(folder: Path) -> None:
