@@ -72,10 +72,14 @@ class DataConfig:
     name: str = ""
     """Registered data set: `digits` (scikit-learn's 8x8 digits), `synthetic`, or one read
     from disk: `npy` (a folder of .npy arrays), `text` (a UTF-8 file, byte tokens), `tokens`
-    (a flat file of uint16 token ids); empty with `builder`."""
-    path: str = ""
+    (a flat file of uint16 token ids), `images` (a folder of JPEG/PNG files, one subfolder a
+    class), `webdataset` (tar shards of KEY.jpg + KEY.cls); empty with `builder`."""
+    path: str | list[str] = ""
     """npy: the folder holding x_train.npy, y_train.npy and optionally x_test.npy, y_test.npy;
-    text, tokens: the file. Read a batch at a time, never whole."""
+    text, tokens: the file. Read a batch at a time, never whole. images: the folder holding
+    train/<class>/*.jpg|jpeg|png (and val/<class>/...), or the class folders themselves.
+    webdataset: the training shards: a brace pattern ("shards/train-{000000..000127}.tar"), a
+    glob, a folder of .tar files, or a list of any of these (webdataset only)."""
     test_fraction: float = 0.2
     """Share of the samples held out as the test set (npy without test files: a fixed random
     share; text, tokens: the file's tail)."""
@@ -92,13 +96,33 @@ class DataConfig:
     vocab_size: int = 0
     """Token ids lie in [0, vocab_size) (tokens; text is bytes, 256)."""
     workers: int = 0
-    """Processes decoding a map-style data set's samples ahead (0: the prefetch thread
-    decodes them)."""
+    """Processes decoding batches ahead: a map-style data set's samples, or images (0: the
+    prefetch thread decodes them)."""
     prefetch: int = 2
     """Batches prepared ahead in a background thread: gathered, converted and, on a GPU,
     copied to the device (0: prepared in the step's thread)."""
     drop_last: bool = True
     """Drop the last global batch of an epoch when it is incomplete (training only)."""
+    image_size: int = 224
+    """images, webdataset: the side in pixels of the square images the model gets (at least
+    32)."""
+    augment: Literal["imagenet", "none"] = "imagenet"
+    """images, webdataset: `imagenet` trains on random resized crops (8-100% of the area,
+    aspect 3/4-4/3) flipped at random, and tests on a center crop of the image resized to
+    256/224 of image_size; `none` resizes each whole image to image_size x image_size. Both
+    normalise by the ImageNet mean and std on the device, from uint8 batches."""
+    val_path: str | list[str] = ""
+    """webdataset: the test shards (as data.path); empty: a fixed test_fraction of the training
+    samples is held out."""
+    shard_group: int = 8
+    """webdataset: shards read together: each epoch takes the shards in a seeded order, in
+    groups of this many, and shuffles the samples of a group together (0: all shards, one
+    global shuffle)."""
+    unreadable_limit: float = 0.01
+    """images, webdataset: the share of unreadable image files (corrupt, truncated, not an
+    image) tolerated: each is skipped with a warning, its place in the batch taken by another
+    image of the batch; beyond this share (and beyond one file, however few the images; 0:
+    none at all) the run stops with an error."""
     builder: str = ""
     """Your own data instead of `name`: "package.module:function", imported from the recipe's
     folder or PYTHONPATH and called as `function(**args)` on every rank; it returns an

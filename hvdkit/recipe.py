@@ -114,7 +114,14 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _coerce(args[0], value, source, key)
+        if value is None:
+            return None
+        for arg in args[:-1]:  # the first type that takes the value; else the last's error
+            try:
+                return _coerce(arg, value, source, key)
+            except UserError:
+                continue
+        return _coerce(args[-1], value, source, key)
     if hint is Any:
         return value
     if origin is dict:

@@ -25,6 +25,7 @@ from hvdkit.adapters.base import Adapter, get_adapter
 from hvdkit.config import Recipe
 from hvdkit.data import ShardedLoader, build_source, to_source
 from hvdkit.data.checks import check_model_fits
+from hvdkit.data.images import normalize
 from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
@@ -38,6 +39,8 @@ from hvdkit.runtime.stop import StepBoundaryStop
 from hvdkit.runtime.world import World, job_seconds_so_far
 from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
 from hvdkit.training.checkpoint import Checkpointer, Position
+from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
+from hvdkit.training.inputmeter import InputMeter, input_summary
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
 from hvdkit.training.summary import peak_rss_per_rank, run_summary, write_config
@@ -144,12 +147,17 @@ class Trainer:
                 f"is larger than the {self.loader.n} training samples"
             )
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
+        self.input_meter = InputMeter(self.data.train)
         # The task follows the data; the model sees images channels first if asked to.
         adapter.configure_data(task_for(self.data), self.data.input_dtype)
         shape = model_input_shape(self.data.input_shape, recipe.model.channels_first,
                                   self.framework)
+        # uint8 images are normalised on the device (the adapter's inputs.py), else None.
+        adapter.input_normalization = self.data.normalization
         # A user's model is run once on a few training samples (build_model's probe).
         sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
+        if self.data.normalization is not None:
+            sample = normalize(sample, self.data.normalization)
         model = adapter.build_model(recipe, shape, self.data.num_classes, self.model, sample)
         self.runner = parallelize(adapter, layout, recipe, model, shape, rank)
         self.runner.broadcast_state()
@@ -256,6 +264,7 @@ class Trainer:
         summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
         if recipe.train.compile:  # the first step's wall time, which compiles the model
             summary["compile_seconds"] = self.first_step_seconds
+        summary["input"] = input_summary(self)
         if self.stop.signum:
             summary["interrupted"] = self.stop.signum
         self._emit("on_train_end", summary)
@@ -277,6 +286,7 @@ class Trainer:
             epoch = pos.epoch
             self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
+            self.input_meter.mark()
             pending: list[Any] = []  # the steps' metrics, still on the device
             pending_times: list[float] = []
             pending_lr: list[float] = []
@@ -287,7 +297,7 @@ class Trainer:
             # (closed however the loop ends: a stop, an exception, an elastic reset)
             with closing(loader.batches(epoch, start_sample=pos.sample,
                                         stage=self.runner.stage_batch)) as staged:
-                for x, y in staged:
+                for x, y in self.input_meter.timed(staged):
                     lr = learning_rate(recipe.optimizer, pos.step, loader.steps_per_epoch,
                                        self.total_steps, world.data_size)
                     self.window.before_step(pos.step)
@@ -355,26 +365,31 @@ class Trainer:
         The buffer always has `log_every_steps` rows and a count column, so every rank sends
         the same shape, and zeros from a rank that has joined (uneven data) do not count. More
         columns carry the stop check (hvdkit.runtime.stop): once any rank has a request,
-        every rank ends the loop at this step.
+        every rank ends the loop at this step. The last ones carry the input path's sums since
+        the last flush (hvdkit.training.inputmeter).
         """
         width = len(STEP_METRICS)
         rows = len(handles)
+        stop = slice(width + 1, width + 1 + StepBoundaryStop.WIDTH)
         buffer = np.zeros((max(self.recipe.train.log_every_steps, rows),
-                           width + 1 + StepBoundaryStop.WIDTH))
+                           stop.stop + INPUT_WIDTH))
         if rows:
             buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
             buffer[:rows, width - 1] = times
             buffer[:rows, width] = 1.0
-        buffer[0, width + 1:] = self.stop.payload()
+        buffer[0, stop] = self.stop.payload()
+        buffer[0, stop.stop :] = self.input_meter.interval()
         total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        self.stop.agree(total[0, width + 1:])
+        self.stop.agree(total[0, stop])
         first = step - rows
+        inputs = self.input_meter.add(total[0, stop.stop :],
+                                      first >= self.recipe.train.timing_warmup_steps)
         losses = []
         for i, lr in enumerate(lrs):
             row = total[i, :width] / max(total[i, width], 1.0)
             logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
             logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
-                        samples_per_sec=self.loader.global_batch / logs["step_time"])
+                        samples_per_sec=self.loader.global_batch / logs["step_time"], **inputs)
             self._emit("on_step_end", first + i, logs)
             losses.append(logs["loss"])
         return losses

@@ -90,6 +90,10 @@ def done_line(framework: str, summary: dict[str, Any]) -> str:
         shown = f"test perplexity {perplexity:.2f}"
     else:
         shown = "no evaluation"
+    inputs = summary.get("input", {})
+    if "decoded_per_sec_per_worker" in inputs:  # images: say whether the data kept up
+        shown += (f", data wait {100 * inputs.get('data_wait_share', 0):.0f}% with "
+                  f"{inputs['decoders_per_rank']} decoder(s) a rank")
     return (f"[hvdkit] done: {framework} np={summary['np']} {shown}, "
             f"{summary['samples_per_sec']:.0f} samples/s, run files in {summary.get('run_dir')}")
 

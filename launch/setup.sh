@@ -67,7 +67,8 @@ if [ ! -x "$PY" ]; then
   python3.11 -m venv "$VENV"
 fi
 DEPS=("torch==$TORCH_VERSION" "$TF_SPEC" "mpi4py>=4,<5" numpy scikit-learn tqdm PyYAML pytest
-      ruff matplotlib psutil cloudpickle cffi "setuptools>=68" wheel packaging tensorboard)
+      ruff matplotlib psutil cloudpickle cffi "setuptools>=68" wheel packaging tensorboard
+      pillow simplejpeg)
 DEPS_KEY=$(printf '%s\n' "${DEPS[@]}" "gpu=$GPU" | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.deps-$DEPS_KEY" ]; then
   step "installing Python packages (torch $TORCH_VERSION, $TF_SPEC, mpi4py, ...)"

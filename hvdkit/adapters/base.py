@@ -340,6 +340,9 @@ class Adapter(ModelAndStep, PipelineStageOps, ExchangeHooks, StateAndCollectives
     framework: str = ""
     hvd: Any = None
     """The framework's Horovod module (`horovod.torch`, `horovod.tensorflow`)."""
+    input_normalization: Any = None
+    """(mean, std) per channel where input batches are uint8 images to normalise on the device
+    (set by the trainer from the data, hvdkit.data.images); None: batches are model-ready."""
     split_backward: bool = False
     """Set by a pipeline whose schedule splits each backward (zb-h1): `backward` then computes
     only the input's gradient, and `backward_weights` the weights' later, so `forward` keeps

@@ -1,6 +1,7 @@
 """Data sets (numpy, framework-free), the per-rank sharded loader and the input pipeline."""
 
-from hvdkit.data import files  # noqa: F401  (registers npy, text, tokens)
+# Registered on import: npy, text, tokens (files); images; webdataset.
+from hvdkit.data import files, images, webdataset  # noqa: F401
 from hvdkit.data.builder import build_dataset, build_source
 from hvdkit.data.datasets import DATASETS, Dataset, to_source
 from hvdkit.data.loader import ShardedLoader, eval_shard

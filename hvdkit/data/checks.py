@@ -11,8 +11,10 @@ from hvdkit.config import DataConfig
 from hvdkit.data.samples import DataSource
 from hvdkit.errors import UserError
 
-FILE_SOURCES = ("npy", "text", "tokens")
+IMAGE_SOURCES = ("images", "webdataset")
+FILE_SOURCES = ("npy", "text", "tokens", *IMAGE_SOURCES)
 TOKEN_SOURCES = ("text", "tokens")
+MIN_IMAGE_SIZE = 32
 MAX_VOCAB = 2**16  # uint16 token ids
 
 MODEL_INPUTS: dict[str, tuple[str, int | None]] = {
@@ -33,6 +35,20 @@ def check_data_config(config: DataConfig, source: str) -> None:
                             f"got {getattr(config, key)}")
     if config.name in FILE_SOURCES and not config.path:
         raise UserError(f"{source}: data.path is required for data set {config.name}")
+    for key in ("path", "val_path"):
+        if isinstance(getattr(config, key), list) and config.name != "webdataset":
+            raise UserError(f"{source}: data.{key} is a list, which only data set webdataset "
+                            f"takes (shards); give one path")
+    if config.name in IMAGE_SOURCES:
+        if config.image_size < MIN_IMAGE_SIZE:
+            raise UserError(f"{source}: data.image_size must be at least {MIN_IMAGE_SIZE} "
+                            f"pixels, got {config.image_size}")
+        if config.shard_group < 0:
+            raise UserError(f"{source}: data.shard_group must not be negative, "
+                            f"got {config.shard_group}")
+        if not 0 <= config.unreadable_limit < 1:
+            raise UserError(f"{source}: data.unreadable_limit is a share of the images, in "
+                            f"[0, 1); got {config.unreadable_limit}")
     if config.name in TOKEN_SOURCES and config.block_size < 1:
         raise UserError(f"{source}: data.block_size is required for data set {config.name} "
                         f"(tokens per window)")

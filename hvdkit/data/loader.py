@@ -46,7 +46,12 @@ class ShardedLoader:
         return self.steps_left(0)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The global sample order of an epoch, identical on every rank."""
+        """The global sample order of an epoch, identical on every rank: a seeded shuffle,
+        or the samples' own (`samples.epoch_order(seed, epoch)`: shards, hvdkit.data.images)."""
+        own = getattr(self.samples, "epoch_order", None)
+        order = own(self.seed, epoch) if own is not None else None
+        if order is not None:
+            return order
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
     def step_indices(self, order: np.ndarray, step: int) -> np.ndarray:
@@ -79,6 +84,9 @@ class ShardedLoader:
         `start_sample` counts global samples already taken in this epoch (a resumed or
         elastic run's position, valid at any number of ranks): batching restarts there.
         """
+        set_epoch = getattr(self.samples, "set_epoch", None)
+        if set_epoch is not None:  # what the augmentation draws from (hvdkit.data.images)
+            set_epoch(epoch)
         plan = self.index_batches(epoch, start_step, start_sample)
         yield from prefetched(self.samples, plan, self.prefetch, stage)
 

@@ -91,6 +91,8 @@ class MapSamples:
     def __init__(self, dataset: Any, index: np.ndarray, num_classes: int,
                  pool: Any = None) -> None:
         self.dataset, self.index, self.num_classes, self.pool = dataset, index, num_classes, pool
+        self.key = f"map-{id(dataset)}"
+        """The pool's name for this data set's decoder."""
 
     def __len__(self) -> int:
         return len(self.index)
@@ -100,7 +102,7 @@ class MapSamples:
 
     def submit(self, idx: np.ndarray) -> Any:
         """Start decoding a batch in the pool; `.get()` gives `take(idx)`."""
-        return self.pool.submit(self.index[idx])
+        return self.pool.submit(self.key, self.index[idx])
 
 
 def decode(dataset: Any, positions: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +129,12 @@ class DataSource:
     """dtype of a batch of inputs as the model gets it: float32, or int64 token ids."""
     num_classes: int
     """Classes (classification) or the vocabulary size (language modelling)."""
+    normalization: tuple[Any, Any] | None = None
+    """(mean, std) per channel, in [0, 1] units, where input batches come as uint8 images to
+    be normalised on the device ((x / 255 - mean) / std, by the adapter); None: batches come
+    as the model takes them."""
+    class_names: list[str] | None = None
+    """The classes' names, in label order (an image folder's class folders)."""
 
     @property
     def vocab_size(self) -> int:

@@ -51,6 +51,19 @@ class MetricsWriter(Callback):
             self._file.close()
 
 
+def input_text(logs: Logs) -> str:
+    """The input path's figures for a progress line (hvdkit.training.inputmeter): the share
+    of the loop spent waiting for data and, where images are decoded, each worker's rate."""
+    text = ""
+    if "data_wait_share" in logs:
+        text += f" data wait {100 * logs['data_wait_share']:.0f}%"
+    if "decoded_per_sec_per_worker" in logs:
+        text += f" decode {logs['decoded_per_sec_per_worker']:.0f} img/s/worker"
+        if "decoder_busy_share" in logs:
+            text += f" (busy {100 * logs['decoder_busy_share']:.0f}%)"
+    return text
+
+
 class ProgressBar(Callback):
     """Progress with loss and throughput: a live bar on a terminal, else one line per log
     interval. A step's logs may carry a new `total_steps` (an elastic run that changed size):
@@ -85,7 +98,7 @@ class ProgressBar(Callback):
         if logs.get("total_steps", self.total) != self.total:
             self._retotal(int(logs["total_steps"]), done)
         text = f"loss {logs['loss']:.4f} acc {logs['accuracy']:.3f} " \
-               f"{logs['samples_per_sec']:.0f} samples/s"
+               f"{logs['samples_per_sec']:.0f} samples/s{input_text(logs)}"
         if self._bar is not None:
             self._bar.update(done - self._bar.n)
             self._bar.set_postfix_str(f"epoch {logs['epoch'] + 1}/{self.epochs} {text}")

@@ -40,7 +40,9 @@ RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.l
                      "train.keep_checkpoints", "train.commit_every_steps",
                      "train.timing_warmup_steps", "train.device",
                      # where a pipeline cuts the model changes no number it computes
-                     "parallel.split", "parallel.boundaries")
+                     "parallel.split", "parallel.boundaries",
+                     # who decodes the batches, and how far ahead, changes none either
+                     "data.workers", "data.prefetch", "data.unreadable_limit")
 
 
 class CheckpointError(UserError):

@@ -13,7 +13,9 @@ framework's exporter (`hvdkit/adapters/<framework>/export.py`), by default to `<
 
 Either loads with only its framework installed: no hvdkit, no Horovod. The model takes the
 inputs it was trained on (images channels first with model.channels_first) and gives logits
-(or what a user's model gives). The resolved recipe goes next to it (`recipe.yaml`).
+(or what a user's model gives); an image folder's model takes float images normalised by
+the ImageNet mean and std. The resolved recipe goes next to it (`recipe.yaml`), and for an
+image folder the class names (`classes.json`, label i the i-th).
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def load_run(run: str | Path) -> TrainedRun:
     from hvdkit.models.usermodel import model_input_shape
 
     data = build_source(recipe.data, recipe.train.seed, recipe.folder)
-    sample = data.train.take(np.arange(min(2, len(data.train))))[0].astype(data.input_dtype)
+    sample = data.train.take(np.arange(min(2, len(data.train))))[0]
+    if data.normalization is not None:  # uint8 images, normalised as on the device
+        from hvdkit.data.images import normalize
+
+        sample = normalize(sample, data.normalization)
+    sample = sample.astype(data.input_dtype)
     shape = model_input_shape(data.input_shape, recipe.model.channels_first, config["framework"])
     if sample.ndim == 4 and model_input_shape((1, 2, 3), recipe.model.channels_first,
                                               config["framework"]) == (3, 1, 2):
@@ -108,6 +115,9 @@ def export_run(run: str | Path, fmt: str = "native", out: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     written = exporter(trained.framework).export_model(trained, out)
     (out / "recipe.yaml").write_text(yaml.safe_dump(trained.recipe.to_dict(), sort_keys=False))
+    classes = Path(run) / "classes.json"  # an image folder's class names, label i the i-th
+    if classes.is_file():
+        (out / "classes.json").write_text(classes.read_text())
     print(f"[hvdkit] exported {trained.framework} model of {run} (checkpoint "
           f"{trained.checkpoint.name}, step {trained.payload['position']['step']}) to "
           f"{', '.join(str(p) for p in written)}", flush=True)

@@ -4,6 +4,7 @@ Kept out of the loop's module so it stays short."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -66,3 +67,6 @@ def write_config(trainer: Any) -> None:
         "launch": trainer.launch_info,
     }
     (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    class_names = getattr(trainer.data, "class_names", None)
+    if class_names is not None:  # an image folder's: label i is the i-th; export carries it
+        (trainer.run_dir / "classes.json").write_text(json.dumps(class_names) + "\n")

@@ -22,7 +22,8 @@ def hvdkit(*args: str) -> subprocess.CompletedProcess:
     (GOOD.replace("{name: sgd}", "{name: sgd, lr: fast}"), "optimizer.lr must be a number"),
     ("model: {name: mlp}\ndata: {name: digits}\n", "missing required field 'optimizer'"),
     (GOOD.replace("mlp", "transformer"), "unknown model 'transformer'; valid: mlp, cnn"),
-    (GOOD.replace("digits", "imagenet"), "valid: digits, npy, synthetic, text, tokens"),
+    (GOOD.replace("digits", "imagenet"),
+     "valid: digits, images, npy, synthetic, text, tokens, webdataset"),
     (GOOD + "train: {batch_size: -4}\n", "train.batch_size must be at least 1"),
 ])
 def test_bad_recipe_exits_2_with_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -61,7 +61,7 @@ def test_unknown_model_and_data_set_list_valid_names() -> None:
     message = _error({**MINIMAL, "model": {"name": "vgg"}})
     assert "unknown model 'vgg'; valid: mlp, cnn, resnet, gpt" in message
     message = _error({**MINIMAL, "data": {"name": "mnist"}})
-    assert "valid: digits, npy, synthetic, text, tokens" in message
+    assert "valid: digits, images, npy, synthetic, text, tokens, webdataset" in message
 
 
 def test_ranges_are_checked() -> None:

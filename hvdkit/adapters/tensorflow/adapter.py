@@ -24,6 +24,7 @@ import tensorflow as tf
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.tensorflow import batchnorm, losses, usermodel
 from hvdkit.adapters.tensorflow.exchange import make_exchange
+from hvdkit.adapters.tensorflow.inputs import normalize
 from hvdkit.adapters.tensorflow.models import MODELS
 from hvdkit.adapters.tensorflow.optimizers import make_optimizer
 from hvdkit.adapters.tensorflow.pipeline import StageOps
@@ -137,6 +138,7 @@ class TensorFlowAdapter(StageOps, Adapter):
 
     def _inputs(self, x: Any) -> Any:
         """A batch of inputs as the model takes it: (N, C, H, W) with model.channels_first."""
+        x = normalize(x, self.input_normalization)
         return tf.transpose(x, (0, 3, 1, 2)) if self.channels_first and len(x.shape) == 4 else x
 
     def _chunk_inputs(self, inputs: np.ndarray, chunk: int) -> tf.Tensor:

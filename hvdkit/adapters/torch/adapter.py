@@ -20,6 +20,7 @@ from torch import nn
 from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.torch import batchnorm, losses, usermodel
 from hvdkit.adapters.torch.exchange import make_exchange
+from hvdkit.adapters.torch.inputs import normalize
 from hvdkit.adapters.torch.models import MODELS
 from hvdkit.adapters.torch.optimizers import make_optimizer
 from hvdkit.adapters.torch.pipeline import StageOps
@@ -242,7 +243,7 @@ class TorchAdapter(StageOps, Adapter):
 
     def _inputs(self, array: np.ndarray) -> torch.Tensor:
         """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
-        x = self._to(array, self.first_device)
+        x = normalize(self._to(array, self.first_device), self.input_normalization)
         return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
 
     def _chunk_inputs(self, array: np.ndarray, chunk: int) -> torch.Tensor:
