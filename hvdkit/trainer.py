@@ -37,14 +37,13 @@ from hvdkit.runtime.heartbeat import report_step
 from hvdkit.runtime.rank import controller_from_env, size_from_env
 from hvdkit.runtime.stop import StepBoundaryStop
 from hvdkit.runtime.world import World, job_seconds_so_far
-from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
+from hvdkit.training.callbacks import Callback, Logs
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
 from hvdkit.training.inputmeter import InputMeter, input_summary
 from hvdkit.training.lr_schedule import learning_rate
 from hvdkit.training.rundir import new_run_dir
-from hvdkit.training.summary import peak_rss_per_rank, run_summary, write_config
-from hvdkit.training.tensorboard import TensorBoard
+from hvdkit.training.summary import make_callbacks, peak_rss_per_rank, run_summary
 from hvdkit.training.timing import ThroughputWindow
 
 EVAL_BATCH = 512
@@ -149,11 +148,10 @@ class Trainer:
         start_workers(self.data, recipe.data.workers)  # forked before the prefetch thread
         self.input_meter = InputMeter(self.data.train)
         # The task follows the data; the model sees images channels first if asked to.
-        adapter.configure_data(task_for(self.data), self.data.input_dtype)
+        adapter.configure_data(task_for(self.data), self.data.input_dtype,
+                               self.data.normalization)
         shape = model_input_shape(self.data.input_shape, recipe.model.channels_first,
                                   self.framework)
-        # uint8 images are normalised on the device (the adapter's inputs.py), else None.
-        adapter.input_normalization = self.data.normalization
         # A user's model is run once on a few training samples (build_model's probe).
         sample = self.data.train.take(np.arange(min(4, len(self.data.train))))[0]
         if self.data.normalization is not None:
@@ -175,7 +173,7 @@ class Trainer:
         self.history: list[Logs] = []
         self.samples_trained = 0
         self.elastic_resets = 0
-        self.callbacks = self._make_callbacks()
+        self.callbacks = make_callbacks(self)
 
     def _layout(self, world_size: int) -> ParallelLayout:
         return ParallelLayout.from_recipe(self.recipe, world_size, controller_from_env(),
@@ -203,21 +201,6 @@ class Trainer:
         if self.run_dir is None:
             raise UserError("--resume without a path needs --run-dir: the run to resume")
         return self.run_dir
-
-    def _make_callbacks(self) -> list[Callback]:
-        callbacks: list[Callback] = []
-        if self.world is not None and self.world.is_root:
-            if self.run_dir is not None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                write_config(self)
-                callbacks.append(MetricsWriter(self.run_dir / "metrics.jsonl"))
-                if self.tensorboard:
-                    callbacks.append(TensorBoard(self.run_dir / "tensorboard", {
-                        "recipe": self.recipe.to_dict(), "framework": self.framework,
-                        "np": self.world.size}))
-            if self.progress:
-                callbacks.append(ProgressBar())
-        return callbacks + self.user_callbacks
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:

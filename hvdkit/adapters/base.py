@@ -182,10 +182,12 @@ class ModelAndStep(ABC):
         self.exchange.attach(self)
         return self.exchange
 
-    def configure_data(self, task: Task, input_dtype: str) -> None:
-        """What the data is: the task the model is trained for and the inputs' dtype."""
+    def configure_data(self, task: Task, input_dtype: str, normalization: Any = None) -> None:
+        """What the data is: the task the model is trained for, the inputs' dtype, and the
+        (mean, std) that uint8 images are normalised by on the device (None: as they are)."""
         self.task = task
         self.input_dtype = input_dtype
+        self.input_normalization = normalization
 
 
     def stage_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:

@@ -1,6 +1,7 @@
-"""The run's record: config.yaml (its resolved settings) and the summary (summary.json, the
-value `Trainer.fit()` returns): what a reader of the run wants without replaying metrics.jsonl.
-Kept out of the loop's module so it stays short."""
+"""The run's record: the callbacks that write it on rank 0, config.yaml (its resolved
+settings) and the summary (summary.json, the value `Trainer.fit()` returns): what a reader of
+the run wants without replaying metrics.jsonl. Kept out of the loop's module so it stays short.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import yaml
 
 from hvdkit.data import peak_rss_mib
 from hvdkit.runtime.world import World
-from hvdkit.training.callbacks import Logs
+from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
+from hvdkit.training.tensorboard import TensorBoard
 
 
 def run_summary(trainer: Any, history: list[Logs], wall_time: float,
@@ -70,3 +72,21 @@ def write_config(trainer: Any) -> None:
     class_names = getattr(trainer.data, "class_names", None)
     if class_names is not None:  # an image folder's: label i is the i-th; export carries it
         (trainer.run_dir / "classes.json").write_text(json.dumps(class_names) + "\n")
+
+
+def make_callbacks(trainer: Any) -> list[Callback]:
+    """The run's callbacks: on rank 0 its files (config.yaml, metrics.jsonl, TensorBoard) and
+    progress, then the user's on every rank."""
+    callbacks: list[Callback] = []
+    if trainer.world is not None and trainer.world.is_root:
+        if trainer.run_dir is not None:
+            trainer.run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(trainer)
+            callbacks.append(MetricsWriter(trainer.run_dir / "metrics.jsonl"))
+            if trainer.tensorboard:
+                callbacks.append(TensorBoard(trainer.run_dir / "tensorboard", {
+                    "recipe": trainer.recipe.to_dict(), "framework": trainer.framework,
+                    "np": trainer.world.size}))
+        if trainer.progress:
+            callbacks.append(ProgressBar())
+    return callbacks + trainer.user_callbacks
