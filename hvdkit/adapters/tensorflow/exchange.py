@@ -65,9 +65,8 @@ class LocalUpdate(GradientExchange):
 
     def after_step(self) -> None:
         """Count one optimizer step (outside any compiled function): the loss scale's rules."""
-        guard = getattr(self, "graph_guard", None)  # also the parameter server's
-        if guard is not None:
-            guard.after_step()
+        if self.graph_guard is not None:
+            self.graph_guard.after_step()
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
@@ -172,9 +171,8 @@ class PowerSGD(LocalUpdate):
         self.mechanics = PowerSGDExchange(
             adapter.trainable, adapter.optimizer, adapter.hvd, adapter.process_set(plan.ranks),
             plan.op, plan.powersgd_rank, plan.powersgd_warmup_steps, keep_whole=tied)
-        low_rank = self.mechanics.plan
-        self.bytes_per_step = float(low_rank.elements_per_step(True) * low_rank.itemsize)
-        warn_little_compressed(low_rank, adapter.hvd.rank())
+        self.bytes_per_step = self.mechanics.plan.handed_bytes()
+        warn_little_compressed(self.mechanics.plan, adapter.hvd.rank())
 
     @property
     def compressing(self) -> bool:  # type: ignore[override]
@@ -194,17 +192,15 @@ class PowerSGD(LocalUpdate):
             self.mechanics.load_state_dict(state["powersgd"])
 
     def report(self) -> dict[str, Any]:
-        low_rank = self.mechanics.plan
-        return {**super().report(), "compression": "powersgd",
-                "bytes_sent_per_step": low_rank.bytes_per_step(True),
-                "bytes_sent_per_step_uncompressed": low_rank.bytes_per_step(False),
-                **low_rank.describe()}
+        return {**super().report(), **self.mechanics.plan.report()}
 
 
 class ParameterServer(ParameterServerExchange):
     """The framework-free parameter server, with the optimizer's variables as a ring's."""
 
     compressing = False
+    graph_guard: Any = None
+    """Always None: the layout refuses fp16 and clip_norm with the parameter server."""
 
     def optimizer_variables(self) -> list[Any]:
         return list(self.adapter.optimizer.variables)
