@@ -109,6 +109,16 @@ class PowerSGDPlan:
         """Uncompressed ÷ compressed bytes per step."""
         return self.elements_per_step(False) / self.elements_per_step(True)
 
+    def handed_bytes(self) -> float:
+        """Bytes this rank hands to the allreduces per compressed step (P's, Q's, the rest)."""
+        return float(self.elements_per_step(True) * self.itemsize)
+
+    def report(self) -> dict[str, float | str]:
+        """What a run's summary says of the compression."""
+        return {"compression": "powersgd", "bytes_sent_per_step": self.bytes_per_step(True),
+                "bytes_sent_per_step_uncompressed": self.bytes_per_step(False),
+                **self.describe()}
+
     def compressed_fraction(self) -> float:
         """The share of the gradient bytes that go through low-rank factors."""
         return sum(self.sizes[m.index] for m in self.matrices) / max(sum(self.sizes), 1)

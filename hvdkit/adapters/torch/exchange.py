@@ -112,9 +112,8 @@ class PowerSGD(GradientExchange):
             adapter.model.parameters(), adapter.optimizer, adapter.hvd,
             adapter.process_set(plan.ranks), plan.op, plan.powersgd_rank,
             plan.powersgd_warmup_steps, keep_whole=tied)
-        low_rank = self.mechanics.plan
-        self.bytes_per_step = float(low_rank.elements_per_step(True) * low_rank.itemsize)
-        warn_little_compressed(low_rank, adapter.hvd.rank())
+        self.bytes_per_step = self.mechanics.plan.handed_bytes()
+        warn_little_compressed(self.mechanics.plan, adapter.hvd.rank())
 
     def _step(self) -> None:
         self.adapter.sum_tied()
@@ -128,11 +127,7 @@ class PowerSGD(GradientExchange):
             self.mechanics.load_state_dict(to_torch(state["powersgd"]))
 
     def report(self) -> dict[str, Any]:
-        low_rank = self.mechanics.plan
-        return {**super().report(), "compression": "powersgd",
-                "bytes_sent_per_step": low_rank.bytes_per_step(True),
-                "bytes_sent_per_step_uncompressed": low_rank.bytes_per_step(False),
-                **low_rank.describe()}
+        return {**super().report(), **self.mechanics.plan.report()}
 
 
 EXCHANGES: dict[str, type[GradientExchange]] = {
