@@ -84,10 +84,10 @@ def done_line(framework: str, summary: dict[str, Any]) -> str:
     """The run's closing line."""
     accuracy = summary.get("test_accuracy")
     perplexity = summary.get("test_perplexity")
-    if accuracy is not None:
-        shown = f"test accuracy {accuracy:.4f}"
-    elif perplexity is not None:
+    if perplexity is not None:  # a language model: what its users compare
         shown = f"test perplexity {perplexity:.2f}"
+    elif accuracy is not None:
+        shown = f"test accuracy {accuracy:.4f}"
     else:
         shown = "no evaluation"
     inputs = summary.get("input", {})

@@ -201,3 +201,12 @@ def test_worker_entry_reads_the_saved_job_and_refuses_without_one(tmp_path) -> N
                            cwd=ROOT, capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if k != JOB_ENV})
     assert empty.returncode == 2 and empty.stderr.count("\n") == 1, empty.stderr
+
+
+def test_done_line_gives_accuracy_or_perplexity() -> None:
+    from hvdkit.worker import done_line
+
+    base = {"np": 2, "samples_per_sec": 1000.0, "run_dir": "runs/x"}
+    assert "test accuracy 0.9000" in done_line("torch", {**base, "test_accuracy": 0.9})
+    assert "test perplexity 13.90" in done_line("torch", {**base, "test_perplexity": 13.9})
+    assert "no evaluation" in done_line("torch", base)
