@@ -33,7 +33,8 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
     user_mpi = ["--report-bindings", "--mca", "btl_tcp_if_include", "lo"]
     result = hvdkit_train("recipes/digits_mlp.yaml", "-f", framework, "-np", "2",
                           "--controller", controller, "--set", "train.epochs=3",
-                          "--run-dir", str(run_dir), "--mpi-args", " ".join(user_mpi))
+                          "--run-dir", str(run_dir), "--mpi-args", " ".join(user_mpi),
+                          *(["--timeline"] if controller == "mpi" else []))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     launched = ("launching: mpirun " if controller == "mpi"
@@ -48,7 +49,8 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["train"]["epochs"] == 3 and config["world"]["size"] == 2
     assert config["threads_per_rank"] >= 1
-    if controller == "mpi":
+    if controller == "mpi":  # --timeline: Horovod's timeline of the job, in the run folder
+        assert "ALLREDUCE" in (run_dir / "timeline.json").read_text()
         assert config["launch"]["resolved_mpi_args"] == \
             ["--mca", "mpi_yield_when_idle", "1", *user_mpi]
         assert "MCW rank 1" in output  # --report-bindings took effect
