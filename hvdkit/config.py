@@ -177,6 +177,10 @@ class TrainConfig:
     """Average metrics across ranks and log them every this many steps."""
     threads: int = 0
     """Intra-op threads per rank (0: the cores divided by the ranks on the host)."""
+    host_allocator: Literal["tuned", "system"] = "tuned"
+    """The C allocator of each rank's host memory (glibc): tuned reuses freed blocks up to 32 MiB
+    instead of returning them to the system at every free (hvdkit.runtime.allocator); system
+    leaves glibc's defaults."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """Where each rank trains: auto (its own GPU when the host has GPUs, else the CPU), cpu, or
     gpu (an error without one). Rank i on a host takes GPU i."""

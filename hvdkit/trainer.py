@@ -33,6 +33,7 @@ from hvdkit.layout import ParallelLayout
 from hvdkit.models.tasks import TEST_METRICS, task_for
 from hvdkit.models.usermodel import model_input_shape
 from hvdkit.parallel import parallelize
+from hvdkit.runtime.allocator import tune_host_allocator
 from hvdkit.runtime.heartbeat import report_step
 from hvdkit.runtime.rank import controller_from_env, size_from_env
 from hvdkit.runtime.stop import StepBoundaryStop
@@ -113,11 +114,13 @@ class Trainer:
         self.loader: ShardedLoader | None = None
         self.total_steps = 0
         self.checkpointer: Checkpointer | None = None
+        self.host_allocator: dict[str, Any] = {}
 
     # -- set-up ---------------------------------------------------------------------------
 
     def _setup(self) -> None:
         recipe = self.recipe
+        self.host_allocator = tune_host_allocator(recipe.train.host_allocator)  # before tensors
         # The layout's rules, checked again in this worker before any framework loads.
         self.layout = layout = self._layout(size_from_env())
         adapter = self.adapter = self.adapter or get_adapter(self.framework)

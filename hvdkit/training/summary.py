@@ -64,6 +64,7 @@ def write_config(trainer: Any) -> None:
         "world": {"size": trainer.world.size, "local_size": trainer.world.local_size},
         "threads_per_rank": trainer.adapter.threads,
         "device": trainer.adapter.device,
+        "host_allocator": trainer.host_allocator,
         "layout": {"stages": trainer.layout.stages, "replicas": trainer.layout.replicas,
                    "sync": trainer.layout.sync, "compression": trainer.layout.compression},
         "launch": trainer.launch_info,

@@ -49,6 +49,7 @@ def test_train_writes_run_files(tmp_path: Path, framework: str, controller: str)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["train"]["epochs"] == 3 and config["world"]["size"] == 2
     assert config["threads_per_rank"] >= 1
+    assert config["host_allocator"]["host_allocator"] == "tuned"  # glibc's mallopt took it
     if controller == "mpi":  # --timeline: Horovod's timeline of the job, in the run folder
         assert "ALLREDUCE" in (run_dir / "timeline.json").read_text()
         assert config["launch"]["resolved_mpi_args"] == \
