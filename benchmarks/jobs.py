@@ -16,9 +16,10 @@ from hvdkit.launch.options import LaunchOptions
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def json_line(command: list[str]) -> dict:
-    """Run `command` and return the first JSON object its output holds (rank 0's line)."""
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+def json_line(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command` (with `env` added to the environment) and return the first JSON object
+    its output holds (rank 0's line)."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **(env or {})}
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     for line in out.stdout.splitlines():
         start, end = line.find("{"), line.rfind("}")  # mpirun's tags may surround the JSON
