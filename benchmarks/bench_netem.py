@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,8 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     if reason:
         print(f"skipped: {reason}")
         return float("nan")
-    print("[bench_netem] the machine is shared with other jobs: figures are under load",
-          flush=True)
+    print(f"[bench_netem] load average at the start: {os.getloadavg()[0]:.2f} "
+          f"({os.cpu_count()} cores); other jobs on the host change every figure", flush=True)
     works = {}
     for name in recipes:  # compute does not depend on the link: calibrated once, here
         recipe = str(ROOT / "recipes" / f"{name}.yaml")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -43,8 +44,8 @@ def measure(recipe: str, framework: str, exchange: str, steps: int, tag: str) ->
 
 def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds: int,
          steps: int) -> float:
-    print("[bench_predict] the machine is shared with other jobs: figures are under load",
-          flush=True)
+    print(f"[bench_predict] load average at the start: {os.getloadavg()[0]:.2f} "
+          f"({os.cpu_count()} cores); other jobs on the host change every figure", flush=True)
     link = calibrate_link(OUT)
     print(f"link within this host: {link.bandwidth / 1e9:.2f} GB/s, "
           f"{link.latency * 1e6:.1f} us", flush=True)

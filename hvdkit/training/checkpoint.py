@@ -38,7 +38,7 @@ _NAME = re.compile(r"^ckpt-(\d+)\.hvdk$")
 RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.log_every_steps",
                      "train.eval_every_epochs", "train.threads", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.commit_every_steps",
-                     "train.timing_warmup_steps", "train.device",
+                     "train.timing_warmup_steps", "train.device", "train.host_allocator",
                      # where a pipeline cuts the model changes no number it computes
                      "parallel.split", "parallel.boundaries",
                      # who decodes the batches, and how far ahead, changes none either
