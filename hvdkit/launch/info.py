@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import fields
 from importlib.util import find_spec
 
+from hvdkit.config import TrainConfig
 from hvdkit.launch.horovodrun import HOROVOD_EXTENSIONS
 from hvdkit.launch.options import LaunchOptions
 from hvdkit.runtime.world import cores, default_threads
@@ -80,6 +81,9 @@ def describe() -> str:
         doc = " ".join((f.metadata.get("doc") or "").split())
         lines.append(f"  {f.name:<18} {getattr(defaults, f.name)!r} {doc}".rstrip())
     lines.append(f"  {'mpirun args':<18} {' '.join(defaults.effective_mpi_args())}")
+    lines.append(f"  {'host allocator':<18} {TrainConfig.host_allocator!r} in every rank "
+                 "(recipe field train.host_allocator: glibc's malloc keeps freed memory mapped; "
+                 "system to opt out)")
     from hvdkit.launch.defaults import defaults_path, load_table
 
     table = load_table()
