@@ -24,7 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hvdkit.bench.perfmodel import Cluster, Link, Workload, predict_step  # noqa: E402
+from hvdkit.bench.perfmodel import (  # noqa: E402
+    Cluster,
+    Link,
+    Workload,
+    overlaps_backward,
+    predict_step,
+)
 from hvdkit.bench.predict import calibrate_compute  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from tests.integration.netns import (  # noqa: E402
@@ -76,9 +82,12 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
         recipe = str(ROOT / "recipes" / f"{name}.yaml")
         batch = load_recipe(recipe, []).train.batch_size // 2
         cal = calibrate_compute(recipe, "torch", batch, 1, steps, [], OUT / name, alongside=2)
+        # both "hosts" are this machine's cores, each filled by one rank's thread
+        overlap = overlaps_backward("torch", cal["device"], 2, 1, os.cpu_count() or 1)
         works[name] = (recipe, batch, Workload(parameters=cal["parameters"],
                                                forward=cal["per_sample_s"] / 3,
-                                               backward=cal["per_sample_s"] * 2 / 3))
+                                               backward=cal["per_sample_s"] * 2 / 3,
+                                               overlap=overlap))
         print(f"  {name}: {cal['step_s'] * 1e3:.1f} ms per step of compute at batch {batch}",
               flush=True)
     rows, worst = [], 0.0

@@ -22,7 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hvdkit.bench.perfmodel import Cluster, Workload, predict_step  # noqa: E402
+from hvdkit.bench.perfmodel import (  # noqa: E402
+    Cluster,
+    Workload,
+    overlaps_backward,
+    predict_step,
+)
 from hvdkit.bench.predict import calibrate_compute, calibrate_link  # noqa: E402
 from hvdkit.bench.scale import SweepSpec, run_trial  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
@@ -63,9 +68,9 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
                 cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps,
                                         [*LONG, f"train.timing_warmup_steps={n_steps // 3}"],
                                         OUT / tag / "calibration", alongside=2)
+                overlap = overlaps_backward(framework, cal["device"], 2, 1, os.cpu_count() or 1)
                 work = Workload(parameters=cal["parameters"], forward=cal["per_sample_s"] / 3,
-                                backward=cal["per_sample_s"] * 2 / 3,
-                                overlap=framework == "torch")
+                                backward=cal["per_sample_s"] * 2 / 3, overlap=overlap)
                 for exchange in exchanges:
                     measured = measure(recipe, framework, exchange, n_steps, tag)
                     predicted = predict_step(work, Cluster(2, 1, link, link), exchange,

@@ -16,9 +16,10 @@ with one 2-rank allreduce job, then predicts every point of the configuration.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
-from hvdkit.bench.perfmodel import Cluster, Link, Workload, predict_step
+from hvdkit.bench.perfmodel import Cluster, Link, Workload, overlaps_backward, predict_step
 from hvdkit.errors import UserError
 
 
@@ -54,9 +55,11 @@ def overlay(results: list[dict[str, Any]], link: Link) -> None:
             raise UserError("--predict calibrates compute on each configuration at np=1: "
                             "add 1 to --np")
         per_sample = 1 / base["samples_per_sec"]  # one rank: seconds per sample
-        work = Workload(parameters=row["parameters"], forward=per_sample / 3,
-                        backward=per_sample * 2 / 3, overlap=row["framework"] == "torch")
         n = row["np"]
+        overlap = overlaps_backward(row["framework"], row.get("device"), n,
+                                    row.get("threads_per_rank") or 1, os.cpu_count() or 1)
+        work = Workload(parameters=row["parameters"], forward=per_sample / 3,
+                        backward=per_sample * 2 / 3, overlap=overlap)
         predicted = predict_step(work, Cluster(n, 1, link, link), exchange_of(row),
                                  row["global_batch"] / n)
         row["predicted_samples_per_sec"] = predicted["samples_per_sec"]

@@ -183,6 +183,18 @@ def readiness(backward: float, tensor_bytes: Sequence[float], overlap: bool,
     return out
 
 
+def overlaps_backward(framework: str, device: str | None, ranks_per_host: int, threads: int,
+                      cores: int) -> bool:
+    """Whether the ring allreduce runs during backward: PyTorch's hooks start it there
+    (TensorFlow's grouped allreduce waits for the whole backward), and on a CPU host only if
+    the ranks' compute threads leave a core free for it, since the kernel's networking, the
+    reductions and Horovod's background loop run on the same cores; with none free they
+    take their time from compute and the exchange adds to the step."""
+    if framework != "torch":
+        return False
+    return device not in (None, "cpu") or ranks_per_host * threads < cores
+
+
 # -- a workload and its predicted step ------------------------------------------------------
 
 
@@ -204,7 +216,7 @@ class Workload:
     tensors: tuple[float, ...] = ()
     """Parameter tensors' sizes in elements, forward order (empty: 16 equal parts)."""
     overlap: bool = True
-    """Whether the ring allreduce starts during backward (PyTorch hooks: yes; TF: no)."""
+    """Whether the ring allreduce runs during backward (`overlaps_backward`)."""
     powersgd_ratio: float = 8.0
     activation_bytes: float = 0.0
     """Bytes per sample crossing each pipeline boundary (each way)."""

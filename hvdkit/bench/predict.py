@@ -13,6 +13,7 @@ instead. Writes prediction.json, prediction.csv and prediction.png to --out.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hvdkit.bench.perfmodel import (
     Horovod,
     Link,
     Workload,
+    overlaps_backward,
     predict_pipeline,
     predict_step,
 )
@@ -34,8 +36,9 @@ COLUMNS = ("exchange", "ranks", "ranks_per_host", "hosts", "batch_per_rank", "co
 ASSUMPTIONS = (
     "compute per step is linear in the batch per rank (fixed + b x per-sample), the same on "
     "every rank and at every scale; no straggler, no contention between ranks of a host",
-    "backward is 2/3 of compute unless given; with overlap (PyTorch) gradients become ready "
-    "in reverse order in proportion to their bytes, without (TensorFlow) at backward's end",
+    "backward is 2/3 of compute unless given; with overlap (PyTorch, and on a CPU host only "
+    "where the ranks' threads leave a core free) gradients become ready in reverse order in "
+    "proportion to their bytes and reduce during backward; without, after it",
     "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link",
     "Horovod fuses the ready gradients every cycle into buffers <= the fusion threshold; "
     "PowerSGD, ZeRO-1 and the parameter server exchange after backward, fully exposed",
@@ -123,7 +126,9 @@ def calibrate_compute(recipe: str, framework: str, batch: int, threads: int | No
         rows = list(pool.map(one, range(alongside)))
     step = max(r["global_batch"] / r["samples_per_sec"] for r in rows)  # the slowest paces
     return {"step_s": step, "per_sample_s": step / batch, "batch": batch,
-            "alongside": alongside, "parameters": rows[0]["parameters"]}
+            "alongside": alongside, "parameters": rows[0]["parameters"],
+            "device": rows[0].get("device") or "cpu",
+            "threads": rows[0].get("threads_per_rank") or threads or 1}
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -209,7 +214,13 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
         inputs["intra"] = asdict(intra)
     else:
         intra = args.intra
+    # Calibrated here: overlap as this host allows it at the ranks per host predicted; given
+    # compute (--compute-seconds) is taken as a device's, whose host cores are free.
+    compute = inputs.get("compute", {})
+    overlap = overlaps_backward(args.framework, compute.get("device", "gpu"),
+                                min(args.ranks_per_host, max(args.nps)),
+                                compute.get("threads", 1), os.cpu_count() or 1)
     work = Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
-                    overlap=args.framework == "torch", powersgd_ratio=args.powersgd_ratio,
+                    overlap=overlap, powersgd_ratio=args.powersgd_ratio,
                     activation_bytes=args.activation_bytes)
     return work, float(batch), intra, inputs

@@ -155,7 +155,8 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
            "timed_samples": timed.get("samples"), "timed_seconds": timed.get("seconds"),
            "parameters": summary["parameters"], "bytes_per_step": moved,
            "test_accuracy": summary.get("test_accuracy"), "wall_time": summary["wall_time"],
-           "threads_per_rank": summary.get("threads_per_rank")}
+           "threads_per_rank": summary.get("threads_per_rank"),
+           "device": summary.get("device")}
     if "comm_seconds" in timed and timed.get("seconds") and n > 1:  # np=1 exchanges nothing
         row["comm_share"] = timed["comm_seconds"] / timed["seconds"]
     row.update(breakdown(timed))

@@ -9,6 +9,7 @@ from hvdkit.bench.perfmodel import (
     Link,
     Workload,
     fused_exchange_end,
+    overlaps_backward,
     parse_link,
     predict_pipeline,
     predict_step,
@@ -103,6 +104,17 @@ def test_overlap_hides_all_but_the_last_gradient():
     row = predict_step(work, Cluster(2, 1, link, link), "ring", 10, Horovod(cycle=1e-6))
     # backward 20 ms; gradients ready at 5, 10, 15, 20 ms; only the last one's 1 ms shows
     assert row["exposed_comm_s"] == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_overlap_needs_pytorch_and_a_free_core():
+    # PyTorch's hooks overlap on a GPU, or on a CPU host with a core left over
+    assert overlaps_backward("torch", "gpu", 8, 4, 16)
+    assert overlaps_backward("torch", "cpu", 2, 1, 4)
+    # the ranks' threads fill the CPU host's cores: the exchange takes its time from compute
+    assert not overlaps_backward("torch", "cpu", 2, 1, 2)
+    assert not overlaps_backward("torch", "cpu", 4, 4, 16)
+    # TensorFlow's grouped allreduce waits for the whole backward
+    assert not overlaps_backward("tensorflow", "gpu", 1, 1, 16)
 
 
 @pytest.mark.parametrize("name", ["gpipe", "1f1b"])
