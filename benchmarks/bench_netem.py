@@ -33,6 +33,7 @@ from hvdkit.bench.perfmodel import (  # noqa: E402
 )
 from hvdkit.bench.predict import calibrate_compute  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
+from hvdkit.runtime.world import cores  # noqa: E402
 from tests.integration.netns import (  # noqa: E402
     INTERFACE,
     TwoHosts,
@@ -76,14 +77,14 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
         print(f"skipped: {reason}")
         return float("nan")
     print(f"[bench_netem] load average at the start: {os.getloadavg()[0]:.2f} "
-          f"({os.cpu_count()} cores); other jobs on the host change every figure", flush=True)
+          f"({cores()} cores); other jobs on the host change every figure", flush=True)
     works = {}
     for name in recipes:  # compute does not depend on the link: calibrated once, here
         recipe = str(ROOT / "recipes" / f"{name}.yaml")
         batch = load_recipe(recipe, []).train.batch_size // 2
         cal = calibrate_compute(recipe, "torch", batch, 1, steps, [], OUT / name, alongside=2)
         # both "hosts" are this machine's cores, each filled by one rank's thread
-        overlap = overlaps_backward("torch", cal["device"], 2, 1, os.cpu_count() or 1)
+        overlap = overlaps_backward("torch", cal["device"], 2, 1, cores())
         works[name] = (recipe, batch, Workload(parameters=cal["parameters"],
                                                forward=cal["per_sample_s"] / 3,
                                                backward=cal["per_sample_s"] * 2 / 3,

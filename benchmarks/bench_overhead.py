@@ -55,12 +55,12 @@ def hvdkit_train(run_dir: Path, allocator: str) -> float:
     return json.loads((run_dir / "summary.json").read_text())["timed"]["samples_per_sec"]
 
 
-def peer(loop: str, launched: bool, env: dict[str, str] | None = None) -> float:
+def peer(loop: str, env: dict[str, str] | None = None) -> float:
+    """Samples/s of a peer loop at np=2: Horovod's under the mpirun hvdkit's ranks get, DDP
+    from torch's own spawn."""
     program = [sys.executable, "benchmarks/workers/peer.py", "--loop", loop,
                "--steps", str(STEPS)]
-    if launched and loop == "ddp":
-        program += ["--port", "29533"]
-    command = job_command(LaunchOptions(np=2), program) if launched else program
+    command = job_command(LaunchOptions(np=2), program) if loop == "horovod" else program
     return json_line(command, env)["samples_per_sec"]
 
 
@@ -68,9 +68,9 @@ def versus_ddp(rounds: int) -> dict[str, float]:
     """hvdkit and the peers in separate jobs, alternated; medians of the per-round ratios."""
     jobs = {"hvdkit": lambda run: hvdkit_train(run, "tuned"),
             "hvdkit_system_malloc": lambda run: hvdkit_train(run, "system"),
-            "horovod_loop": lambda run: peer("horovod", launched=True),
-            "ddp": lambda run: peer("ddp", launched=False),
-            "ddp_tuned_malloc": lambda run: peer("ddp", launched=False, env=TUNED_ENV)}
+            "horovod_loop": lambda run: peer("horovod"),
+            "ddp": lambda run: peer("ddp"),
+            "ddp_tuned_malloc": lambda run: peer("ddp", env=TUNED_ENV)}
     names = tuple(jobs)
     rates: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:

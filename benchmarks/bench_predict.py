@@ -31,6 +31,7 @@ from hvdkit.bench.perfmodel import (  # noqa: E402
 from hvdkit.bench.predict import calibrate_compute, calibrate_link  # noqa: E402
 from hvdkit.bench.scale import SweepSpec, run_trial  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
+from hvdkit.runtime.world import cores  # noqa: E402
 
 OUT = ROOT / "bench-results" / "predict"
 RECIPES = ("synthetic_cnn", "synthetic_mlp", "resnet_small", "gpt_text")
@@ -50,7 +51,7 @@ def measure(recipe: str, framework: str, exchange: str, steps: int, tag: str) ->
 def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds: int,
          steps: int) -> float:
     print(f"[bench_predict] load average at the start: {os.getloadavg()[0]:.2f} "
-          f"({os.cpu_count()} cores); other jobs on the host change every figure", flush=True)
+          f"({cores()} cores); other jobs on the host change every figure", flush=True)
     link = calibrate_link(OUT)
     print(f"link within this host: {link.bandwidth / 1e9:.2f} GB/s, "
           f"{link.latency * 1e6:.1f} us", flush=True)
@@ -68,7 +69,7 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
                 cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps,
                                         [*LONG, f"train.timing_warmup_steps={n_steps // 3}"],
                                         OUT / tag / "calibration", alongside=2)
-                overlap = overlaps_backward(framework, cal["device"], 2, 1, os.cpu_count() or 1)
+                overlap = overlaps_backward(framework, cal["device"], 2, 1, cores())
                 work = Workload(parameters=cal["parameters"], forward=cal["per_sample_s"] / 3,
                                 backward=cal["per_sample_s"] * 2 / 3, overlap=overlap)
                 for exchange in exchanges:

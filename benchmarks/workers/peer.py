@@ -3,8 +3,7 @@ hvdkit's synthetic CNN recipe (the same model, data and batch per rank as `hvdki
 intra-op thread per rank, each rank's shard of the data set resident (steploop.py). Rank 0
 prints one JSON line with samples/s (global) over the steps after warm-up.
 
-    python benchmarks/workers/peer.py --loop ddp                  # 2 processes, torch spawn
-    mpirun -np 2 python benchmarks/workers/peer.py --loop ddp     # DDP, ranks from mpirun
+    python benchmarks/workers/peer.py --loop ddp              # 2 processes, torch's spawn
     horovodrun -np 2 python benchmarks/workers/peer.py --loop horovod
 """
 
@@ -36,6 +35,7 @@ def model_and_optimizer(recipe: Any, x: torch.Tensor, data: Any) -> tuple[Any, A
 
 
 def run(loop: str, rank: int, world: int, port: int, steps: int) -> None:
+    """The loop on this rank (DDP: `rank` of `world`, rendezvous on `port`; Horovod: its own)."""
     torch.set_num_threads(1)
     recipe = load_recipe(RECIPE)
     if loop == "ddp":
@@ -71,13 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loop", choices=("ddp", "horovod"), required=True)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--port", type=int, default=0, help="DDP's rendezvous port (mpirun)")
     args = parser.parse_args()
-    launched = "OMPI_COMM_WORLD_RANK" in os.environ
-    if launched or args.loop == "horovod":
-        rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", 0))
-        world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", 1))
-        run(args.loop, rank, world, args.port, args.steps)
+    if args.loop == "horovod":  # the launcher started every rank
+        run(args.loop, 0, 0, 0, args.steps)
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

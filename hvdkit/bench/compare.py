@@ -16,11 +16,11 @@ with one 2-rank allreduce job, then predicts every point of the configuration.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from hvdkit.bench.perfmodel import Cluster, Link, Workload, overlaps_backward, predict_step
 from hvdkit.errors import UserError
+from hvdkit.runtime.world import cores
 
 
 def breakdown(timed: dict[str, Any]) -> dict[str, float]:
@@ -57,7 +57,7 @@ def overlay(results: list[dict[str, Any]], link: Link) -> None:
         per_sample = 1 / base["samples_per_sec"]  # one rank: seconds per sample
         n = row["np"]
         overlap = overlaps_backward(row["framework"], row.get("device"), n,
-                                    row.get("threads_per_rank") or 1, os.cpu_count() or 1)
+                                    row.get("threads_per_rank") or 1, cores())
         work = Workload(parameters=row["parameters"], forward=per_sample / 3,
                         backward=per_sample * 2 / 3, overlap=overlap)
         predicted = predict_step(work, Cluster(n, 1, link, link), exchange_of(row),

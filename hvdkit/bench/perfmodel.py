@@ -189,10 +189,12 @@ def overlaps_backward(framework: str, device: str | None, ranks_per_host: int, t
     (TensorFlow's grouped allreduce waits for the whole backward), and on a CPU host only if
     the ranks' compute threads leave a core free for it, since the kernel's networking, the
     reductions and Horovod's background loop run on the same cores; with none free they
-    take their time from compute and the exchange adds to the step."""
+    take their time from compute and the exchange adds to the step. `device`: the rank's
+    (`cuda:0`, `gpu`; None or anything without a GPU's name is the CPU)."""
     if framework != "torch":
         return False
-    return device not in (None, "cpu") or ranks_per_host * threads < cores
+    on_gpu = device is not None and any(name in device.lower() for name in ("cuda", "gpu"))
+    return on_gpu or ranks_per_host * threads < cores
 
 
 # -- a workload and its predicted step ------------------------------------------------------

@@ -13,7 +13,6 @@ instead. Writes prediction.json, prediction.csv and prediction.png to --out.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,14 @@ from hvdkit.bench.perfmodel import (
     predict_step,
 )
 from hvdkit.errors import UserError
+from hvdkit.runtime.world import cores
 
 COLUMNS = ("exchange", "ranks", "ranks_per_host", "hosts", "batch_per_rank", "compute_s",
            "comm_s", "exposed_comm_s", "bubble", "step_s", "samples_per_sec", "efficiency")
 ASSUMPTIONS = (
     "compute per step is linear in the batch per rank (fixed + b x per-sample), the same on "
-    "every rank and at every scale; no straggler, no contention between ranks of a host",
+    "every rank and at every scale; no straggler, no contention between ranks of a host "
+    "beyond the overlap rule below",
     "backward is 2/3 of compute unless given; with overlap (PyTorch, and on a CPU host only "
     "where the ranks' threads leave a core free) gradients become ready in reverse order in "
     "proportion to their bytes and reduce during backward; without, after it",
@@ -196,12 +197,13 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     recipe = load_recipe(args.target, args.overrides)
     batch = args.batch or recipe.train.batch_size
     inputs: dict[str, Any] = {}
+    per_host = min(args.ranks_per_host, max(args.nps))  # the ranks that share a host's cores
     if args.compute_seconds is None:
         print(f"[predict] calibrating compute: {args.framework} np=1, batch {batch}, "
               f"{args.steps} steps", flush=True)
         inputs["compute"] = calibrate_compute(args.target, args.framework, batch, args.threads,
                                               args.steps, args.overrides, out / "calibration",
-                                              min(args.ranks_per_host, max(args.nps)))
+                                              per_host)
         per_sample, parameters = (inputs["compute"]["per_sample_s"],
                                   inputs["compute"]["parameters"])
     else:
@@ -217,9 +219,8 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     # Calibrated here: overlap as this host allows it at the ranks per host predicted; given
     # compute (--compute-seconds) is taken as a device's, whose host cores are free.
     compute = inputs.get("compute", {})
-    overlap = overlaps_backward(args.framework, compute.get("device", "gpu"),
-                                min(args.ranks_per_host, max(args.nps)),
-                                compute.get("threads", 1), os.cpu_count() or 1)
+    overlap = overlaps_backward(args.framework, compute.get("device", "gpu"), per_host,
+                                compute.get("threads", 1), cores())
     work = Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
                     overlap=overlap, powersgd_ratio=args.powersgd_ratio,
                     activation_bytes=args.activation_bytes)
