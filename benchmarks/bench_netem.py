@@ -3,9 +3,11 @@
 
 At each rate, a 2-host job (one rank per host, Gloo over the veth link) of synthetic_mlp
 (communication-heavy) and synthetic_cnn (compute-heavy), ring and fp16, is measured and its
-step time compared with the prediction: compute calibrated here (two np=1 jobs at once, as the
-two "hosts" share this machine's cores), the link *given* as the tbf rate and a 50 µs latency
-(not measured: the model's first principles are under test). Target: within ±15%.
+step time compared with the prediction: compute calibrated here (a 2-rank job with the exchange
+off, as the two "hosts" share this machine's cores), the exchange's share on the host from the
+model's own gradients exchanged by Gloo between 2 ranks here (`perfmodel.host_per_byte`), the
+link *given* as the tbf rate and a 50 µs latency (not measured: the model's first principles
+are under test). Target: within ±15%.
 Everything it creates (namespaces, bridge, sshd, qdiscs) is removed on exit; traffic goes only
 to loopback and to those namespaces. Needs root, iproute2 (`ip`, `tc`) and openssh-server.
 
@@ -24,11 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dataclasses import replace  # noqa: E402
+
+from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link  # noqa: E402
 from hvdkit.bench.perfmodel import (  # noqa: E402
     Cluster,
     Link,
-    Workload,
-    overlaps_backward,
+    host_per_byte,
+    measured_workload,
     predict_step,
 )
 from hvdkit.bench.predict import calibrate_compute  # noqa: E402
@@ -79,17 +84,21 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     print(f"[bench_netem] load average at the start: {os.getloadavg()[0]:.2f} "
           f"({cores()} cores); other jobs on the host change every figure", flush=True)
     works = {}
+    loopback = calibrate_link(OUT, controller="gloo")
     for name in recipes:  # compute does not depend on the link: calibrated once, here
         recipe = str(ROOT / "recipes" / f"{name}.yaml")
         batch = load_recipe(recipe, []).train.batch_size // 2
-        cal = calibrate_compute(recipe, "torch", batch, 1, steps, [], OUT / name, alongside=2)
+        cal = calibrate_compute(recipe, "torch", batch, 1, steps, [], OUT / name, ranks=2)
         # both "hosts" are this machine's cores, each filled by one rank's thread
-        overlap = overlaps_backward("torch", cal["device"], 2, 1, cores())
-        works[name] = (recipe, batch, Workload(parameters=cal["parameters"],
-                                               forward=cal["per_sample_s"] / 3,
-                                               backward=cal["per_sample_s"] * 2 / 3,
-                                               overlap=overlap))
-        print(f"  {name}: {cal['step_s'] * 1e3:.1f} ms per step of compute at batch {batch}",
+        work = measured_workload(cal["parameters"], cal["per_sample_s"], "torch",
+                                 cal["device"], 2, 1, cores(), tensors=tuple(cal["tensors"]),
+                                 jitter=cal["jitter"])
+        exchange_s = calibrate_exchange(OUT / name, cal["tensors"], cal["step_s"], "gloo")
+        work = replace(work, host_per_byte=host_per_byte(exchange_s, work, loopback))
+        works[name] = (recipe, batch, work)
+        print(f"  {name}: {cal['step_s'] * 1e3:.1f} ms per step of compute at batch {batch}; "
+              f"its exchange alone by Gloo here: "
+              f"{', '.join(f'{k} {v * 1e3:.1f} ms' for k, v in exchange_s.items())}",
               flush=True)
     rows, worst = [], 0.0
     with two_hosts() as net:

@@ -1,11 +1,12 @@
 """The performance model against runs on this machine: predicted ÷ measured throughput at np=2.
 
-For each recipe and framework: two np=1 runs at once (as the two ranks share the host) at the
-per-rank batch calibrate compute, one
-2-rank allreduce job the link (shared by all), then the real np=2 job (strong scaling, 1
-thread per rank, as `hvdkit scale`) is measured and compared with the prediction of its
-exchange (ring; fp16 too with --fp16). Target: within ±10%. Rounds alternate calibration and
-measurement so that a drifting load hits both; each case's ratio is the median over rounds.
+For each recipe and framework: a 2-rank job with the exchange off (`parallel.sync none`) at the
+per-rank batch calibrates compute, one 2-rank job of the model's own gradient exchange its
+cost on the host besides the link, one 2-rank allreduce job the link (shared by all); then the
+real np=2 job (strong scaling, 1 thread per rank, as `hvdkit scale`) is measured and compared
+with the prediction of its exchange (ring; fp16 too with --exchanges ring,fp16). Target:
+within ±10%. Rounds alternate calibration and measurement so that a drifting load hits both;
+each case's ratio is the median over rounds.
 
     python benchmarks/bench_predict.py [--rounds 1] [--steps 0] [--recipes synthetic_mlp,...]
 """
@@ -22,13 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dataclasses import replace  # noqa: E402
+
+from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link  # noqa: E402
 from hvdkit.bench.perfmodel import (  # noqa: E402
     Cluster,
-    Workload,
-    overlaps_backward,
+    host_per_byte,
+    measured_workload,
     predict_step,
 )
-from hvdkit.bench.predict import calibrate_compute, calibrate_link  # noqa: E402
+from hvdkit.bench.predict import calibrate_compute  # noqa: E402
 from hvdkit.bench.scale import SweepSpec, run_trial  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from hvdkit.runtime.world import cores  # noqa: E402
@@ -64,14 +68,15 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
             n_steps = steps or STEPS[name]
             for framework in frameworks:
                 tag = f"{name}-{framework}-r{r}"
-                # the two jobs start a few seconds apart: a third of the steps as warm-up
-                # keeps both timed windows inside the span where both run
-                cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps,
-                                        [*LONG, f"train.timing_warmup_steps={n_steps // 3}"],
-                                        OUT / tag / "calibration", alongside=2)
-                overlap = overlaps_backward(framework, cal["device"], 2, 1, cores())
-                work = Workload(parameters=cal["parameters"], forward=cal["per_sample_s"] / 3,
-                                backward=cal["per_sample_s"] * 2 / 3, overlap=overlap)
+                cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps, LONG,
+                                        OUT / tag / "calibration", ranks=2)
+                work = measured_workload(cal["parameters"], cal["per_sample_s"], framework,
+                                         cal["device"], 2, 1, cores(),
+                                         tensors=tuple(cal["tensors"]),
+                                         jitter=cal["jitter"])
+                exchange_s = calibrate_exchange(OUT / tag / "calibration", cal["tensors"],
+                                                cal["step_s"])
+                work = replace(work, host_per_byte=host_per_byte(exchange_s, work, link))
                 for exchange in exchanges:
                     measured = measure(recipe, framework, exchange, n_steps, tag)
                     predicted = predict_step(work, Cluster(2, 1, link, link), exchange,
@@ -80,7 +85,10 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
                     ratios.setdefault((name, framework, exchange), []).append(ratio)
                     rows.append({"recipe": name, "framework": framework,
                                  "exchange": exchange, "round": r,
-                                 "np1_samples_per_sec": per_rank / cal["step_s"],
+                                 "compute_step_ms": cal["step_s"] * 1e3,
+                                 "exchange_alone_ms": exchange_s[exchange] * 1e3,
+                                 "jitter": cal["jitter"],
+                                 "straggle_ms": predicted["straggle_s"] * 1e3,
                                  "predicted": predicted["samples_per_sec"],
                                  "measured": measured["samples_per_sec"], "ratio": ratio,
                                  "exposed_comm_ms": predicted["exposed_comm_s"] * 1e3})

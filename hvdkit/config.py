@@ -221,10 +221,13 @@ class ParallelConfig:
     """Optimizer steps exchanged uncompressed before PowerSGD starts (compression: powersgd)."""
     accumulation: int = 1
     """Backward passes per optimizer step (gradient accumulation)."""
-    sync: Literal["allreduce", "ps", "zero1"] = "allreduce"
-    """Gradient exchange: Horovod's ring-allreduce, a parameter server on rank 0 (mpi4py), or
+    sync: Literal["allreduce", "ps", "zero1", "none"] = "allreduce"
+    """Gradient exchange: Horovod's ring-allreduce, a parameter server on rank 0 (mpi4py),
     zero1: reduce-scatter, each rank steps the optimizer on its shard of the parameters and
-    holds only that shard's state, all-gather (hvdkit.parallel.zero)."""
+    holds only that shard's state, all-gather (hvdkit.parallel.zero), or none: no exchange,
+    each rank steps on its own gradients and the replicas drift apart — a measurement (the
+    compute of N ranks sharing their hosts, the ceiling a scaling study compares against;
+    `hvdkit predict` calibrates with it), not training of one model."""
     stages: int = 1
     """Pipeline stages, one rank each; world size = stages x data-parallel degree."""
     microbatches: int = 1

@@ -127,6 +127,9 @@ class ParallelLayout:
                  "parallel.accumulation")
         if p.sync != "allreduce" and p.reduction == "adasum":
             fail("parallel.reduction adasum needs parallel.sync allreduce")
+        if p.sync == "none" and p.compression != "none":
+            fail(f"parallel.sync none exchanges nothing to compress; set parallel.compression "
+                 f"none, not {p.compression}")
         if p.compression == "powersgd":
             if p.sync != "allreduce":
                 fail(f"parallel.compression powersgd exchanges low-rank factors by allreduce; "

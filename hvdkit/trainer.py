@@ -239,7 +239,9 @@ class Trainer:
         history = self.history
         summary = run_summary(self, history, time.perf_counter() - started, TEST_METRICS)
         summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
-        summary["parameters"] = int(sum(p.size for p in self.adapter.parameters_as_numpy()))
+        tensors = [int(p.size) for p in self.adapter.parameters_as_numpy()]  # forward order
+        summary["parameters"] = sum(tensors)
+        summary["parameter_tensors"] = tensors
         summary["exchange"] = self.runner.report()
         if history and "pipeline" in history[-1]:
             summary["pipeline"] = history[-1]["pipeline"]

@@ -2,9 +2,11 @@
 
 Times Horovod's in-place allreduce (`hvd.allreduce_`, op Sum, float32: what
 DistributedOptimizer does to gradients) per message size, optionally raw mpi4py in-place
-`Allreduce` on the same sizes in the same job, and the fusion test: 200 small tensors
-sent asynchronously, then waited for — fused or not depending on HOROVOD_FUSION_THRESHOLD.
-Rank 0 writes the latencies (seconds per call) as JSON.
+`Allreduce` on the same sizes in the same job, the fusion test: 200 small tensors
+sent asynchronously, then waited for — fused or not depending on HOROVOD_FUSION_THRESHOLD —
+and a model's exchange (`--tensors`): its gradients handed over as a step's backward readies
+them, in fp32 and with fp16 compression, from an idle loop. Rank 0 writes the latencies
+(seconds per call) as JSON.
 
     horovodrun -np 2 python -m hvdkit.bench.allreduce_worker --sizes 4,65536 --raw --out r.json
 """
@@ -39,6 +41,54 @@ def time_calls(call: Any, barrier: Any, n: int) -> list[float]:
     return out
 
 
+def time_exchanges(hvd: Any, torch: Any, counts: list[int], barrier: Any, rounds: int,
+                   cycle: float, compute_seconds: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of a model's gradient exchange as a step does it: every gradient handed to
+    Horovod in backward's order (last layer first), cast to fp16 first and back after under
+    compression, then all waited for. Each call follows a compute phase of `compute_seconds`
+    (matrix products, then the model's gradients and parameters touched as backward and the
+    update do: caches, memory and Horovod's loop as a step leaves them), or a barrier when 0;
+    then the same random pause on every rank spreads the start over Horovod's cycle, as a
+    step's end falls anywhere in it, so the wait for the next cycle is in the figure on
+    average."""
+    grads = [torch.zeros(c) for c in counts]
+    params = [torch.zeros(c) for c in counts]
+    a = torch.ones(256, 256)
+    pauses = np.random.default_rng(0).uniform(0, cycle, size=rounds)  # equal on every rank
+
+    def compute() -> None:
+        started = time.perf_counter()
+        while time.perf_counter() - started < compute_seconds:
+            torch.mm(a, a)
+        for grad, param in zip(grads, params, strict=True):
+            grad.mul_(0.5)
+            param.add_(grad)
+
+    out: dict[str, list[float]] = {}
+    for codec in ("none", "fp16"):
+        def exchange(codec: str = codec) -> None:
+            handles = []
+            for i, grad in reversed(list(enumerate(grads))):
+                wire = grad.half() if codec == "fp16" else grad
+                handles.append((grad, hvd.allreduce_async_(wire, op=hvd.Average,
+                                                           name=f"grad.{i}")))
+            for grad, handle in handles:
+                reduced = hvd.synchronize(handle)
+                if reduced.dtype != grad.dtype:
+                    grad.copy_(reduced)
+
+        for _ in range(WARMUP):
+            exchange()
+        out[codec] = []
+        for pause in pauses:
+            compute() if compute_seconds else barrier()
+            time.sleep(pause)
+            started = time.perf_counter()
+            exchange()
+            out[codec].append(time.perf_counter() - started)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="", help="message sizes in bytes, comma-separated")
@@ -46,6 +96,12 @@ def main() -> None:
     parser.add_argument("--fusion", type=int, default=0, help="tensors in the fusion test")
     parser.add_argument("--fusion-bytes", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--tensors", default="",
+                        help="a model's gradient sizes in elements, forward order")
+    parser.add_argument("--compute-seconds", type=float, default=0.0,
+                        help="a compute phase before each exchange (0: a barrier)")
+    parser.add_argument("--cycle", type=float, default=1e-3,
+                        help="Horovod's cycle time (s): the exchange's start is spread over it")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -91,6 +147,10 @@ def main() -> None:
                 hvd.synchronize(handle)
 
         result["fusion"] = time_calls(many, barrier, args.rounds)
+    counts = [int(c) for c in args.tensors.split(",") if c]
+    if counts:
+        result["exchange"] = time_exchanges(hvd, torch, counts, barrier, args.rounds, args.cycle,
+                                            args.compute_seconds)
     if hvd.rank() == 0:
         args.out.write_text(json.dumps(result))
     hvd.shutdown()

@@ -8,22 +8,46 @@ from pathlib import Path
 
 import numpy as np
 
-from hvdkit.bench.perfmodel import Link
+from hvdkit.bench.perfmodel import Horovod, Link
 
 
-def calibrate_link(out: Path, sizes: tuple[int, ...] = (4, 4096, 1 << 20, 1 << 23)) -> Link:
-    """α and β of the link between 2 ranks of this host: α from mpi4py's allreduce of the
-    smallest size (Horovod's adds the cycle wait, modelled apart), β from the slope of
-    Horovod's allreduce times over the sizes (n=2: t = 2α + S/β)."""
+def calibrate_link(out: Path, sizes: tuple[int, ...] = (4, 4096, 1 << 20, 1 << 23),
+                   controller: str = "mpi") -> Link:
+    """α and β of the link between 2 ranks of this host: β from the slope of Horovod's
+    allreduce times over the sizes (n=2: t = 2α + S/β); α from mpi4py's allreduce of the
+    smallest size under MPI (Horovod's adds the cycle wait, modelled apart), under Gloo from
+    Horovod's less half a cycle."""
     from hvdkit.bench.allreduce import run_worker_job
     from hvdkit.launch.options import LaunchOptions
 
-    result = run_worker_job(LaunchOptions(np=2, controller="mpi"),
-                            ["--sizes", ",".join(map(str, sizes)), "--raw"],
-                            out / "allreduce.log")
+    raw = controller == "mpi"
+    result = run_worker_job(LaunchOptions(np=2, controller=controller),
+                            ["--sizes", ",".join(map(str, sizes)), *(["--raw"] if raw else [])],
+                            out / f"allreduce-{controller}.log")
     med = {impl: {int(s): statistics.median(t) for s, t in result[impl].items()}
-           for impl in ("horovod", "raw")}
+           for impl in ("horovod", "raw") if result[impl]}
     xs = np.array(sorted(med["horovod"]), dtype=np.float64)
     slope = np.polyfit(xs, [med["horovod"][int(x)] for x in xs], 1)[0]
-    alpha = med["raw"][min(med["raw"])] / 2
-    return Link(bandwidth=1 / max(slope, 1e-15), latency=alpha)
+    smallest = (med["raw"][min(med["raw"])] if raw
+                else med["horovod"][min(med["horovod"])] - Horovod().cycle / 2)
+    return Link(bandwidth=1 / max(slope, 1e-15), latency=max(smallest, 0.0) / 2)
+
+
+def calibrate_exchange(out: Path, tensors: list[int], compute_seconds: float = 0.0,
+                       controller: str = "mpi", budget: float = 10.0) -> dict[str, float]:
+    """Mean seconds of a model's gradient exchange between 2 ranks of this host, as a step
+    does it (`tensors`: its gradients' sizes in elements, forward order) after a compute
+    phase of the step's `compute_seconds`, for "ring" (fp32) and "fp16" (compressed): the
+    link's transfer and everything around it on the host (the wait for Horovod's cycle,
+    negotiation, the fusion buffer's copies, the casts, caches as compute leaves them).
+    Rounds: as many as fit `budget` seconds of compute per codec, 20 to 200."""
+    from hvdkit.bench.allreduce import run_worker_job
+    from hvdkit.launch.options import LaunchOptions
+
+    rounds = max(20, min(200, int(budget / max(compute_seconds, 1e-3))))
+    result = run_worker_job(LaunchOptions(np=2, controller=controller),
+                            ["--tensors", ",".join(map(str, tensors)), "--rounds", str(rounds),
+                             "--compute-seconds", f"{compute_seconds:.6f}"],
+                            out / f"exchange-{controller}.log")
+    return {"ring" if codec == "none" else codec: statistics.fmean(times)
+            for codec, times in result["exchange"].items()}

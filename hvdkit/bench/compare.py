@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hvdkit.bench.perfmodel import Cluster, Link, Workload, overlaps_backward, predict_step
+from hvdkit.bench.perfmodel import Cluster, Link, measured_workload, predict_step
 from hvdkit.errors import UserError
 from hvdkit.runtime.world import cores
 
@@ -56,10 +56,9 @@ def overlay(results: list[dict[str, Any]], link: Link) -> None:
                             "add 1 to --np")
         per_sample = 1 / base["samples_per_sec"]  # one rank: seconds per sample
         n = row["np"]
-        overlap = overlaps_backward(row["framework"], row.get("device"), n,
-                                    row.get("threads_per_rank") or 1, cores())
-        work = Workload(parameters=row["parameters"], forward=per_sample / 3,
-                        backward=per_sample * 2 / 3, overlap=overlap)
+        work = measured_workload(row["parameters"], per_sample, row["framework"],
+                                 row.get("device"), n, row.get("threads_per_rank") or 1,
+                                 cores())
         predicted = predict_step(work, Cluster(n, 1, link, link), exchange_of(row),
                                  row["global_batch"] / n)
         row["predicted_samples_per_sec"] = predicted["samples_per_sec"]

@@ -11,7 +11,8 @@
 Optional: model.tensors (elements per parameter tensor, forward order), model.powersgd_ratio,
 model.activation_bytes_per_sample (pipelines), compute.backward_share (2/3), compute.overlap
 (true: allreduce during backward, as Horovod's PyTorch hooks), compute.fixed_seconds (per
-step), horovod {fusion_mb, cycle_ms}, pipeline {stages, microbatches, virtual, schedules}.
+step), compute.jitter (a device's step-to-step spread, standard deviation ÷ mean: stragglers),
+horovod {fusion_mb, cycle_ms}, pipeline {stages, microbatches, virtual, schedules}.
 What cannot give a number (no compute time, a link without bandwidth) is a UserError.
 """
 
@@ -32,7 +33,7 @@ KEYS = {
     "model": {"parameters", "gradient_bytes", "dtype", "tensors", "powersgd_ratio",
               "activation_bytes_per_sample"},
     "compute": {"samples_per_sec", "seconds_per_sample", "batch_per_device", "backward_share",
-                "overlap", "fixed_seconds"},
+                "overlap", "fixed_seconds", "jitter"},
     "cluster": {"devices_per_host", "hosts", "intra_host", "inter_host"},
     "horovod": {"fusion_mb", "cycle_ms"},
     "pipeline": {"stages", "microbatches", "virtual", "schedules"},
@@ -129,6 +130,9 @@ def load_description(path: str | Path) -> Description:
     else:
         raise UserError(f"{where}: compute needs samples_per_sec or seconds_per_sample "
                         "(one device's speed); it cannot be calibrated from a description")
+    jitter = float(compute.get("jitter", 0.0))
+    if jitter < 0:
+        raise UserError(f"{where}: compute.jitter must be 0 or more")
     share = float(compute.get("backward_share", 2 / 3))
     if not 0 <= share <= 1:
         raise UserError(f"{where}: compute.backward_share must be between 0 and 1")
@@ -137,6 +141,7 @@ def load_description(path: str | Path) -> Description:
                     fixed=float(compute.get("fixed_seconds", 0.0)),
                     tensors=tuple(float(t) for t in model.get("tensors") or ()),
                     overlap=bool(compute.get("overlap", True)),
+                    early=bool(compute.get("overlap", True)), jitter=jitter,
                     powersgd_ratio=_positive(model.get("powersgd_ratio", 8.0),
                                              "model.powersgd_ratio", where),
                     activation_bytes=float(model.get("activation_bytes_per_sample", 0.0)))

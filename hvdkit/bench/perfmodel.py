@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from hvdkit.errors import UserError
 from hvdkit.parallel.schedules import simulate
@@ -33,6 +35,7 @@ from hvdkit.parallel.traffic import bus_factor
 EXCHANGES = ("ring", "fp16", "powersgd", "zero1", "ps")
 _RATE = {"bit/s": 1 / 8, "kbit/s": 1e3 / 8, "mbit/s": 1e6 / 8, "gbit/s": 1e9 / 8,
          "b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "gb/s": 1e9}
+_EPS = 1e-12  # seconds: float rounding, far below any modelled time
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
@@ -138,42 +141,81 @@ def ps_seconds(grad_bytes: float, param_bytes: float, cluster: Cluster) -> float
     return max(times)
 
 
-def fused_exchange_end(ready: Sequence[tuple[float, float]],
-                       allreduce: Callable[[float], float], fusion_bytes: float,
-                       cycle: float) -> float:
-    """When the last gradient is reduced, simulating Horovod's background loop.
+def simulate_exchange(ready: Sequence[tuple[float, float]],
+                      allreduce: Callable[[float], float], fusion_bytes: float, cycle: float,
+                      phase: float, backward: float, shares_core: bool = False
+                      ) -> tuple[float, float]:
+    """(when the last gradient is reduced, when backward ends), simulating Horovod's loop.
 
-    `ready`: (seconds into the step when a gradient is ready, its bytes). Every `cycle` (or
-    when the previous cycle's collectives end, if later) the loop takes the ready gradients,
-    fuses them in order into buffers of at most `fusion_bytes` (a larger one goes alone) and
-    allreduces the buffers one after the other."""
-    pending = sorted(ready)
-    if not pending:
-        return 0.0
-    tick, end, i = cycle, 0.0, 0
+    `ready`: (seconds of backward run when a gradient is ready, its bytes). The loop wakes at
+    `phase`, then every `cycle` (or when the previous cycle's collectives end, if later),
+    takes the ready gradients, fuses them in order into buffers of at most `fusion_bytes` (a
+    larger one goes alone) and allreduces the buffers one after the other. `shares_core`:
+    the collectives take their time from backward (no core is free for them), which pauses
+    while they run; otherwise backward runs on beside them."""
+    pending = sorted((min(at, backward), size) for at, size in ready)
+    clock, done, end, tick, i = 0.0, 0.0, 0.0, phase, 0
+    backward_end = backward if not pending else None
+
+    def run_backward(until: float) -> None:
+        nonlocal clock, done, backward_end
+        if backward_end is None and done + (until - clock) >= backward:
+            backward_end = clock + (backward - done)
+        done, clock = min(backward, done + until - clock), until
+
     while i < len(pending):
-        if pending[i][0] > tick:  # nothing ready: sleep to the first cycle after it
-            tick += cycle * math.ceil((pending[i][0] - tick) / cycle)
+        run_backward(tick)
+        if pending[i][0] > done + _EPS:  # nothing ready: sleep to the first cycle after it
+            tick += cycle * max(1, math.ceil((pending[i][0] - done) / cycle - _EPS))
             continue
-        clock, buffer = tick, 0.0
-        while i < len(pending) and pending[i][0] <= tick:
+        buffer = 0.0
+        while i < len(pending) and pending[i][0] <= done + _EPS:
             size = pending[i][1]
             if buffer and buffer + size > fusion_bytes:
-                clock += allreduce(buffer)
+                clock = _collective(clock, allreduce(buffer), shares_core, run_backward)
                 buffer = 0.0
             buffer += size
             i += 1
-        end = clock + allreduce(buffer)
-        tick = max(end, tick + cycle)
-    return end
+        clock = end = _collective(clock, allreduce(buffer), shares_core, run_backward)
+        tick = max(clock, tick + cycle)
+    if backward_end is None:
+        run_backward(clock + backward - done)
+    return end, float(backward_end)
 
 
-def readiness(backward: float, tensor_bytes: Sequence[float], overlap: bool,
+def _collective(clock: float, seconds: float, shares_core: bool,
+                run_backward: Callable[[float], None]) -> float:
+    if not shares_core:
+        run_backward(clock + seconds)
+    return clock + seconds
+
+
+def fused_exchange_end(ready: Sequence[tuple[float, float]],
+                       allreduce: Callable[[float], float], fusion_bytes: float,
+                       cycle: float) -> float:
+    """When the last gradient is reduced, the loop first waking at `cycle`, backward running
+    beside the collectives (`ready` in seconds into the step; see `simulate_exchange`)."""
+    last = max((at for at, _ in ready), default=0.0)
+    return simulate_exchange(ready, allreduce, fusion_bytes, cycle, cycle, last)[0]
+
+
+def expected_exchange(ready: Sequence[tuple[float, float]],
+                      allreduce: Callable[[float], float], horovod: Horovod, backward: float,
+                      shares_core: bool = False, phases: int = 8) -> tuple[float, float]:
+    """`simulate_exchange` averaged over where in Horovod's cycle the step's backward
+    starts (uniform: the loop's phase is not tied to the step)."""
+    runs = [simulate_exchange(ready, allreduce, horovod.fusion_bytes, horovod.cycle,
+                              (k + 0.5) / phases * horovod.cycle, backward, shares_core)
+            for k in range(phases)]
+    return (sum(r[0] for r in runs) / phases, sum(r[1] for r in runs) / phases)
+
+
+def readiness(backward: float, tensor_bytes: Sequence[float], early: bool,
               start: float = 0.0) -> list[tuple[float, float]]:
-    """When each gradient is ready: with `overlap`, in reverse order of the tensors (forward
-    order given), each when the backward has run in proportion to the bytes up to it;
-    without, all at the backward's end."""
-    if not overlap:
+    """When each gradient is handed to Horovod: `early` (PyTorch's hooks), in reverse order
+    of the tensors (forward order given), each when the backward has run in proportion to
+    the bytes up to it; otherwise all at the backward's end."""
+    if not early:
         return [(start + backward, b) for b in tensor_bytes]
     total = sum(tensor_bytes) or 1.0
     out, done = [], 0.0
@@ -181,6 +223,17 @@ def readiness(backward: float, tensor_bytes: Sequence[float], overlap: bool,
         done += size
         out.append((start + backward * done / total, size))
     return out
+
+
+def expected_max_normal(n: int) -> float:
+    """E[max of n independent standard normals]: 0 for one, 1/√π for two, 1.03 for 4, 1.42
+    for 8, 2.34 for 64 (by quadrature of n·x·φ(x)·Φ(x)^(n−1))."""
+    if n <= 1:
+        return 0.0
+    x = np.linspace(-9.0, 9.0, 3601)
+    pdf = np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    return float(np.trapezoid(n * x * pdf * cdf ** (n - 1), x))
 
 
 def overlaps_backward(framework: str, device: str | None, ranks_per_host: int, threads: int,
@@ -193,8 +246,13 @@ def overlaps_backward(framework: str, device: str | None, ranks_per_host: int, t
     (`cuda:0`, `gpu`; None or anything without a GPU's name is the CPU)."""
     if framework != "torch":
         return False
-    on_gpu = device is not None and any(name in device.lower() for name in ("cuda", "gpu"))
-    return on_gpu or ranks_per_host * threads < cores
+    return on_gpu(device) or ranks_per_host * threads < cores
+
+
+def on_gpu(device: str | None) -> bool:
+    """Whether a rank's device (`cuda:0`, `gpu`, `cpu`, a placement's `cpu,cpu`; None: the
+    CPU) is a GPU."""
+    return device is not None and any(name in device.lower() for name in ("cuda", "gpu"))
 
 
 # -- a workload and its predicted step ------------------------------------------------------
@@ -218,7 +276,18 @@ class Workload:
     tensors: tuple[float, ...] = ()
     """Parameter tensors' sizes in elements, forward order (empty: 16 equal parts)."""
     overlap: bool = True
-    """Whether the ring allreduce runs during backward (`overlaps_backward`)."""
+    """Whether a core (or the device) is free for the exchange beside backward
+    (`overlaps_backward`); without, collectives started during backward pause it."""
+    early: bool = True
+    """Gradients handed to Horovod as backward readies them (PyTorch's hooks); False: all
+    after backward (TensorFlow's grouped allreduce)."""
+    host_per_byte: dict[str, float] = field(default_factory=dict)
+    """Seconds per wire byte that an exchange ("ring", "fp16") spends on the host besides
+    the link's transfer: the fusion buffer's copies, the casts, the reductions
+    (`host_per_byte`, calibrated; none given: 0)."""
+    jitter: float = 0.0
+    """A rank's step-to-step spread of compute, as a fraction of it (standard deviation ÷
+    mean): a synchronous step waits for the slowest of the ranks (`expected_max_normal`)."""
     powersgd_ratio: float = 8.0
     activation_bytes: float = 0.0
     """Bytes per sample crossing each pipeline boundary (each way)."""
@@ -234,6 +303,19 @@ class Workload:
     def compute(self, batch: float) -> tuple[float, float]:
         """(forward + fixed, backward) seconds at `batch` samples per rank."""
         return self.fixed + batch * self.forward, batch * self.backward
+
+
+def measured_workload(parameters: int, per_sample: float, framework: str, device: str | None,
+                      ranks_per_host: int, threads: int, cores: int,
+                      **given: object) -> Workload:
+    """The workload of a step measured on this machine at `per_sample` seconds per sample:
+    backward 2/3 of it, gradients handed over during backward by PyTorch (after it by
+    TensorFlow), overlap as `overlaps_backward` finds it for this host; `given`: the other
+    Workload fields."""
+    return Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
+                    early=framework == "torch",
+                    overlap=overlaps_backward(framework, device, ranks_per_host, threads, cores),
+                    **given)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -255,13 +337,17 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
     grads = work.gradient_bytes
     comm = 0.0
     if n > 1 and exchange in ("ring", "fp16"):
-        itemsize = 2 if exchange == "fp16" else work.itemsize
-        ready = readiness(backward, work.tensor_bytes(itemsize), work.overlap)
-        comm_end = fused_exchange_end(ready, lambda s: ring_allreduce_seconds(s, n, link),
-                                      horovod.fusion_bytes, horovod.cycle)
-        comm = sum(ring_allreduce_seconds(b, n, link)
-                   for b in _buffers(work.tensor_bytes(itemsize), horovod.fusion_bytes))
-        exposed = max(0.0, comm_end - backward)
+        sizes = work.tensor_bytes(2 if exchange == "fp16" else work.itemsize)
+        host = work.host_per_byte.get(exchange, 0.0)
+
+        def collective(nbytes: float) -> float:
+            return ring_allreduce_seconds(nbytes, n, link) + host * nbytes
+
+        comm_end, backward_end = expected_exchange(
+            readiness(backward, sizes, work.early), collective, horovod, backward,
+            shares_core=work.early and not work.overlap)
+        comm = sum(collective(b) for b in _buffers(sizes, horovod.fusion_bytes))
+        exposed = max(comm_end, backward_end) - backward
     elif n > 1:
         if exchange == "powersgd":  # P then Q, each about half the low-rank bytes
             comm = 2 * ring_allreduce_seconds(grads / work.powersgd_ratio / 2, n, link)
@@ -272,8 +358,11 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
         exposed = comm + horovod.cycle / 2 * (exchange != "ps")
     else:
         exposed = 0.0
-    step = compute + exposed
+    # a synchronous step waits for the slowest rank's compute
+    straggle = work.jitter * compute * expected_max_normal(n)
+    step = compute + straggle + exposed
     return {"ranks": n, "batch_per_rank": batch, "compute_s": compute, "comm_s": comm,
+            "straggle_s": straggle,
             "exposed_comm_s": exposed, "step_s": step, "samples_per_sec": n * batch / step}
 
 
@@ -286,6 +375,23 @@ def _buffers(sizes: Sequence[float], fusion_bytes: float) -> list[float]:
             buffer = 0.0
         buffer += size
     return [*out, buffer] if buffer else out
+
+
+def host_per_byte(measured: dict[str, float], work: Workload, link: Link,
+                  horovod: Horovod = Horovod()) -> dict[str, float]:
+    """Per wire byte, what each exchange of `work`'s gradients took on the host beyond the
+    model's own account of it (the wait for the cycle, the link's α–β transfer): `measured`,
+    the seconds of the exchange alone between 2 ranks of one host over `link`
+    (hvdkit.bench.calibrate.calibrate_exchange). Assumed the same at any rank count and link:
+    the fusion buffer's copies and the casts are per rank, the ring's reductions nearly so."""
+    out = {}
+    for exchange, seconds in measured.items():
+        sizes = work.tensor_bytes(2 if exchange == "fp16" else work.itemsize)
+        modeled, _ = expected_exchange([(0.0, b) for b in sizes],
+                                       lambda nbytes: ring_allreduce_seconds(nbytes, 2, link),
+                                       horovod, 0.0)
+        out[exchange] = max(0.0, seconds - modeled) / max(sum(sizes), 1.0)
+    return out
 
 
 def predict_pipeline(work: Workload, cluster: Cluster, schedule: str, stages: int,

@@ -4,27 +4,32 @@ for each gradient exchange and pipeline schedule (the model: hvdkit.bench.perfmo
     hvdkit predict recipes/synthetic_mlp.yaml -f torch --np 1,2,8,64 --network 25Gbit/s,10us
     hvdkit predict examples/predict_resnet50.yaml            # a described cluster
 
-A recipe is calibrated here: one short np=1 run gives the compute per sample (with the
-framework's overlap), one 2-rank allreduce job the link within this host (α from mpi4py's
-small messages, β from Horovod's large ones); `--compute-seconds` and `--intra` give them
-instead. Writes prediction.json, prediction.csv and prediction.png to --out.
+A recipe is calibrated here: one short run of as many ranks as a host will hold, with the
+exchange off, gives the compute per sample under the job's conditions; one 2-rank allreduce
+job the link within this host (α from mpi4py's small messages, β from Horovod's large ones);
+one 2-rank job of the model's own gradient exchange what it costs on the host besides the link
+(the fusion buffer's copies, the casts: `perfmodel.host_per_byte`). `--compute-seconds` and
+`--intra` give compute and link instead (then the host's share is not calibrated). Writes
+prediction.json, prediction.csv and prediction.png to --out.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from hvdkit.bench.calibrate import calibrate_link
+from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link
 from hvdkit.bench.perfmodel import (
     EXCHANGES,
     Cluster,
     Horovod,
     Link,
     Workload,
-    overlaps_backward,
+    host_per_byte,
+    measured_workload,
+    on_gpu,
     predict_pipeline,
     predict_step,
 )
@@ -34,15 +39,21 @@ from hvdkit.runtime.world import cores
 COLUMNS = ("exchange", "ranks", "ranks_per_host", "hosts", "batch_per_rank", "compute_s",
            "comm_s", "exposed_comm_s", "bubble", "step_s", "samples_per_sec", "efficiency")
 ASSUMPTIONS = (
-    "compute per step is linear in the batch per rank (fixed + b x per-sample), the same on "
-    "every rank and at every scale; no straggler, no contention between ranks of a host "
-    "beyond the overlap rule below",
-    "backward is 2/3 of compute unless given; with overlap (PyTorch, and on a CPU host only "
-    "where the ranks' threads leave a core free) gradients become ready in reverse order in "
-    "proportion to their bytes and reduce during backward; without, after it",
+    "compute per step is linear in the batch per rank (fixed + b x per-sample), calibrated "
+    "with as many ranks on this host as a host will hold and the exchange off; the same at "
+    "every scale; a synchronous step waits for the slowest rank: the steps' spread (robust "
+    "standard deviation / mean) times the expected maximum of n normals",
+    "backward is 2/3 of compute unless given; PyTorch hands each gradient to Horovod when "
+    "backward readies it (reverse order, in proportion to the bytes), TensorFlow all after "
+    "backward; a collective runs beside backward only where a core is free for it (a GPU, "
+    "or CPU cores > ranks x threads), otherwise backward pauses while it runs",
     "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link",
-    "Horovod fuses the ready gradients every cycle into buffers <= the fusion threshold; "
-    "PowerSGD, ZeRO-1 and the parameter server exchange after backward, fully exposed",
+    "Horovod fuses the ready gradients each cycle (its phase uniform against the step) into "
+    "buffers <= the fusion threshold; PowerSGD, ZeRO-1 and the parameter server exchange "
+    "after backward, fully exposed",
+    "calibrated on a CPU host: what the model's own exchange took between 2 ranks here beyond "
+    "the cycle wait and the link's transfer (fusion copies, casts, reductions) is charged per "
+    "wire byte at every rank count and link",
     "PowerSGD moves 1/ratio of the gradient (P then Q); its matrix products are not "
     "counted; ZeRO-1 is a reduce-scatter of gradients + an all-gather of parameters, its "
     "sharded optimizer not credited; the parameter server's host link carries (g+p)(n-1)",
@@ -105,31 +116,26 @@ def prediction_rows(work: Workload, shapes: list[tuple[int, int]], intra: Link, 
 
 def calibrate_compute(recipe: str, framework: str, batch: int, threads: int | None,
                       steps: int, overrides: list[str], out: Path,
-                      alongside: int = 1) -> dict[str, float]:
-    """`alongside` np=1 `hvdkit train` jobs of `steps` steps at `batch`, at once (so that they
-    share the host as a job's ranks on it will): the slowest one's seconds per step, since it
-    paces a synchronous step (barrier-timed,
-    warm-up out), so per sample."""
-    from concurrent.futures import ThreadPoolExecutor
-
+                      ranks: int = 1) -> dict[str, Any]:
+    """One `hvdkit train` job of `ranks` ranks on this host at `batch` per rank with the
+    exchange switched off (`parallel.sync none`): compute under the conditions a job's ranks
+    on this host will have (sharing its cores and memory, Horovod's loop running), without
+    the communication the model adds. Seconds per step (barrier-timed, warm-up out), per
+    sample, the steps' spread (standard deviation ÷ mean) and the model's gradient tensors."""
     from hvdkit.bench.scale import SweepSpec, run_trial
 
-    def one(i: int) -> dict[str, Any]:
-        spec = SweepSpec(recipe=recipe, nps=[1], frameworks=[framework], mode="weak",
-                         steps=steps, threads=threads or 1,
-                         overrides=[*overrides, f"train.batch_size={batch}"],
-                         out=str(out / f"job{i}"))
-        trial = {"framework": framework, "controller": "mpi", "sync": "allreduce",
-                 "compression": "none", "np": 1}
-        return run_trial(spec, trial, 0)
-
-    with ThreadPoolExecutor(alongside) as pool:
-        rows = list(pool.map(one, range(alongside)))
-    step = max(r["global_batch"] / r["samples_per_sec"] for r in rows)  # the slowest paces
-    return {"step_s": step, "per_sample_s": step / batch, "batch": batch,
-            "alongside": alongside, "parameters": rows[0]["parameters"],
-            "device": rows[0].get("device") or "cpu",
-            "threads": rows[0].get("threads_per_rank") or threads or 1}
+    spec = SweepSpec(recipe=recipe, nps=[ranks], frameworks=[framework], mode="weak",
+                     steps=steps, threads=threads or 1,
+                     overrides=[*overrides, f"train.batch_size={batch}"], out=str(out))
+    trial = {"framework": framework, "controller": "mpi", "sync": "none",
+             "compression": "none", "np": ranks}
+    row = run_trial(spec, trial, 0)
+    step = row["global_batch"] / row["samples_per_sec"]  # every rank's step, in parallel
+    return {"step_s": step, "per_sample_s": step / batch, "batch": batch, "ranks": ranks,
+            "parameters": row["parameters"], "tensors": row.get("parameter_tensors") or [],
+            "jitter": row.get("step_jitter") or 0.0,
+            "device": row.get("device") or "cpu",
+            "threads": row.get("threads_per_rank") or threads or 1}
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -199,8 +205,8 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     inputs: dict[str, Any] = {}
     per_host = min(args.ranks_per_host, max(args.nps))  # the ranks that share a host's cores
     if args.compute_seconds is None:
-        print(f"[predict] calibrating compute: {args.framework} np=1, batch {batch}, "
-              f"{args.steps} steps", flush=True)
+        print(f"[predict] calibrating compute: {args.framework} np={per_host} with the "
+              f"exchange off, batch {batch} per rank, {args.steps} steps", flush=True)
         inputs["compute"] = calibrate_compute(args.target, args.framework, batch, args.threads,
                                               args.steps, args.overrides, out / "calibration",
                                               per_host)
@@ -219,9 +225,17 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     # Calibrated here: overlap as this host allows it at the ranks per host predicted; given
     # compute (--compute-seconds) is taken as a device's, whose host cores are free.
     compute = inputs.get("compute", {})
-    overlap = overlaps_backward(args.framework, compute.get("device", "gpu"), per_host,
-                                compute.get("threads", 1), cores())
-    work = Workload(parameters=parameters, forward=per_sample / 3, backward=per_sample * 2 / 3,
-                    overlap=overlap, powersgd_ratio=args.powersgd_ratio,
-                    activation_bytes=args.activation_bytes)
+    work = measured_workload(parameters, per_sample, args.framework,
+                             compute.get("device", "gpu"), per_host, compute.get("threads", 1),
+                             cores(), tensors=tuple(compute.get("tensors") or ()),
+                             jitter=compute.get("jitter", 0.0),
+                             powersgd_ratio=args.powersgd_ratio,
+                             activation_bytes=args.activation_bytes)
+    # this CPU host's share of the exchange (the worker exchanges host memory)
+    if compute.get("tensors") and args.intra is None and not on_gpu(compute.get("device")):
+        print("[predict] calibrating the model's exchange: its gradients between 2 ranks",
+              flush=True)
+        inputs["exchange_s"] = calibrate_exchange(out / "calibration", compute["tensors"],
+                                                  compute["step_s"])
+        work = replace(work, host_per_byte=host_per_byte(inputs["exchange_s"], work, intra))
     return work, float(batch), intra, inputs

@@ -154,6 +154,8 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
            "samples_per_sec": timed.get("samples_per_sec", summary["samples_per_sec"]),
            "timed_samples": timed.get("samples"), "timed_seconds": timed.get("seconds"),
            "parameters": summary["parameters"], "bytes_per_step": moved,
+           "parameter_tensors": summary.get("parameter_tensors"),
+           "step_jitter": _jitter(timed),
            "test_accuracy": summary.get("test_accuracy"), "wall_time": summary["wall_time"],
            "threads_per_rank": summary.get("threads_per_rank"),
            "device": summary.get("device")}
@@ -163,6 +165,13 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
     if timeline is not None and timeline.is_file():
         row.update(allreduce_share(timeline))
     return row
+
+
+def _jitter(timed: dict[str, Any]) -> float | None:
+    """A rank's step-to-step spread: standard deviation ÷ mean of its step times."""
+    if not timed.get("steps") or not timed.get("step_seconds") or "step_sd" not in timed:
+        return None
+    return timed["step_sd"] / (timed["step_seconds"] / timed["steps"])
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

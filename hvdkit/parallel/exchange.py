@@ -10,7 +10,7 @@ framework implements every kind as one object with the interface of `GradientExc
 (hvdkit/adapters/<framework>/exchange.py); the parameter server, which moves numpy, is one
 framework-free object for both (hvdkit.parallel.ps).
 
-    none      one replica: the optimizer steps on the local gradients
+    none      one replica, or parallel.sync none: the optimizer steps on the local gradients
     ring      Horovod ring-allreduce (op average | sum | adasum; fp16 on the wire)
     ps        a parameter server on the replicas' first rank, over mpi4py
     zero1     reduce-scatter, the optimizer on this rank's shard, all-gather (parallel.zero)
@@ -60,7 +60,7 @@ def plan_exchange(layout: ParallelLayout, rank: int) -> ExchangePlan:
     common = {"op": layout.reduction, "compression": layout.compression,
               "ranks": replica_ranks(layout, rank), "stage": layout.stage_of(rank),
               "replica": layout.replica_of(rank)}
-    if layout.replicas == 1 and not layout.elastic:  # elastic jobs may grow
+    if layout.sync == "none" or (layout.replicas == 1 and not layout.elastic):  # elastic grows
         return ExchangePlan("none", **common)
     if layout.sync == "ps":
         return ExchangePlan("ps", **common)

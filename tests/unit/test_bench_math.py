@@ -13,7 +13,7 @@ from hvdkit.bench.bandwidth import algbw, busbw, percentiles
 from hvdkit.bench.scale import aggregate
 from hvdkit.bench.timeline import allreduce_share, union_length
 from hvdkit.parallel.traffic import bus_factor, ps_bytes_at_root, ring_bytes_per_rank
-from hvdkit.training.timing import ThroughputWindow
+from hvdkit.training.timing import ThroughputWindow, robust_sd
 
 
 def test_bus_bandwidth_matches_nccl_tests_definitions():
@@ -46,10 +46,19 @@ def test_throughput_window_counts_samples_after_warmup():
                               total_steps=10)
     for step in range(10):
         window.before_step(step)
-        window.after_step(16, 0.001)
+        window.after_step(16, 0.001 if step % 2 else 0.003)
     result = window.close()
     assert result["samples"] == 16 * 8 * ranks and result["steps"] == 8
     assert result["samples_per_sec"] == pytest.approx(result["samples"] / result["seconds"])
+    # the timed steps took 1 and 3 ms in turn: quartiles 1 and 3 ms
+    assert result["step_seconds"] == pytest.approx(0.016)
+    assert result["step_sd"] == pytest.approx(0.002 / 1.349)
+
+
+def test_robust_spread_ignores_a_rare_pause():
+    steps = list(np.linspace(0.009, 0.011, 100))
+    assert robust_sd([*steps, 1.0]) == pytest.approx(robust_sd(steps), rel=0.05)
+    assert robust_sd([0.01, 0.02]) == 0.0  # too few steps to tell
 
 
 def test_aggregate_speedup_and_efficiency():

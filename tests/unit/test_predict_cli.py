@@ -50,6 +50,8 @@ def test_description_writes_json_csv_png(tmp_path):
     (GOOD.replace("bandwidth: 1Gbit/s, ", ""), "inter_host needs a bandwidth"),
     (GOOD.replace("bandwidth: 1Gbit/s", "bandwidth: fast"), "bandwidth 'fast'"),
     (GOOD.replace("dtype: float32", "dtype: float32, layers: 3"), "unknown key 'layers'"),
+    (GOOD.replace("batch_per_device: 10}", "batch_per_device: 10, jitter: -0.1}"),
+     "compute.jitter must be 0 or more"),
 ])
 def test_bad_description_is_one_line_exit_2(tmp_path, text, words):
     proc = predict(tmp_path, text)
