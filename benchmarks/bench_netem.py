@@ -3,11 +3,11 @@
 
 At each rate, a 2-host job (one rank per host, Gloo over the veth link) of synthetic_mlp
 (communication-heavy) and synthetic_cnn (compute-heavy), ring and fp16, is measured and its
-step time compared with the prediction: compute calibrated here (a 2-rank job with the exchange
-off, as the two "hosts" share this machine's cores), the exchange's share on the host from the
-model's own gradients exchanged by Gloo between 2 ranks here (`perfmodel.host_per_byte`), the
-link *given* as the tbf rate and a 50 µs latency (not measured: the model's first principles
-are under test). Target: within ±15%.
+step time compared with the prediction: compute calibrated here (a 2-rank Gloo job with the
+exchange off, as the two "hosts" share this machine's cores), the exchange's share on the host
+from the model's own gradients exchanged by Gloo between 2 ranks here
+(`perfmodel.host_per_byte`), the link *given* as the tbf rate and a 50 µs latency (not
+measured: the model's first principles are under test). Target: within ±15%.
 Everything it creates (namespaces, bridge, sshd, qdiscs) is removed on exit; traffic goes only
 to loopback and to those namespaces. Needs root, iproute2 (`ip`, `tc`) and openssh-server.
 
@@ -48,6 +48,8 @@ from tests.integration.netns import (  # noqa: E402
 
 OUT = ROOT / "bench-results" / "netem"
 LATENCY = 50e-6
+CALIBRATION_STEPS = {"synthetic_mlp": 1000, "synthetic_cnn": 100}
+"""Steps of the compute calibration: several seconds of timed window (20 MLP steps are 70 ms)."""
 
 
 def limit(net: TwoHosts, mbit: float) -> None:
@@ -88,7 +90,9 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     for name in recipes:  # compute does not depend on the link: calibrated once, here
         recipe = str(ROOT / "recipes" / f"{name}.yaml")
         batch = load_recipe(recipe, []).train.batch_size // 2
-        cal = calibrate_compute(recipe, "torch", batch, 1, steps, [], OUT / name, ranks=2)
+        cal = calibrate_compute(recipe, "torch", batch, 1, CALIBRATION_STEPS.get(name, steps),
+                                ["train.epochs=1000"], OUT / name, ranks=2,
+                                controller="gloo")
         # both "hosts" are this machine's cores, each filled by one rank's thread
         work = measured_workload(cal["parameters"], cal["per_sample_s"], "torch",
                                  cal["device"], 2, 1, cores(), tensors=tuple(cal["tensors"]),

@@ -1,5 +1,6 @@
 """The text corpus of gpt_text.yaml: the Python standard library's own source files, which
-every machine with Python has offline, as byte-level tokens (a data builder, hvdkit.models.builders).
+every machine with Python has offline, as byte-level tokens (a data builder,
+hvdkit.models.builders).
 
 The top-level `*.py` files of the running Python's standard library (`sysconfig`'s "stdlib"
 path), in sorted order, joined: 4.7 MB for CPython 3.11.7. Windows of `block_size` bytes that do

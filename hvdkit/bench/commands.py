@@ -31,8 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--framework", "-f", dest="frameworks", type=_list(), default=["torch"])
     p.add_argument("--controller", dest="controllers", type=_list(), default=["mpi"])
     p.add_argument("--sync", dest="syncs", type=_list(), default=["allreduce"],
-                   help="allreduce, ps (parameter server), zero1 (sharded optimizer), or a "
-                        "list: allreduce,zero1")
+                   help="allreduce, ps (parameter server), zero1 (sharded optimizer), none "
+                        "(no exchange: the compute-only ceiling at each np), or a list: "
+                        "allreduce,none")
     p.add_argument("--compression", dest="compressions", type=_list(), default=["none"],
                    help="none, fp16, powersgd, or a list: none,fp16,powersgd")
     p.add_argument("--mode", choices=("strong", "weak"), default="strong")

@@ -9,8 +9,9 @@ The breakdown of a timed window (hvdkit.training.timing), from hvdkit's own time
 TensorFlow compiles its exchange into its step, so there the first two are one figure
 (`compute_share` holds both, `comm_share` is absent) unless Horovod's timeline was recorded.
 
-The overlay calibrates compute on each configuration's own np=1 point of the sweep and the link
-with one 2-rank allreduce job, then predicts every point of the configuration.
+The overlay calibrates compute on the sweep's compute-only point at the same np (`--sync none`)
+where there is one, else on each configuration's own np=1 point, and the link with one 2-rank
+allreduce job, then predicts every point that exchanges.
 """
 
 from __future__ import annotations
@@ -46,19 +47,27 @@ def exchange_of(row: dict[str, Any]) -> str:
 
 def overlay(results: list[dict[str, Any]], link: Link) -> None:
     """Add `predicted_samples_per_sec` and `prediction_error` (predicted ÷ measured − 1) to
-    each aggregated sweep row, calibrated on its configuration's np=1 row."""
+    each aggregated sweep row that exchanges: compute calibrated on the compute-only point of
+    its framework and controller at the same np where the sweep ran `--sync none` (the ranks
+    sharing the host as in the row, with their steps' spread for the stragglers), else on
+    its configuration's np=1 row."""
     keys = ("framework", "controller", "sync", "compression")
     for row in results:
-        base = next((r for r in results if r["np"] == 1
-                     and all(r[k] == row[k] for k in keys)), None)
-        if base is None:
-            raise UserError("--predict calibrates compute on each configuration at np=1: "
-                            "add 1 to --np")
-        per_sample = 1 / base["samples_per_sec"]  # one rank: seconds per sample
+        if row["sync"] == "none":  # a calibration point itself: nothing to exchange
+            continue
         n = row["np"]
+        ceiling = next((r for r in results if r["sync"] == "none" and r["np"] == n
+                        and all(r[k] == row[k] for k in ("framework", "controller"))), None)
+        base = ceiling or next((r for r in results if r["np"] == 1
+                                and all(r[k] == row[k] for k in keys)), None)
+        if base is None:
+            raise UserError("--predict calibrates compute on each configuration at np=1 or "
+                            "on --sync none at the same np: add 1 to --np")
+        per_sample = base["np"] / base["samples_per_sec"]  # a rank's seconds per sample
+        jitter = (ceiling or {}).get("step_jitter") or 0.0
         work = measured_workload(row["parameters"], per_sample, row["framework"],
                                  row.get("device"), n, row.get("threads_per_rank") or 1,
-                                 cores())
+                                 cores(), jitter=jitter)
         predicted = predict_step(work, Cluster(n, 1, link, link), exchange_of(row),
                                  row["global_batch"] / n)
         row["predicted_samples_per_sec"] = predicted["samples_per_sec"]

@@ -116,18 +116,19 @@ def prediction_rows(work: Workload, shapes: list[tuple[int, int]], intra: Link, 
 
 def calibrate_compute(recipe: str, framework: str, batch: int, threads: int | None,
                       steps: int, overrides: list[str], out: Path,
-                      ranks: int = 1) -> dict[str, Any]:
+                      ranks: int = 1, controller: str = "mpi") -> dict[str, Any]:
     """One `hvdkit train` job of `ranks` ranks on this host at `batch` per rank with the
     exchange switched off (`parallel.sync none`): compute under the conditions a job's ranks
     on this host will have (sharing its cores and memory, Horovod's loop running), without
-    the communication the model adds. Seconds per step (barrier-timed, warm-up out), per
+    the communication the model adds (`controller`: the job's, whose loop runs beside
+    compute). Seconds per step (barrier-timed, warm-up out), per
     sample, the steps' spread (standard deviation ÷ mean) and the model's gradient tensors."""
     from hvdkit.bench.scale import SweepSpec, run_trial
 
     spec = SweepSpec(recipe=recipe, nps=[ranks], frameworks=[framework], mode="weak",
                      steps=steps, threads=threads or 1,
                      overrides=[*overrides, f"train.batch_size={batch}"], out=str(out))
-    trial = {"framework": framework, "controller": "mpi", "sync": "none",
+    trial = {"framework": framework, "controller": controller, "sync": "none",
              "compression": "none", "np": ranks}
     row = run_trial(spec, trial, 0)
     step = row["global_batch"] / row["samples_per_sec"]  # every rank's step, in parallel

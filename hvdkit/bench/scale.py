@@ -69,14 +69,15 @@ class SweepSpec:
             raise UserError("--np needs rank counts of at least 1, e.g. 1,2")
         choices = {"--framework": (self.frameworks, FRAMEWORKS),
                    "--controller": (self.controllers, CONTROLLERS),
-                   "--sync": (self.syncs, ("allreduce", "ps", "zero1")),
+                   "--sync": (self.syncs, ("allreduce", "ps", "zero1", "none")),
                    "--compression": (self.compressions, ("none", "fp16", "powersgd"))}
         for flag, (given, valid) in choices.items():
             bad = [g for g in given if g not in valid]
             if bad or not given:
                 raise UserError(f"{flag} {bad[0] if bad else ''!r}: valid: {', '.join(valid)}")
-        if self.predict and 1 not in self.nps:
-            raise UserError("--predict calibrates compute at np=1: add 1 to --np")
+        if self.predict and 1 not in self.nps and "none" not in self.syncs:
+            raise UserError("--predict calibrates compute at np=1 or on --sync none: add 1 "
+                            "to --np")
         # Every point's layout is checked by the layout's own rules, before any trial runs.
         for controller, sync, compression, np_ in itertools.product(
                 self.controllers, self.syncs, self.compressions, self.nps):
@@ -189,7 +190,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         agg.update(samples_per_sec=statistics.median(rates), spread_min=min(rates),
                    spread_max=max(rates), repeats=len(group))
         for name in ("comm_share", "timeline_allreduce_share", "test_accuracy", "wall_time",
-                     "compute_share", "exposed_comm_share", "rest_share"):
+                     "compute_share", "exposed_comm_share", "rest_share", "step_jitter"):
             values = [r[name] for r in group if r.get(name) is not None]
             agg[name] = statistics.median(values) if values else None
         out.append(agg)

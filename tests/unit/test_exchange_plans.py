@@ -123,6 +123,7 @@ def _recipe(**parallel: object):
     ({"powersgd_warmup_steps": -1}, False, "parallel.powersgd_warmup_steps"),
     ({"sync": "zero1"}, True, "parallel.sync zero1 keeps per-rank state"),
     ({"compression": "powersgd"}, True, "parallel.compression powersgd keeps"),
+    ({"sync": "none", "compression": "fp16"}, False, "parallel.sync none exchanges nothing"),
 ])
 def test_layout_refuses_what_the_exchanges_cannot_do(parallel: dict, elastic: bool,
                                                      message: str) -> None:
@@ -141,3 +142,12 @@ def test_layout_takes_both_options_in_a_hybrid_pipeline() -> None:
             _recipe(stages=2, microbatches=2, **parallel), 4, controller="mpi")
         assert (layout.replicas, layout.powersgd_rank, layout.powersgd_warmup_steps) == \
             (2, 2, 10)
+
+
+def test_sync_none_plans_no_exchange_at_any_size() -> None:
+    from hvdkit.layout import ParallelLayout
+    from hvdkit.parallel.exchange import plan_exchange
+
+    for sync, kind in (("none", "none"), ("allreduce", "ring")):
+        layout = ParallelLayout.from_recipe(_recipe(sync=sync), 4, controller="gloo")
+        assert plan_exchange(layout, 3).kind == kind

@@ -192,6 +192,24 @@ def test_pipeline_messages_lengthen_the_step():
     assert slow["step_s"] - free["step_s"] == pytest.approx(11 * 0.2, rel=1e-3)
 
 
+def test_overlay_prefers_the_compute_only_point_at_the_same_np():
+    from hvdkit.bench.compare import overlay
+
+    common = {"framework": "tensorflow", "controller": "mpi", "compression": "none",
+              "parameters": 250_000, "global_batch": 10}
+    rows = [{**common, "sync": "allreduce", "np": 1, "samples_per_sec": 1000.0},
+            {**common, "sync": "none", "np": 2, "samples_per_sec": 1600.0, "step_jitter": 0.1},
+            {**common, "sync": "allreduce", "np": 2, "samples_per_sec": 1400.0}]
+    overlay(rows, Link(1e9, 0.0))
+    assert "predicted_samples_per_sec" not in rows[1]  # the calibration point itself
+    # 2 ranks sharing the host: 6.25 ms of compute for 5 samples each (not np=1's 5 ms),
+    # 0.1 of it spread (straggling 0.56 x), then the 1 MB exchange after backward
+    compute = 0.00625
+    wait = sum(((k + 0.5) / 8 - (compute * 2 / 3 / 1e-3) % 1) % 1 for k in range(8)) / 8 * 1e-3
+    step = compute * (1 + 0.1 / math.sqrt(math.pi)) + wait + 1e-3
+    assert rows[2]["predicted_samples_per_sec"] == pytest.approx(10 / step, rel=1e-3)
+
+
 def test_breakdown_of_a_timed_window():
     from hvdkit.bench.compare import breakdown
 

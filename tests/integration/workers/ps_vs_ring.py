@@ -1,5 +1,6 @@
-"""Trains one small recipe twice in one Horovod job — ring-allreduce, then the parameter server —
-and has rank 0 save both runs' parameters and timed-window totals for the test to compare.
+"""Trains one small recipe three times in one Horovod job — ring-allreduce, the parameter
+server, then no exchange (`parallel.sync none`, the calibration of `hvdkit predict`) — and saves
+each run's parameters (every rank's) and rank 0 the summaries for the test to compare.
 
     horovodrun -np 2 python ps_vs_ring.py --framework torch --out DIR
 """
@@ -37,14 +38,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     results = {}
-    for sync in ("allreduce", "ps"):
+    for sync in ("allreduce", "ps", "none"):
         trainer = Trainer(recipe(sync), args.framework, progress=False, run_dir=None)
         summary = trainer.fit()
         params = trainer.adapter.parameters_as_numpy()
         assert trainer.world is not None
+        np.savez(args.out / f"{sync}-rank{trainer.world.rank}.npz", *params)
         if trainer.world.is_root:
             np.savez(args.out / f"{sync}.npz", *params)
-            results[sync] = {"timed": summary["timed"], "np": summary["np"]}
+            results[sync] = {key: summary[key] for key in
+                             ("timed", "np", "exchange", "parameters", "parameter_tensors")}
     if results:
         (args.out / "summary.json").write_text(json.dumps(results))
 
