@@ -26,17 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataclasses import replace  # noqa: E402
-
-from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link  # noqa: E402
-from hvdkit.bench.perfmodel import (  # noqa: E402
-    Cluster,
-    Link,
-    host_per_byte,
-    measured_workload,
-    predict_step,
-)
-from hvdkit.bench.predict import calibrate_compute  # noqa: E402
+from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
+from hvdkit.bench.perfmodel import Cluster, Link, predict_step  # noqa: E402
+from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from hvdkit.runtime.world import cores  # noqa: E402
 from tests.integration.netns import (  # noqa: E402
@@ -90,15 +82,12 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     for name in recipes:  # compute does not depend on the link: calibrated once, here
         recipe = str(ROOT / "recipes" / f"{name}.yaml")
         batch = load_recipe(recipe, []).train.batch_size // 2
-        cal = calibrate_compute(recipe, "torch", batch, 1, CALIBRATION_STEPS.get(name, steps),
-                                ["train.epochs=1000"], OUT / name, ranks=2,
-                                controller="gloo")
         # both "hosts" are this machine's cores, each filled by one rank's thread
-        work = measured_workload(cal["parameters"], cal["per_sample_s"], "torch",
-                                 cal["device"], 2, 1, cores(), tensors=tuple(cal["tensors"]),
-                                 jitter=cal["jitter"])
-        exchange_s = calibrate_exchange(OUT / name, cal["tensors"], cal["step_s"], "gloo")
-        work = replace(work, host_per_byte=host_per_byte(exchange_s, work, loopback))
+        work, measured = calibrate_workload(recipe, "torch", batch, 1,
+                                            CALIBRATION_STEPS.get(name, steps),
+                                            ["train.epochs=1000"], OUT / name, 2, loopback,
+                                            controller="gloo")
+        cal, exchange_s = measured["compute"], measured["exchange_s"]
         works[name] = (recipe, batch, work)
         print(f"  {name}: {cal['step_s'] * 1e3:.1f} ms per step of compute at batch {batch}; "
               f"its exchange alone by Gloo here: "

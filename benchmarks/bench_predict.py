@@ -23,16 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataclasses import replace  # noqa: E402
-
-from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link  # noqa: E402
-from hvdkit.bench.perfmodel import (  # noqa: E402
-    Cluster,
-    host_per_byte,
-    measured_workload,
-    predict_step,
-)
-from hvdkit.bench.predict import calibrate_compute  # noqa: E402
+from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
+from hvdkit.bench.perfmodel import Cluster, predict_step  # noqa: E402
+from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.bench.scale import SweepSpec, run_trial  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from hvdkit.runtime.world import cores  # noqa: E402
@@ -68,15 +61,9 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
             n_steps = steps or STEPS[name]
             for framework in frameworks:
                 tag = f"{name}-{framework}-r{r}"
-                cal = calibrate_compute(recipe, framework, per_rank, 1, n_steps, LONG,
-                                        OUT / tag / "calibration", ranks=2)
-                work = measured_workload(cal["parameters"], cal["per_sample_s"], framework,
-                                         cal["device"], 2, 1, cores(),
-                                         tensors=tuple(cal["tensors"]),
-                                         jitter=cal["jitter"])
-                exchange_s = calibrate_exchange(OUT / tag / "calibration", cal["tensors"],
-                                                cal["step_s"])
-                work = replace(work, host_per_byte=host_per_byte(exchange_s, work, link))
+                work, measured = calibrate_workload(recipe, framework, per_rank, 1, n_steps,
+                                                    LONG, OUT / tag / "calibration", 2, link)
+                cal, exchange_s = measured["compute"], measured["exchange_s"]
                 for exchange in exchanges:
                     measured = measure(recipe, framework, exchange, n_steps, tag)
                     predicted = predict_step(work, Cluster(2, 1, link, link), exchange,

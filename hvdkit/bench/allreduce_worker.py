@@ -5,8 +5,8 @@ DistributedOptimizer does to gradients) per message size, optionally raw mpi4py 
 `Allreduce` on the same sizes in the same job, the fusion test: 200 small tensors
 sent asynchronously, then waited for — fused or not depending on HOROVOD_FUSION_THRESHOLD —
 and a model's exchange (`--tensors`): its gradients handed over as a step's backward readies
-them, in fp32 and with fp16 compression, from an idle loop. Rank 0 writes the latencies
-(seconds per call) as JSON.
+them, in fp32 and with fp16 compression, each time after a compute phase of
+`--compute-seconds` (or a barrier). Rank 0 writes the latencies (seconds per call) as JSON.
 
     horovodrun -np 2 python -m hvdkit.bench.allreduce_worker --sizes 4,65536 --raw --out r.json
 """

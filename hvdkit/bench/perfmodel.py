@@ -190,15 +190,6 @@ def _collective(clock: float, seconds: float, shares_core: bool,
     return clock + seconds
 
 
-def fused_exchange_end(ready: Sequence[tuple[float, float]],
-                       allreduce: Callable[[float], float], fusion_bytes: float,
-                       cycle: float) -> float:
-    """When the last gradient is reduced, the loop first waking at `cycle`, backward running
-    beside the collectives (`ready` in seconds into the step; see `simulate_exchange`)."""
-    last = max((at for at, _ in ready), default=0.0)
-    return simulate_exchange(ready, allreduce, fusion_bytes, cycle, cycle, last)[0]
-
-
 def expected_exchange(ready: Sequence[tuple[float, float]],
                       allreduce: Callable[[float], float], horovod: Horovod, backward: float,
                       shares_core: bool = False, phases: int = 8) -> tuple[float, float]:

@@ -198,6 +198,32 @@ def run_predict(args: Any) -> dict[str, Any]:
     return result
 
 
+def calibrate_workload(recipe: str, framework: str, batch: int, threads: int | None,
+                       steps: int, overrides: list[str], out: Path, ranks: int,
+                       link: Link | None, controller: str = "mpi",
+                       **given: Any) -> tuple[Workload, dict[str, Any]]:
+    """A recipe's workload calibrated on this host: compute from `calibrate_compute` and, with
+    `link` (the one between 2 ranks here) on a CPU host, the host's share of its exchange
+    from `calibrate_exchange` (the worker exchanges host memory). `given`: other Workload
+    fields. Returns the workload and what was measured ("compute", "exchange_s")."""
+    print(f"[predict] calibrating compute: {framework} np={ranks} with the exchange off, "
+          f"batch {batch} per rank, {steps} steps", flush=True)
+    compute = calibrate_compute(recipe, framework, batch, threads, steps, overrides, out, ranks,
+                                controller)
+    inputs: dict[str, Any] = {"compute": compute}
+    work = measured_workload(compute["parameters"], compute["per_sample_s"], framework,
+                             compute["device"], ranks, compute["threads"], cores(),
+                             tensors=tuple(compute["tensors"]), jitter=compute["jitter"],
+                             **given)
+    if link is not None and compute["tensors"] and not on_gpu(compute["device"]):
+        print("[predict] calibrating the model's exchange: its gradients between 2 ranks",
+              flush=True)
+        inputs["exchange_s"] = calibrate_exchange(out, compute["tensors"], compute["step_s"],
+                                                  controller)
+        work = replace(work, host_per_byte=host_per_byte(inputs["exchange_s"], work, link))
+    return work, inputs
+
+
 def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, Any]]:
     from hvdkit.recipe import load_recipe
 
@@ -205,38 +231,21 @@ def _calibrated(args: Any, out: Path) -> tuple[Workload, float, Link, dict[str, 
     batch = args.batch or recipe.train.batch_size
     inputs: dict[str, Any] = {}
     per_host = min(args.ranks_per_host, max(args.nps))  # the ranks that share a host's cores
-    if args.compute_seconds is None:
-        print(f"[predict] calibrating compute: {args.framework} np={per_host} with the "
-              f"exchange off, batch {batch} per rank, {args.steps} steps", flush=True)
-        inputs["compute"] = calibrate_compute(args.target, args.framework, batch, args.threads,
-                                              args.steps, args.overrides, out / "calibration",
-                                              per_host)
-        per_sample, parameters = (inputs["compute"]["per_sample_s"],
-                                  inputs["compute"]["parameters"])
-    else:
-        if args.parameters is None:
-            raise UserError("--compute-seconds needs --parameters (the model's count)")
-        per_sample, parameters = args.compute_seconds, args.parameters
     if args.intra is None:
         print("[predict] calibrating the link within this host: 2-rank allreduce", flush=True)
         intra = calibrate_link(out / "calibration")
         inputs["intra"] = asdict(intra)
     else:
         intra = args.intra
-    # Calibrated here: overlap as this host allows it at the ranks per host predicted; given
-    # compute (--compute-seconds) is taken as a device's, whose host cores are free.
-    compute = inputs.get("compute", {})
-    work = measured_workload(parameters, per_sample, args.framework,
-                             compute.get("device", "gpu"), per_host, compute.get("threads", 1),
-                             cores(), tensors=tuple(compute.get("tensors") or ()),
-                             jitter=compute.get("jitter", 0.0),
-                             powersgd_ratio=args.powersgd_ratio,
-                             activation_bytes=args.activation_bytes)
-    # this CPU host's share of the exchange (the worker exchanges host memory)
-    if compute.get("tensors") and args.intra is None and not on_gpu(compute.get("device")):
-        print("[predict] calibrating the model's exchange: its gradients between 2 ranks",
-              flush=True)
-        inputs["exchange_s"] = calibrate_exchange(out / "calibration", compute["tensors"],
-                                                  compute["step_s"])
-        work = replace(work, host_per_byte=host_per_byte(inputs["exchange_s"], work, intra))
+    given = {"powersgd_ratio": args.powersgd_ratio, "activation_bytes": args.activation_bytes}
+    if args.compute_seconds is None:  # the host's share only over a link measured here
+        work, measured = calibrate_workload(
+            args.target, args.framework, batch, args.threads, args.steps, args.overrides,
+            out / "calibration", per_host, None if args.intra else intra, **given)
+        inputs.update(measured)
+    else:  # a device's compute, whose host cores are free
+        if args.parameters is None:
+            raise UserError("--compute-seconds needs --parameters (the model's count)")
+        work = measured_workload(args.parameters, args.compute_seconds, args.framework, "gpu",
+                                 per_host, 1, cores(), **given)
     return work, float(batch), intra, inputs

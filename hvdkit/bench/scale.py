@@ -169,7 +169,8 @@ def trial_row(trial: dict[str, Any], repeat: int, summary: dict[str, Any],
 
 
 def _jitter(timed: dict[str, Any]) -> float | None:
-    """A rank's step-to-step spread: standard deviation ÷ mean of its step times."""
+    """A rank's step-to-step spread ÷ its mean step (`timed.step_sd`: a robust standard
+    deviation)."""
     if not timed.get("steps") or not timed.get("step_seconds") or "step_sd" not in timed:
         return None
     return timed["step_sd"] / (timed["step_seconds"] / timed["steps"])

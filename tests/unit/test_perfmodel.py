@@ -13,7 +13,6 @@ from hvdkit.bench.perfmodel import (
     Workload,
     expected_exchange,
     expected_max_normal,
-    fused_exchange_end,
     host_per_byte,
     overlaps_backward,
     parse_link,
@@ -61,14 +60,18 @@ def test_parameter_server_traffic_through_the_root():
 
 def test_fusion_cycles_and_buffers():
     cost = lambda nbytes: 2e-3  # noqa: E731 — every buffer 2 ms
+
+    def end(ready, fusion_bytes):  # the loop first wakes at 1 ms; backward ends at the last
+        last = max(at for at, _ in ready)
+        return simulate_exchange(ready, cost, fusion_bytes, 1e-3, 1e-3, last)[0]
+
     at_end = [(0.0, 10.0), (0.0, 10.0)]
-    assert fused_exchange_end(at_end, cost, 100, 1e-3) == pytest.approx(3e-3)  # one buffer
-    assert fused_exchange_end(at_end, cost, 15, 1e-3) == pytest.approx(5e-3)  # two buffers
+    assert end(at_end, 100) == pytest.approx(3e-3)  # one buffer
+    assert end(at_end, 15) == pytest.approx(5e-3)  # two buffers
     # the second gradient misses the first cycle: it waits for the first buffer's end
-    assert fused_exchange_end([(0.0, 1.0), (2.5e-3, 1.0)], cost, 100, 1e-3) == \
-        pytest.approx(5e-3)
+    assert end([(0.0, 1.0), (2.5e-3, 1.0)], 100) == pytest.approx(5e-3)
     # nothing ready until 4.2 ms: the loop's first cycle after it is at 5 ms
-    assert fused_exchange_end([(4.2e-3, 1.0)], cost, 100, 1e-3) == pytest.approx(7e-3)
+    assert end([(4.2e-3, 1.0)], 100) == pytest.approx(7e-3)
 
 
 def test_collectives_during_backward_pause_it_when_no_core_is_free():
