@@ -48,6 +48,12 @@ class ParallelLayout:
         return self.stages > 1
 
     @property
+    def uses_mpi4py(self) -> bool:
+        """Whether ranks call mpi4py beside Horovod: a pipeline's messages, the parameter
+        server's gradients."""
+        return self.stages > 1 or self.sync == "ps"
+
+    @property
     def parts(self) -> int:
         """Pieces the model is cut into: stages (× their virtual stages), or the devices of a
         one-stage placement."""

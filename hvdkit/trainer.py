@@ -35,6 +35,7 @@ from hvdkit.models.usermodel import model_input_shape
 from hvdkit.parallel import parallelize
 from hvdkit.runtime.allocator import tune_host_allocator
 from hvdkit.runtime.heartbeat import report_step
+from hvdkit.runtime.mpi import start_mpi_here
 from hvdkit.runtime.rank import controller_from_env, size_from_env
 from hvdkit.runtime.stop import StepBoundaryStop
 from hvdkit.runtime.world import World, job_seconds_so_far
@@ -126,6 +127,8 @@ class Trainer:
         adapter = self.adapter = self.adapter or get_adapter(self.framework)
         sets = ([layout.stage_ranks(s) for s in range(layout.stages)]
                 if layout.pipelined and layout.replicas > 1 else [])
+        if layout.uses_mpi4py:
+            start_mpi_here()  # on this thread, before Horovod would on its own
         rank, size, local_rank, local_size = adapter.init(
             sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
         if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env

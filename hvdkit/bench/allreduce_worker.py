@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    from hvdkit.runtime.mpi import start_mpi_here
+
+    mpi = start_mpi_here() if args.raw else None  # before Horovod: mpi4py runs beside it
     import horovod.torch as hvd
     import torch
 
@@ -117,18 +120,13 @@ def main() -> None:
 
     result: dict[str, Any] = {"np": hvd.size(), "horovod": {}, "raw": {}}
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    comm = None
-    if args.raw:
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
     for nbytes in sizes:
         count = max(1, nbytes // 4)
         tensor = torch.zeros(count)  # zeros: repeated in-place sums stay finite
         buf = np.zeros(count, np.float32)
         calls = {"horovod": lambda t=tensor: hvd.allreduce_(t, op=hvd.Sum, name="bench")}
-        if comm is not None:
-            calls["raw"] = lambda b=buf: comm.Allreduce(MPI.IN_PLACE, b)
+        if mpi is not None:
+            calls["raw"] = lambda b=buf: mpi.COMM_WORLD.Allreduce(mpi.IN_PLACE, b)
         # Blocks of the implementations alternate, so that a load change hits both alike.
         n = iterations(nbytes)
         block = max(1, n // 4)
