@@ -45,6 +45,15 @@ def test_placement_runs_data_parallel_over_every_rank() -> None:
     assert layout.devices(0, "cpu") == ["cpu", "cpu"]
 
 
+def test_only_pipelines_and_the_parameter_server_call_mpi4py() -> None:
+    """They start MPI on the main thread before Horovod (hvdkit.runtime.mpi); the rest not."""
+    uses = {name: ParallelLayout.from_recipe(_recipe([16, 16], **parallel), 2).uses_mpi4py
+            for name, parallel in {"pipeline": {"stages": 2, "microbatches": 4},
+                                   "ps": {"sync": "ps"}, "ring": {},
+                                   "placement": {"placement": ["cpu", "cpu"]}}.items()}
+    assert uses == {"pipeline": True, "ps": True, "ring": False, "placement": False}
+
+
 @pytest.mark.parametrize("parallel,message", [
     ({"stages": 3}, "only 2 layers"),
     ({"placement": ["cpu", "cpu", "cpu"]}, "parallel.placement cuts model mlp into 3 parts"),
