@@ -1,9 +1,13 @@
-"""The link within this host, measured for the performance model (hvdkit.bench.perfmodel):
-one 2-rank allreduce job of a few sizes, Horovod and raw mpi4py side by side."""
+"""What the performance model (hvdkit.bench.perfmodel) measures on this host: the link within
+it (a 2-rank allreduce job of a few sizes, Horovod and raw mpi4py side by side), a model's
+exchange between 2 ranks, and when a PyTorch model's gradients are ready in backward."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +55,18 @@ def calibrate_exchange(out: Path, tensors: list[int], compute_seconds: float = 0
                             out / f"exchange-{controller}.log")
     return {"ring" if codec == "none" else codec: statistics.fmean(times)
             for codec, times in result["exchange"].items()}
+
+
+def calibrate_readiness(recipe: str, batch: int, threads: int | None, overrides: list[str],
+                        out: Path, steps: int = 12) -> list[float]:
+    """When each of a PyTorch recipe's gradients is ready, as a fraction of backward (forward
+    order): one process of `hvdkit.bench.gradient_ready` at `batch`."""
+    from hvdkit.bench.jobs import run_logged
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "ready.json"
+        run_logged([sys.executable, "-m", "hvdkit.bench.gradient_ready", recipe,
+                    "--batch", str(batch), "--steps", str(steps), "--threads",
+                    str(threads or 1), *(a for o in overrides for a in ("--set", o)),
+                    "--out", str(result)], out / "ready.log")
+        return [float(f) for f in json.loads(result.read_text())["ready"]]

@@ -143,16 +143,17 @@ def ps_seconds(grad_bytes: float, param_bytes: float, cluster: Cluster) -> float
 
 def simulate_exchange(ready: Sequence[tuple[float, float]],
                       allreduce: Callable[[float], float], fusion_bytes: float, cycle: float,
-                      phase: float, backward: float, shares_core: bool = False
-                      ) -> tuple[float, float]:
+                      phase: float, backward: float, shares_core: bool = False,
+                      on_core: Callable[[float], float] | None = None) -> tuple[float, float]:
     """(when the last gradient is reduced, when backward ends), simulating Horovod's loop.
 
     `ready`: (seconds of backward run when a gradient is ready, its bytes). The loop wakes at
     `phase`, then every `cycle` (or when the previous cycle's collectives end, if later),
     takes the ready gradients, fuses them in order into buffers of at most `fusion_bytes` (a
     larger one goes alone) and allreduces the buffers one after the other. `shares_core`:
-    the collectives take their time from backward (no core is free for them), which pauses
-    while they run; otherwise backward runs on beside them."""
+    no core is free for the collectives, so backward pauses while they work on the host:
+    `on_core(bytes)` seconds of each (default: all of it), running on while one waits on a
+    network link; otherwise backward runs on beside them."""
     pending = sorted((min(at, backward), size) for at, size in ready)
     clock, done, end, tick, i = 0.0, 0.0, 0.0, phase, 0
     backward_end = backward if not pending else None
@@ -172,42 +173,51 @@ def simulate_exchange(ready: Sequence[tuple[float, float]],
         while i < len(pending) and pending[i][0] <= done + _EPS:
             size = pending[i][1]
             if buffer and buffer + size > fusion_bytes:
-                clock = _collective(clock, allreduce(buffer), shares_core, run_backward)
+                clock = _collective(clock, buffer, allreduce, shares_core, on_core,
+                                    run_backward)
                 buffer = 0.0
             buffer += size
             i += 1
-        clock = end = _collective(clock, allreduce(buffer), shares_core, run_backward)
+        clock = end = _collective(clock, buffer, allreduce, shares_core, on_core, run_backward)
         tick = max(clock, tick + cycle)
     if backward_end is None:
         run_backward(clock + backward - done)
     return end, float(backward_end)
 
 
-def _collective(clock: float, seconds: float, shares_core: bool,
+def _collective(clock: float, nbytes: float, allreduce: Callable[[float], float],
+                shares_core: bool, on_core: Callable[[float], float] | None,
                 run_backward: Callable[[float], None]) -> float:
-    if not shares_core:
-        run_backward(clock + seconds)
+    """One collective from `clock`; backward runs during the part not on the core."""
+    seconds = allreduce(nbytes)
+    busy = (on_core(nbytes) if on_core else seconds) if shares_core else 0.0
+    run_backward(clock + max(0.0, seconds - busy))
     return clock + seconds
 
 
 def expected_exchange(ready: Sequence[tuple[float, float]],
                       allreduce: Callable[[float], float], horovod: Horovod, backward: float,
-                      shares_core: bool = False, phases: int = 8) -> tuple[float, float]:
+                      shares_core: bool = False, phases: int = 8,
+                      on_core: Callable[[float], float] | None = None) -> tuple[float, float]:
     """`simulate_exchange` averaged over where in Horovod's cycle the step's backward
     starts (uniform: the loop's phase is not tied to the step)."""
     runs = [simulate_exchange(ready, allreduce, horovod.fusion_bytes, horovod.cycle,
-                              (k + 0.5) / phases * horovod.cycle, backward, shares_core)
+                              (k + 0.5) / phases * horovod.cycle, backward, shares_core,
+                              on_core)
             for k in range(phases)]
     return (sum(r[0] for r in runs) / phases, sum(r[1] for r in runs) / phases)
 
 
 def readiness(backward: float, tensor_bytes: Sequence[float], early: bool,
-              start: float = 0.0) -> list[tuple[float, float]]:
-    """When each gradient is handed to Horovod: `early` (PyTorch's hooks), in reverse order
-    of the tensors (forward order given), each when the backward has run in proportion to
-    the bytes up to it; otherwise all at the backward's end."""
+              start: float = 0.0, fractions: Sequence[float] = ()) -> list[tuple[float, float]]:
+    """When each gradient is handed to Horovod: `early` (PyTorch's hooks), each when backward
+    has done its `fractions` (measured: `hvdkit.bench.gradient_ready`; forward order like the
+    tensors) or, without, in reverse order of the tensors, in proportion to the bytes up to
+    it; otherwise all at the backward's end."""
     if not early:
         return [(start + backward, b) for b in tensor_bytes]
+    if len(fractions) == len(tensor_bytes):
+        return [(start + backward * f, b) for f, b in zip(fractions, tensor_bytes, strict=True)]
     total = sum(tensor_bytes) or 1.0
     out, done = [], 0.0
     for size in reversed(tensor_bytes):
@@ -266,9 +276,13 @@ class Workload:
     itemsize: int = 4
     tensors: tuple[float, ...] = ()
     """Parameter tensors' sizes in elements, forward order (empty: 16 equal parts)."""
+    ready: tuple[float, ...] = ()
+    """When each tensor's gradient is ready, as a fraction of backward (forward order; empty:
+    in proportion to the bytes, `readiness`)."""
     overlap: bool = True
     """Whether a core (or the device) is free for the exchange beside backward
-    (`overlaps_backward`); without, collectives started during backward pause it."""
+    (`overlaps_backward`); without, collectives started during backward pause it while they
+    work on the host (`simulate_exchange`)."""
     early: bool = True
     """Gradients handed to Horovod as backward readies them (PyTorch's hooks); False: all
     after backward (TensorFlow's grouped allreduce)."""
@@ -334,9 +348,15 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
         def collective(nbytes: float) -> float:
             return ring_allreduce_seconds(nbytes, n, link) + host * nbytes
 
+        def on_core(nbytes: float) -> float:
+            """Within a host the transfer is the cores' copying too; over a network the
+            host's share alone (the cores are free while the link carries the bytes)."""
+            return collective(nbytes) if cluster.hosts == 1 else host * nbytes
+
         comm_end, backward_end = expected_exchange(
-            readiness(backward, sizes, work.early), collective, horovod, backward,
-            shares_core=work.early and not work.overlap)
+            readiness(backward, sizes, work.early, fractions=work.ready), collective,
+            horovod, backward,
+            shares_core=work.early and not work.overlap, on_core=on_core)
         comm = sum(collective(b) for b in _buffers(sizes, horovod.fusion_bytes))
         exposed = max(comm_end, backward_end) - backward
     elif n > 1:

@@ -20,7 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link
+from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link, calibrate_readiness
 from hvdkit.bench.perfmodel import (
     EXCHANGES,
     Cluster,
@@ -44,9 +44,11 @@ ASSUMPTIONS = (
     "every scale; a synchronous step waits for the slowest rank: the steps' spread (robust "
     "standard deviation / mean) times the expected maximum of n normals",
     "backward is 2/3 of compute unless given; PyTorch hands each gradient to Horovod when "
-    "backward readies it (reverse order, in proportion to the bytes), TensorFlow all after "
+    "backward readies it (calibrated: measured on the model; else reverse order, in "
+    "proportion to the bytes), TensorFlow all after "
     "backward; a collective runs beside backward only where a core is free for it (a GPU, "
-    "or CPU cores > ranks x threads), otherwise backward pauses while it runs",
+    "or CPU cores > ranks x threads), otherwise backward pauses while it works on the host "
+    "(all of it within a host; over a network the host's share, not the transfer)",
     "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link",
     "Horovod fuses the ready gradients each cycle (its phase uniform against the step) into "
     "buffers <= the fusion threshold; PowerSGD, ZeRO-1 and the parameter server exchange "
@@ -205,12 +207,18 @@ def calibrate_workload(recipe: str, framework: str, batch: int, threads: int | N
     """A recipe's workload calibrated on this host: compute from `calibrate_compute` and, with
     `link` (the one between 2 ranks here) on a CPU host, the host's share of its exchange
     from `calibrate_exchange` (the worker exchanges host memory). `given`: other Workload
-    fields. Returns the workload and what was measured ("compute", "exchange_s")."""
+    fields. PyTorch's: when each gradient is ready from `calibrate_readiness`. Returns the
+    workload and what was measured ("compute", "ready", "exchange_s")."""
     print(f"[predict] calibrating compute: {framework} np={ranks} with the exchange off, "
           f"batch {batch} per rank, {steps} steps", flush=True)
     compute = calibrate_compute(recipe, framework, batch, threads, steps, overrides, out, ranks,
                                 controller)
     inputs: dict[str, Any] = {"compute": compute}
+    if framework == "torch" and compute["tensors"]:
+        print("[predict] timing when each gradient is ready in backward (PyTorch's hooks)",
+              flush=True)
+        inputs["ready"] = calibrate_readiness(recipe, batch, threads, overrides, out)
+        given = {"ready": tuple(inputs["ready"]), **given}
     work = measured_workload(compute["parameters"], compute["per_sample_s"], framework,
                              compute["device"], ranks, compute["threads"], cores(),
                              tensors=tuple(compute["tensors"]), jitter=compute["jitter"],

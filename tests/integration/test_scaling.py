@@ -117,6 +117,11 @@ def test_predict_calibrates_a_recipe_on_this_host(tmp_path):
     assert compute["ranks"] == 2 and compute["per_sample_s"] > 0 and compute["jitter"] >= 0
     assert sum(compute["tensors"]) == compute["parameters"]
     assert result["workload"]["tensors"] == compute["tensors"]
+    # PyTorch's gradients, measured when ready: the output layer's (last) before the first's
+    ready = result["calibration"]["ready"]
+    assert len(ready) == len(compute["tensors"]) and all(0 <= f <= 1 for f in ready)
+    assert ready[-2] < ready[0] == pytest.approx(1.0, abs=0.05)
+    assert result["workload"]["ready"] == ready
     exchange = result["calibration"]["exchange_s"]
     assert set(exchange) == {"ring", "fp16"} and min(exchange.values()) > 0
     assert set(result["workload"]["host_per_byte"]) == {"ring", "fp16"}

@@ -84,6 +84,21 @@ def test_collectives_during_backward_pause_it_when_no_core_is_free():
     # none: backward stops for 1-1.5 ms, so ends at 2.5 ms; the next cycle, 3 ms, takes it
     assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, shares_core=True) == \
         pytest.approx((3.5e-3, 2.5e-3))
+    # none, but 0.4 ms of each collective waits on a network link: backward stops for 0.1 ms
+    on_core = lambda nbytes: 0.1e-3  # noqa: E731
+    assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, shares_core=True,
+                             on_core=on_core) == pytest.approx((3.5e-3, 2.1e-3))
+
+
+def test_backward_pauses_only_for_the_host_share_of_a_collective_over_a_network():
+    work = Workload(parameters=1_000_000, forward=1e-4, backward=2e-4, overlap=False,
+                    host_per_byte={"ring": 1e-9})
+    slow = Link(1e8, 1e-5)  # 40 ms of transfer for the 4 MB of gradients
+    one_host = predict_step(work, Cluster(2, 1, slow, slow), "ring", 32)
+    two_hosts = predict_step(work, Cluster(1, 2, slow, slow), "ring", 32)
+    # the same collectives; over the network backward runs on while they wait on the link
+    assert two_hosts["comm_s"] == pytest.approx(one_host["comm_s"])
+    assert two_hosts["step_s"] < one_host["step_s"] - 2e-3
 
 
 def test_expected_exchange_averages_the_loops_phase():
@@ -127,6 +142,22 @@ def test_stragglers_grow_with_the_ranks():
 def test_readiness_in_reverse_order_during_backward():
     assert readiness(1.0, [1.0, 3.0], early=True) == [(0.75, 3.0), (1.0, 1.0)]
     assert readiness(1.0, [1.0, 3.0], early=False) == [(1.0, 1.0), (1.0, 3.0)]
+    # measured fractions (a CNN: its big dense layer, last in forward, ready first)
+    assert readiness(1.0, [1.0, 3.0], early=True, fractions=[1.0, 0.2]) == \
+        [(1.0, 1.0), (0.2, 3.0)]
+
+
+def test_gradients_ready_early_hide_more_of_the_exchange():
+    """A CNN's dense weights, ready at a fifth of backward, leave the rest of backward to
+    hide their transfer behind; by bytes they would be ready at the end."""
+    work = Workload(parameters=1_000_000, forward=1e-4, backward=2e-4, overlap=False,
+                    tensors=(100_000, 900_000))
+    slow = Link(2e8, 1e-5)  # 20 ms for the 4 MB
+    by_bytes = predict_step(work, Cluster(1, 2, slow, slow), "ring", 100)
+    measured = predict_step(replace(work, ready=(1.0, 0.2)), Cluster(1, 2, slow, slow),
+                            "ring", 100)
+    # backward is 20 ms; the dense layer's 18 ms transfer starts at 4 ms of it, not at 18
+    assert by_bytes["step_s"] - measured["step_s"] == pytest.approx(14e-3, abs=1e-3)
 
 
 def test_parse_link():
