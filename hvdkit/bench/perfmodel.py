@@ -143,17 +143,18 @@ def ps_seconds(grad_bytes: float, param_bytes: float, cluster: Cluster) -> float
 
 def simulate_exchange(ready: Sequence[tuple[float, float]],
                       allreduce: Callable[[float], float], fusion_bytes: float, cycle: float,
-                      phase: float, backward: float, shares_core: bool = False,
+                      phase: float, backward: float,
                       on_core: Callable[[float], float] | None = None) -> tuple[float, float]:
     """(when the last gradient is reduced, when backward ends), simulating Horovod's loop.
 
     `ready`: (seconds of backward run when a gradient is ready, its bytes). The loop wakes at
     `phase`, then every `cycle` (or when the previous cycle's collectives end, if later),
     takes the ready gradients, fuses them in order into buffers of at most `fusion_bytes` (a
-    larger one goes alone) and allreduces the buffers one after the other. `shares_core`:
-    no core is free for the collectives, so backward pauses while they work on the host:
-    `on_core(bytes)` seconds of each (default: all of it), running on while one waits on a
-    network link; otherwise backward runs on beside them."""
+    larger one goes alone) and allreduces the buffers one after the other. `on_core`: no core
+    is free for the collectives, so backward pauses while they work on the host, for
+    `on_core(bytes)` seconds of each (all of it within a host; over a network backward runs
+    on while the link carries the bytes); None: a core is free and backward runs on beside
+    them."""
     pending = sorted((min(at, backward), size) for at, size in ready)
     clock, done, end, tick, i = 0.0, 0.0, 0.0, phase, 0
     backward_end = backward if not pending else None
@@ -173,12 +174,11 @@ def simulate_exchange(ready: Sequence[tuple[float, float]],
         while i < len(pending) and pending[i][0] <= done + _EPS:
             size = pending[i][1]
             if buffer and buffer + size > fusion_bytes:
-                clock = _collective(clock, buffer, allreduce, shares_core, on_core,
-                                    run_backward)
+                clock = _collective(clock, buffer, allreduce, on_core, run_backward)
                 buffer = 0.0
             buffer += size
             i += 1
-        clock = end = _collective(clock, buffer, allreduce, shares_core, on_core, run_backward)
+        clock = end = _collective(clock, buffer, allreduce, on_core, run_backward)
         tick = max(clock, tick + cycle)
     if backward_end is None:
         run_backward(clock + backward - done)
@@ -186,24 +186,22 @@ def simulate_exchange(ready: Sequence[tuple[float, float]],
 
 
 def _collective(clock: float, nbytes: float, allreduce: Callable[[float], float],
-                shares_core: bool, on_core: Callable[[float], float] | None,
+                on_core: Callable[[float], float] | None,
                 run_backward: Callable[[float], None]) -> float:
     """One collective from `clock`; backward runs during the part not on the core."""
     seconds = allreduce(nbytes)
-    busy = (on_core(nbytes) if on_core else seconds) if shares_core else 0.0
-    run_backward(clock + max(0.0, seconds - busy))
+    run_backward(clock + max(0.0, seconds - (on_core(nbytes) if on_core else 0.0)))
     return clock + seconds
 
 
 def expected_exchange(ready: Sequence[tuple[float, float]],
                       allreduce: Callable[[float], float], horovod: Horovod, backward: float,
-                      shares_core: bool = False, phases: int = 8,
-                      on_core: Callable[[float], float] | None = None) -> tuple[float, float]:
+                      on_core: Callable[[float], float] | None = None,
+                      phases: int = 8) -> tuple[float, float]:
     """`simulate_exchange` averaged over where in Horovod's cycle the step's backward
     starts (uniform: the loop's phase is not tied to the step)."""
     runs = [simulate_exchange(ready, allreduce, horovod.fusion_bytes, horovod.cycle,
-                              (k + 0.5) / phases * horovod.cycle, backward, shares_core,
-                              on_core)
+                              (k + 0.5) / phases * horovod.cycle, backward, on_core)
             for k in range(phases)]
     return (sum(r[0] for r in runs) / phases, sum(r[1] for r in runs) / phases)
 
@@ -355,8 +353,7 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
 
         comm_end, backward_end = expected_exchange(
             readiness(backward, sizes, work.early, fractions=work.ready), collective,
-            horovod, backward,
-            shares_core=work.early and not work.overlap, on_core=on_core)
+            horovod, backward, on_core=on_core if work.early and not work.overlap else None)
         comm = sum(collective(b) for b in _buffers(sizes, horovod.fusion_bytes))
         exposed = max(comm_end, backward_end) - backward
     elif n > 1:

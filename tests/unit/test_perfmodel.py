@@ -82,12 +82,12 @@ def test_collectives_during_backward_pause_it_when_no_core_is_free():
     assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3) == pytest.approx(
         (2.5e-3, 2e-3))
     # none: backward stops for 1-1.5 ms, so ends at 2.5 ms; the next cycle, 3 ms, takes it
-    assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, shares_core=True) == \
+    assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, on_core=cost) == \
         pytest.approx((3.5e-3, 2.5e-3))
     # none, but 0.4 ms of each collective waits on a network link: backward stops for 0.1 ms
     on_core = lambda nbytes: 0.1e-3  # noqa: E731
-    assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, shares_core=True,
-                             on_core=on_core) == pytest.approx((3.5e-3, 2.1e-3))
+    assert simulate_exchange(ready, cost, 100, 1e-3, 1e-3, 2e-3, on_core=on_core) == \
+        pytest.approx((3.5e-3, 2.1e-3))
 
 
 def test_backward_pauses_only_for_the_host_share_of_a_collective_over_a_network():
