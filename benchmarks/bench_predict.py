@@ -53,6 +53,7 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
     link = calibrate_link(OUT)
     print(f"link within this host: {link.bandwidth / 1e9:.2f} GB/s, "
           f"{link.latency * 1e6:.1f} us", flush=True)
+    host = Cluster(2, 1, link, link)  # the 2 ranks measured, on this host
     ratios: dict[tuple[str, str, str], list[float]] = {}
     rows = []
     for r in range(rounds):
@@ -67,12 +68,11 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
                 cal, exchange_s = measured["compute"], measured["exchange_s"]
                 for exchange in exchanges:
                     measured = measure(recipe, framework, exchange, n_steps, tag)
-                    predicted = predict_step(work, Cluster(2, 1, link, link), exchange,
-                                             per_rank)
+                    predicted = predict_step(work, host, exchange, per_rank)
                     ratio = predicted["samples_per_sec"] / measured["samples_per_sec"]
                     # the same calibration, gradients ready in proportion to their bytes
-                    by_bytes = predict_step(replace(work, ready=()), Cluster(2, 1, link, link),
-                                            exchange, per_rank)["samples_per_sec"]
+                    by_bytes = predict_step(replace(work, ready=()), host, exchange,
+                                            per_rank)["samples_per_sec"]
                     ratios.setdefault((name, framework, exchange), []).append(ratio)
                     rows.append({"recipe": name, "framework": framework,
                                  "exchange": exchange, "round": r,
