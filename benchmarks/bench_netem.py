@@ -65,6 +65,7 @@ def measure(net: TwoHosts, recipe: str, batch: int, exchange: str, steps: int,
                "-H", "ns1:1,ns2:1", "--controller", "gloo", "--network-interface", INTERFACE,
                "--threads", "1", "--no-progress", "--overwrite", "--run-dir", str(run_dir),
                "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={steps}",
+               "--set", "train.epochs=1000",  # max_steps ends the run, not the dataset's size
                "--set", f"parallel.compression={'fp16' if exchange == 'fp16' else 'none'}"]
     done = subprocess.run(command, cwd=ROOT, env={**net.env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=900)
