@@ -6,8 +6,9 @@ At each rate, a 2-host job (one rank per host, Gloo over the veth link) of synth
 step time compared with the prediction: compute calibrated here (a 2-rank Gloo job with the
 exchange off, as the two "hosts" share this machine's cores), the exchange's share on the host
 from the model's own gradients exchanged by Gloo between 2 ranks here
-(`perfmodel.host_per_byte`), the link *given* as the tbf rate and a 50 µs latency (not
-measured: the model's first principles are under test). Target: within ±15%.
+(`perfmodel.host_per_byte`), the link *given*: the TCP payload the tbf rate leaves (it counts
+each 1500-byte packet's Ethernet, IP and TCP headers: 1448 of 1514 bytes) and a 50 µs latency
+(not measured: the model's first principles are under test). Target: within ±15%.
 Everything it creates (namespaces, bridge, sshd, qdiscs) is removed on exit; traffic goes only
 to loopback and to those namespaces. Needs root, iproute2 (`ip`, `tc`) and openssh-server.
 
@@ -27,7 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
-from hvdkit.bench.perfmodel import Cluster, Link, predict_step  # noqa: E402
+from hvdkit.bench.perfmodel import (  # noqa: E402
+    ETHERNET_IN_QDISC,
+    Cluster,
+    Link,
+    predict_step,
+    tcp_payload_rate,
+)
 from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from hvdkit.runtime.world import cores  # noqa: E402
@@ -102,7 +109,8 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     with two_hosts() as net:
         for mbit in rates:
             limit(net, mbit)
-            link = Link(mbit * 1e6 / 8, LATENCY)
+            # tbf's rate counts each frame's headers; Gloo's TCP moves the payload
+            link = Link(tcp_payload_rate(mbit * 1e6 / 8, framing=ETHERNET_IN_QDISC), LATENCY)
             for name, (recipe, batch, work) in works.items():
                 for exchange in exchanges:
                     predicted = predict_step(work, Cluster(1, 2, link, link), exchange,

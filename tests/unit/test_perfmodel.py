@@ -23,6 +23,7 @@ from hvdkit.bench.perfmodel import (
     reduce_scatter_seconds,
     ring_allreduce_seconds,
     simulate_exchange,
+    tcp_payload_rate,
 )
 from hvdkit.errors import UserError
 from hvdkit.parallel.schedules import ideal_bubble, simulate
@@ -167,6 +168,16 @@ def test_parse_link():
     for bad in ("25Gbit/s", "fast,10us", "25Gbit/s,10parsecs", "0Gbit/s,1us"):
         with pytest.raises(UserError):
             parse_link(bad)
+
+
+def test_tcp_payload_rate():
+    # 1500-byte packets: 1448 of payload (IPv4 20, TCP 20 + timestamps 12) in 1538 bytes on
+    # a wire (Ethernet 14 + FCS 4 + preamble 8 + gap 12) or 1514 counted by a qdisc
+    assert tcp_payload_rate(1e9) == pytest.approx(1e9 * 1448 / 1538)
+    assert tcp_payload_rate(1e9, framing=14) == pytest.approx(1e9 * 1448 / 1514)
+    assert tcp_payload_rate(1e9, mtu=9000) == pytest.approx(1e9 * 8948 / 9038)
+    with pytest.raises(UserError):
+        tcp_payload_rate(1e9, mtu=40)
 
 
 def test_one_rank_is_compute_only():
