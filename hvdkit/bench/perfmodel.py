@@ -181,7 +181,7 @@ def simulate_exchange(ready: Sequence[tuple[float, float]],
 
     def run_backward(until: float) -> None:
         nonlocal clock, done, backward_end
-        if backward_end is None and done + (until - clock) >= backward:
+        if backward_end is None and done + (until - clock) >= backward - _EPS:
             backward_end = clock + (backward - done)
         done, clock = min(backward, done + until - clock), until
 
