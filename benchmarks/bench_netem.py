@@ -6,9 +6,10 @@ At each rate, a 2-host job (one rank per host, Gloo over the veth link) of synth
 step time compared with the prediction: compute calibrated here (a 2-rank Gloo job with the
 exchange off, as the two "hosts" share this machine's cores), the exchange's share on the host
 from the model's own gradients exchanged by Gloo between 2 ranks here
-(`perfmodel.host_per_byte`), the link *given*: the TCP payload the tbf rate leaves (it counts
-each 1500-byte packet's Ethernet, IP and TCP headers: 1448 of 1514 bytes) and a 50 µs latency
-(not measured: the model's first principles are under test). Target: within ±15%.
+(`perfmodel.host_per_byte`), the link *given*: the TCP payload of the tbf rate and burst (tbf
+counts each 1500-byte packet's Ethernet, IP and TCP headers: 1448 of 1514 bytes are payload)
+and a 50 µs latency (not measured: the model's first principles are under test).
+Target: within ±15%.
 Everything it creates (namespaces, bridge, sshd, qdiscs) is removed on exit; traffic goes only
 to loopback and to those namespaces. Needs root, iproute2 (`ip`, `tc`) and openssh-server.
 
@@ -33,7 +34,7 @@ from hvdkit.bench.perfmodel import (  # noqa: E402
     Cluster,
     Link,
     predict_step,
-    tcp_payload_rate,
+    tcp_payload_share,
 )
 from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
@@ -55,10 +56,16 @@ CALIBRATION_STEPS = {"synthetic_mlp": 1000, "synthetic_cnn": 100}
 """Steps of the compute calibration: several seconds of timed window (20 MLP steps are 70 ms)."""
 
 
+def burst_bytes(mbit: float) -> int:
+    """The token bucket's burst at `mbit` Mbit/s: a 64 KB GSO segment twice over, or about
+    2 ms of traffic. (A burst of 16 KB made tbf deliver well below its rate: synthetic_cnn's
+    ring step at 50 Mbit/s took 425 ms instead of 377-389.)"""
+    return max(128 * 1024, int(mbit * 1e6 / 8 * 2e-3))
+
+
 def limit(net: TwoHosts, mbit: float) -> None:
-    """Each host's egress on the link at `mbit` Mbit/s (token bucket; the burst holds a
-    64 KB GSO segment and about 2 ms of traffic)."""
-    burst = max(128 * 1024, int(mbit * 1e6 / 8 * 2e-3))
+    """Each host's egress on the link at `mbit` Mbit/s (`tc ... tbf`, `burst_bytes`)."""
+    burst = burst_bytes(mbit)
     for host in net.addresses:
         subprocess.run(["ip", "netns", "exec", net.namespace(host), "tc", "qdisc", "replace",
                         "dev", INTERFACE, "root", "tbf", "rate", f"{mbit:g}mbit", "burst",
@@ -109,8 +116,9 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     with two_hosts() as net:
         for mbit in rates:
             limit(net, mbit)
-            # tbf's rate counts each frame's headers; Gloo's TCP moves the payload
-            link = Link(tcp_payload_rate(mbit * 1e6 / 8, framing=ETHERNET_IN_QDISC), LATENCY)
+            # tbf counts each frame's headers; Gloo's TCP moves the payload
+            payload = tcp_payload_share(framing=ETHERNET_IN_QDISC)
+            link = Link(mbit * 1e6 / 8 * payload, LATENCY, burst_bytes(mbit) * payload)
             for name, (recipe, batch, work) in works.items():
                 for exchange in exchanges:
                     predicted = predict_step(work, Cluster(1, 2, link, link), exchange,

@@ -45,10 +45,17 @@ class Link:
 
     bandwidth: float
     latency: float
+    burst: float = 0.0
+    """Bytes a token-bucket link (`tc ... tbf`, a cloud VM's burst credit) passes at once
+    after it has been idle long enough to refill them at `bandwidth`; 0: a wire."""
 
     def seconds(self, nbytes: float) -> float:
         """One point-to-point message of `nbytes`."""
         return self.latency + nbytes / self.bandwidth
+
+    def credit_seconds(self, idle: float) -> float:
+        """Transfer time saved by the burst the bucket refilled in `idle` seconds."""
+        return min(self.burst, idle * self.bandwidth) / self.bandwidth
 
 
 def _number(text: str, units: dict[str, float], what: str) -> float:
@@ -91,14 +98,13 @@ ETHERNET_IN_QDISC = 14
 """What a Linux qdisc (`tc ... tbf`) counts per frame besides the IP packet: the header."""
 
 
-def tcp_payload_rate(line_rate: float, mtu: int = 1500,
-                     framing: int = ETHERNET_ON_WIRE) -> float:
-    """Bytes/s of TCP payload (what Gloo or MPI over TCP moves) on an Ethernet link of
-    `line_rate` bytes/s: each packet of `mtu` bytes carries mtu − 52 of payload and costs
-    mtu + `framing` on the link (1500: 94.1% on a wire, 95.6% through a qdisc)."""
+def tcp_payload_share(mtu: int = 1500, framing: int = ETHERNET_ON_WIRE) -> float:
+    """The share of an Ethernet link's bytes that is TCP payload (what Gloo or MPI over TCP
+    moves): each packet of `mtu` bytes carries mtu − 52 of payload and costs mtu + `framing`
+    on the link (MTU 1500: 94.1% on a wire, 95.6% through a qdisc; 9000: 99.0% on a wire)."""
     if mtu <= TCP_IP_HEADERS:
         raise UserError(f"an MTU of {mtu} bytes leaves no room for TCP's payload")
-    return line_rate * (mtu - TCP_IP_HEADERS) / (mtu + framing)
+    return (mtu - TCP_IP_HEADERS) / (mtu + framing)
 
 
 def parse_link(text: str) -> Link:
@@ -371,11 +377,15 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
             host's share alone (the cores are free while the link carries the bytes)."""
             return collective(nbytes) if cluster.hosts == 1 else host * nbytes
 
+        ready = readiness(backward, sizes, work.early, fractions=work.ready)
         comm_end, backward_end = expected_exchange(
-            readiness(backward, sizes, work.early, fractions=work.ready), collective,
-            horovod, backward, on_core=on_core if work.early and not work.overlap else None)
+            ready, collective, horovod, backward,
+            on_core=on_core if work.early and not work.overlap else None)
         comm = sum(collective(b) for b in _buffers(sizes, horovod.fusion_bytes))
-        exposed = max(comm_end, backward_end) - backward
+        # a token bucket refills while the step computes before its first collective; its
+        # burst then goes at once, and the collectives after it follow that much earlier
+        credit = link.credit_seconds(forward + min(at for at, _ in ready)) if n > 1 else 0.0
+        exposed = max(comm_end - credit, backward_end) - backward
     elif n > 1:
         if exchange == "powersgd":  # P then Q, each about half the low-rank bytes
             comm = 2 * ring_allreduce_seconds(grads / work.powersgd_ratio / 2, n, link)

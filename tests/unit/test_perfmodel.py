@@ -23,7 +23,7 @@ from hvdkit.bench.perfmodel import (
     reduce_scatter_seconds,
     ring_allreduce_seconds,
     simulate_exchange,
-    tcp_payload_rate,
+    tcp_payload_share,
 )
 from hvdkit.errors import UserError
 from hvdkit.parallel.schedules import ideal_bubble, simulate
@@ -170,14 +170,31 @@ def test_parse_link():
             parse_link(bad)
 
 
-def test_tcp_payload_rate():
+def test_tcp_payload_share():
     # 1500-byte packets: 1448 of payload (IPv4 20, TCP 20 + timestamps 12) in 1538 bytes on
     # a wire (Ethernet 14 + FCS 4 + preamble 8 + gap 12) or 1514 counted by a qdisc
-    assert tcp_payload_rate(1e9) == pytest.approx(1e9 * 1448 / 1538)
-    assert tcp_payload_rate(1e9, framing=14) == pytest.approx(1e9 * 1448 / 1514)
-    assert tcp_payload_rate(1e9, mtu=9000) == pytest.approx(1e9 * 8948 / 9038)
+    assert tcp_payload_share() == pytest.approx(1448 / 1538)
+    assert tcp_payload_share(framing=14) == pytest.approx(1448 / 1514)
+    assert tcp_payload_share(mtu=9000) == pytest.approx(8948 / 9038)
     with pytest.raises(UserError):
-        tcp_payload_rate(1e9, mtu=40)
+        tcp_payload_share(mtu=40)
+
+
+def test_a_token_bucket_burst_shortens_the_exposed_transfer():
+    # CNN-like: 30 ms compute (10 forward), one 1 MB tensor ready at the start of backward,
+    # a 10 MB/s link: 100 ms transfer from t=10 ms of the step; backward ends at 30 ms
+    work = Workload(parameters=250_000, forward=10e-3, backward=20e-3, tensors=(250_000,),
+                    ready=(0.0,), host_per_byte={})
+    wire, bucket = Link(1e7, 0.0), Link(1e7, 0.0, burst=100e3)
+    plain = predict_step(work, Cluster(1, 2, wire, wire), "ring", 1)
+    burst = predict_step(work, Cluster(1, 2, bucket, bucket), "ring", 1)
+    # 10 ms of forward refill 100 KB, which pass at once: 10 ms sooner
+    assert plain["step_s"] - burst["step_s"] == pytest.approx(10e-3, abs=1e-4)
+    assert bucket.credit_seconds(2e-3) == pytest.approx(2e-3)  # refilled 20 KB only
+    # a transfer hidden under backward stays hidden: nothing to save
+    hidden = replace(work, tensors=(2_500,))
+    assert (predict_step(hidden, Cluster(1, 2, bucket, bucket), "ring", 1)["step_s"]
+            == pytest.approx(predict_step(hidden, Cluster(1, 2, wire, wire), "ring", 1)["step_s"]))
 
 
 def test_one_rank_is_compute_only():
