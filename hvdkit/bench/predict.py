@@ -49,7 +49,9 @@ ASSUMPTIONS = (
     "backward; a collective runs beside backward only where a core is free for it (a GPU, "
     "or CPU cores > ranks x threads), otherwise backward pauses while it works on the host "
     "(all of it within a host; over a network the host's share, not the transfer)",
-    "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link",
+    "a flat ring: each hop alpha-beta; across hosts the ring runs at the inter-host link; "
+    "a given rate is the collective's payload (TCP over Ethernet at MTU 1500 gets 94% of the "
+    "line rate); a token-bucket link's burst passes at once after compute refilled it",
     "Horovod fuses the ready gradients each cycle (its phase uniform against the step) into "
     "buffers <= the fusion threshold; PowerSGD, ZeRO-1 and the parameter server exchange "
     "after backward, fully exposed",
