@@ -383,8 +383,10 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
             on_core=on_core if work.early and not work.overlap else None)
         comm = sum(collective(b) for b in _buffers(sizes, horovod.fusion_bytes))
         # a token bucket refills while the step computes before its first collective; its
-        # burst then goes at once, and the collectives after it follow that much earlier
-        credit = link.credit_seconds(forward + min(at for at, _ in ready)) if n > 1 else 0.0
+        # burst then goes at once (at most the step's bytes), and the collectives after it
+        # follow that much earlier
+        wire = bus_factor(n) * sum(sizes) / link.bandwidth if n > 1 else 0.0
+        credit = min(wire, link.credit_seconds(forward + min(at for at, _ in ready)))
         exposed = max(comm_end - credit, backward_end) - backward
     elif n > 1:
         if exchange == "powersgd":  # P then Q, each about half the low-rank bytes

@@ -191,6 +191,11 @@ def test_a_token_bucket_burst_shortens_the_exposed_transfer():
     # 10 ms of forward refill 100 KB, which pass at once: 10 ms sooner
     assert plain["step_s"] - burst["step_s"] == pytest.approx(10e-3, abs=1e-4)
     assert bucket.credit_seconds(2e-3) == pytest.approx(2e-3)  # refilled 20 KB only
+    # a burst larger than the step's bytes saves their transfer, not the latency
+    late = replace(work, tensors=(2_500,), ready=(1.0,))
+    slow = Link(1e7, 5e-3, burst=1e9)
+    small = predict_step(late, Cluster(1, 2, slow, slow), "ring", 1)
+    assert small["exposed_comm_s"] >= 2 * slow.latency
     # a transfer hidden under backward stays hidden: nothing to save
     hidden = replace(work, tensors=(2_500,))
     assert (predict_step(hidden, Cluster(1, 2, bucket, bucket), "ring", 1)["step_s"]
