@@ -52,6 +52,11 @@ WINDOW_SECONDS = 8.0
 """Each measured run trains about this long (at least `--steps` steps, at most 200): 20 steps
 of the MLP at 1000 Mbit/s are 1.2 s, and two such runs of one configuration differed by 18%
 (the link stalls: 1 step in 12 with fp32, 1 in 6 with fp16 took 1.4x the median or more)."""
+PAST_ONE_EPOCH = "train.epochs=1000"
+"""Every job here trains until its step count, not the dataset's end (synthetic_cnn's epoch is
+25 steps)."""
+PAYLOAD = tcp_payload_share(framing=ETHERNET_IN_QDISC)
+"""tbf counts each frame's headers; Gloo's TCP moves the payload."""
 CALIBRATION_STEPS = {"synthetic_mlp": 1000, "synthetic_cnn": 100}
 """Steps of the compute calibration: several seconds of timed window (20 MLP steps are 70 ms)."""
 
@@ -79,7 +84,7 @@ def measure(net: TwoHosts, recipe: str, batch: int, exchange: str, steps: int,
                "-H", "ns1:1,ns2:1", "--controller", "gloo", "--network-interface", INTERFACE,
                "--threads", "1", "--no-progress", "--overwrite", "--run-dir", str(run_dir),
                "--set", f"train.batch_size={batch}", "--set", f"train.max_steps={steps}",
-               "--set", "train.epochs=1000",  # max_steps ends the run, not the dataset's size
+               "--set", PAST_ONE_EPOCH,
                "--set", f"parallel.compression={'fp16' if exchange == 'fp16' else 'none'}"]
     done = subprocess.run(command, cwd=ROOT, env={**net.env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=900)
@@ -104,7 +109,7 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
         # both "hosts" are this machine's cores, each filled by one rank's thread
         work, measured = calibrate_workload(recipe, "torch", batch, 1,
                                             CALIBRATION_STEPS.get(name, steps),
-                                            ["train.epochs=1000"], OUT / name, 2, loopback,
+                                            [PAST_ONE_EPOCH], OUT / name, 2, loopback,
                                             controller="gloo")
         cal, exchange_s = measured["compute"], measured["exchange_s"]
         works[name] = (recipe, batch, work)
@@ -116,9 +121,7 @@ def main(rates: list[float], recipes: list[str], exchanges: list[str], steps: in
     with two_hosts() as net:
         for mbit in rates:
             limit(net, mbit)
-            # tbf counts each frame's headers; Gloo's TCP moves the payload
-            payload = tcp_payload_share(framing=ETHERNET_IN_QDISC)
-            link = Link(mbit * 1e6 / 8 * payload, LATENCY, burst_bytes(mbit) * payload)
+            link = Link(mbit * 1e6 / 8 * PAYLOAD, LATENCY, burst_bytes(mbit) * PAYLOAD)
             for name, (recipe, batch, work) in works.items():
                 for exchange in exchanges:
                     predicted = predict_step(work, Cluster(1, 2, link, link), exchange,

@@ -385,7 +385,7 @@ def predict_step(work: Workload, cluster: Cluster, exchange: str, batch: float,
         # a token bucket refills while the step computes before its first collective; its
         # burst then goes at once (at most the step's bytes), and the collectives after it
         # follow that much earlier
-        wire = bus_factor(n) * sum(sizes) / link.bandwidth if n > 1 else 0.0
+        wire = bus_factor(n) * sum(sizes) / link.bandwidth
         credit = min(wire, link.credit_seconds(forward + min(at for at, _ in ready)))
         exposed = max(comm_end - credit, backward_end) - backward
     elif n > 1:
