@@ -28,6 +28,7 @@ from hvdkit.layout import ParallelLayout
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.runtime.rank import in_horovod_job, rank_from_env
 from hvdkit.runtime.world import JOB_STARTED, default_threads
+from hvdkit.training.checkpoint import refuse_old_format
 from hvdkit.training.rundir import new_run_dir, prepare_run_dir
 from hvdkit.worker import JOB_ENV, TrainJob, done_line, train
 
@@ -77,6 +78,8 @@ def run_training(args: argparse.Namespace) -> int:
         # The ranks on every host import builders from the recipe's folder.
         path = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = recipe.folder + (os.pathsep + path if path else "")
+    if args.resume is not None:  # an old pickle checkpoint: one line now, not one per rank
+        refuse_old_format(args.run_dir if args.resume == "latest" else args.resume)
     run_dir = args.run_dir or str(new_run_dir(recipe.name, args.framework, options.np))
     prepare_run_dir(run_dir, args.resume, args.overwrite)  # before a framework loads
     check_horovod(args.framework, options.controller)

@@ -1,9 +1,12 @@
 """Checkpoints: atomic save, keep the last k, verified load with fallback to an older one.
 
-A checkpoint is one file, `<dir>/ckpt-<step>.hvdk`: a header line with a SHA-256 of the
-body, then the pickled payload (numpy arrays and plain Python only: the model and optimizer
-state from the step runner's `state()` (hvdkit.parallel.step), the data position, the RNG
-states, the recipe and its hash).
+A checkpoint is one file, `<dir>/ckpt-<step>.hvdk`: a header line (format version, SHA-256
+and size of the body), then the body, data only (hvdkit.training.safe_format: the arrays in an
+.npz archive, the rest as JSON): the model and optimizer state from the step runner's
+`state()` (hvdkit.parallel.step), the data position, the RNG states, the recipe and its hash.
+Reading it never runs code. A format 1 file (a pickled body, which could run any code
+when read) is refused with one line, never read.
+
 Writing goes to a temporary file that is fsynced and then renamed, so a crash mid-write
 leaves the previous checkpoints intact. A truncated or corrupted file fails its checksum;
 `load_latest` then reports it and falls back to the newest older checkpoint that verifies.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import random
 import re
 import sys
@@ -29,8 +31,12 @@ import numpy as np
 
 from hvdkit.config import Recipe
 from hvdkit.errors import UserError
+from hvdkit.training import safe_format
 
-MAGIC = b"HVDKIT-CHECKPOINT 1 "
+FORMAT = 2
+PREFIX = b"HVDKIT-CHECKPOINT "
+MAGIC = PREFIX + f"{FORMAT} ".encode()
+LEGACY = PREFIX + b"1 "  # a pickled body: refused unread
 SUFFIX = ".hvdk"
 _NAME = re.compile(r"^ckpt-(\d+)\.hvdk$")
 # Fields a resumed run may change: those that do not change what a step computes, and the
@@ -47,6 +53,17 @@ RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.l
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used: unreadable, corrupted, or from another recipe."""
+
+
+class LegacyCheckpointError(CheckpointError):
+    """A format 1 checkpoint: its body is a pickle, which could run code; never read."""
+
+
+def legacy_message(path: Path, older: int = 0) -> str:
+    also = f" (and {older} older one{'s' if older > 1 else ''} there)" if older else ""
+    return (f"checkpoint {path}{also} is in hvdkit's old checkpoint format (version 1, a "
+            "Python pickle, which can run any code when it is read); this hvdkit no longer "
+            "reads it: train the run again from the start")
 
 
 def resume_key(recipe: Recipe) -> dict[str, Any]:
@@ -97,12 +114,13 @@ def save(directory: str | Path, step: int, payload: dict[str, Any], keep: int = 
     """Write `payload` atomically as the checkpoint of `step`; delete all but the newest `keep`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    body = safe_format.encode(payload)  # an unsupported value raises here, before any file
     header = MAGIC + hashlib.sha256(body).hexdigest().encode() + b" " + str(len(body)).encode()
     final = checkpoint_path(directory, step)
     temp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     with open(temp, "wb") as f:
-        f.write(header + b"\n" + body)
+        f.write(header + b"\n")
+        f.write(body)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, final)
@@ -133,8 +151,7 @@ def load(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from None
     header, _, body = data.partition(b"\n")
-    if not header.startswith(MAGIC):
-        raise CheckpointError(f"checkpoint {path} is not an hvdkit checkpoint")
+    _check_version(path, header)
     try:
         digest, size = header[len(MAGIC):].decode().split()
         expected_size = int(size)
@@ -145,7 +162,58 @@ def load(path: str | Path) -> dict[str, Any]:
                               f"({len(body)} of {expected_size} bytes)")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CheckpointError(f"checkpoint {path} is corrupted (checksum mismatch)")
-    return pickle.loads(body)
+    try:
+        payload = safe_format.decode(body)
+    except safe_format.FormatError as exc:
+        raise CheckpointError(f"checkpoint {path} is not a valid hvdkit checkpoint "
+                              f"(its body: {exc})") from None
+    if type(payload) is not dict:
+        raise CheckpointError(f"checkpoint {path} is not a valid hvdkit checkpoint "
+                              "(its body holds no payload)")
+    return payload
+
+
+def _check_version(path: Path, header: bytes) -> None:
+    """Refuse a header of another format: format 1 (a pickle) unread, a newer one named."""
+    if header.startswith(MAGIC):
+        return
+    if header.startswith(LEGACY):
+        raise LegacyCheckpointError(legacy_message(path))
+    version = header[len(PREFIX):].split(b" ", 1)[0] if header.startswith(PREFIX) else b""
+    if version.isdigit() and int(version) > FORMAT:
+        raise CheckpointError(f"checkpoint {path} is in checkpoint format {int(version)}, from "
+                              f"a newer hvdkit; this one reads format {FORMAT}")
+    raise CheckpointError(f"checkpoint {path} is not an hvdkit checkpoint")
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of `path`, enough for its format (nothing further is read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC))
+    except OSError:
+        return b""
+
+
+def refuse_old_format(source: str | Path) -> None:
+    """Before a job starts: one line if resuming from `source` would reach a format 1
+    checkpoint before any of this format. Reads only headers; a source not found here is
+    left to the ranks (it may be on rank 0's host only)."""
+    try:
+        candidates = find(source)
+    except CheckpointError:
+        return
+    for i, path in enumerate(candidates):
+        head = _head(path)
+        if head.startswith(LEGACY):
+            raise LegacyCheckpointError(legacy_message(path, _legacy_after(candidates, i)))
+        if head.startswith(MAGIC):
+            return  # verified, with its fallbacks, on rank 0
+
+
+def _legacy_after(candidates: list[Path], i: int) -> int:
+    """How many of the checkpoints older than `candidates[i]` are format 1 too."""
+    return sum(_head(p).startswith(LEGACY) for p in candidates[i + 1:])
 
 
 def check_recipe(payload: dict[str, Any], recipe: Recipe, path: Path) -> None:
@@ -177,13 +245,21 @@ def load_latest(source: str | Path, recipe: Recipe,
                 report: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint under `source` that verifies; each bad one is reported and skipped.
 
-    A checkpoint of another recipe is never skipped silently: it ends the search with an error.
+    A checkpoint of another recipe is never skipped silently: it ends the search with an error;
+    so does one of format 1 (a pickle, never read), in one line however many there are.
     """
     report = report or (lambda message: print(message, file=sys.stderr, flush=True))
     errors = []
-    for path in find(source):
+    candidates = find(source)
+    for i, path in enumerate(candidates):
         try:
             payload = load(path)
+        except LegacyCheckpointError:
+            # Older ones are of that format too, most likely: one line, not one per file.
+            message = legacy_message(path, _legacy_after(candidates, i))
+            if errors:
+                message = f"no usable checkpoint under {source}: {'; '.join(errors)}; {message}"
+            raise LegacyCheckpointError(message) from None
         except CheckpointError as exc:
             report(f"hvdkit: {exc}; trying the previous checkpoint")
             errors.append(str(exc))
@@ -239,7 +315,7 @@ class Checkpointer:
         if not self.is_root:
             return None
         payload = {
-            "format": 1, "framework": self.framework, "position": asdict(position),
+            "format": FORMAT, "framework": self.framework, "position": asdict(position),
             "recipe_hash": recipe_hash(self.recipe), "resume_key": resume_key(self.recipe),
             "state": state, "rng": rng_state(), "saved_at": time.time(),
         }
