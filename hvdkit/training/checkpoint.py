@@ -52,7 +52,7 @@ RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.l
 
 
 class CheckpointError(UserError):
-    """A checkpoint that cannot be used: unreadable, corrupted, or from another recipe."""
+    """A checkpoint that cannot be used: unreadable, corrupted, of another format or recipe."""
 
 
 class LegacyCheckpointError(CheckpointError):
@@ -60,10 +60,11 @@ class LegacyCheckpointError(CheckpointError):
 
 
 def legacy_message(path: Path, older: int = 0) -> str:
+    """Why `path` (and `older` format 1 checkpoints beside it) is refused, in one line."""
     also = f" (and {older} older one{'s' if older > 1 else ''} there)" if older else ""
     return (f"checkpoint {path}{also} is in hvdkit's old checkpoint format (version 1, a "
             "Python pickle, which can run any code when it is read); this hvdkit no longer "
-            "reads it: train the run again from the start")
+            "reads it: finish that run with the hvdkit that wrote it, or train it again")
 
 
 def resume_key(recipe: Recipe) -> dict[str, Any]:
