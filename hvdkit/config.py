@@ -141,7 +141,7 @@ class OptimizerConfig:
     lr: float = 0.01
     """Base learning rate, for one worker."""
     momentum: float = 0.0
-    """SGD momentum."""
+    """SGD momentum (sgd only: another optimizer refuses a value other than 0)."""
     weight_decay: float = 0.0
     """sgd, adam: L2, wd * w added to the gradient before the update (torch's
     `weight_decay`); adamw: decoupled, w -= lr * wd * w beside the Adam step; lamb: wd * w
@@ -149,9 +149,9 @@ class OptimizerConfig:
     schedule: Literal["constant", "cosine", "step"] = "constant"
     """Learning-rate schedule after warm-up."""
     step_every_epochs: int = 10
-    """Epochs between decays (schedule: step)."""
+    """Epochs between decays (schedule: step; another schedule refuses a value other than 10)."""
     step_gamma: float = 0.1
-    """Decay factor (schedule: step)."""
+    """Decay factor (schedule: step; another schedule refuses a value other than 0.1)."""
     scale_by_world: bool = False
     """Multiply lr by the number of data-parallel workers (the linear scaling rule)."""
     warmup_epochs: float = 0.0
@@ -159,6 +159,20 @@ class OptimizerConfig:
     clip_norm: float = 0.0
     """Clip the global gradient norm, over the whole model (every pipeline stage, every ZeRO-1
     shard) after the replicas' exchange, to this value (0: off); the same on every rank."""
+    READ_ONLY_BY: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "momentum": ("name", ("sgd",)),
+        "step_every_epochs": ("schedule", ("step",)),
+        "step_gamma": ("schedule", ("step",)),
+    }
+    """Fields that only some optimizers or schedules read: field -> (the field that chooses,
+    the choices that read it). Not a recipe field."""
+
+    def ignored(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """The fields set away from their defaults that this optimizer and schedule would
+        ignore, as (field, the field that chooses, the choices that read it)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [(key, chooser, users) for key, (chooser, users) in self.READ_ONLY_BY.items()
+                if getattr(self, key) != defaults[key] and getattr(self, chooser) not in users]
 
 
 @dataclass

@@ -184,6 +184,13 @@ def _check(recipe: Recipe, source: str) -> None:
                         "(parallel.stages > 1); set it false")
     if recipe.optimizer.lr <= 0:
         raise UserError(f"{source}: optimizer.lr must be positive, got {recipe.optimizer.lr}")
+    ignored = recipe.optimizer.ignored()
+    if ignored:
+        key, chooser, users = ignored[0]
+        chosen = getattr(recipe.optimizer, chooser)
+        raise UserError(f"{source}: optimizer.{key} is read only by optimizer.{chooser} "
+                        f"{' or '.join(users)}, and would be ignored with {chosen}; remove it "
+                        f"or set optimizer.{chooser} {users[0]}")
     if not 0 < recipe.data.test_fraction < 1:
         raise UserError(f"{source}: data.test_fraction must lie between 0 and 1")
     if bool(recipe.data.name) == bool(recipe.data.builder):

@@ -101,3 +101,26 @@ def test_lamb_with_zero1_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"lamb.*parallel\.sync allreduce"):
         load_recipe(recipe)
     load_recipe(recipe, ["optimizer.name=adamw"])  # elementwise: accepted
+
+
+def test_a_field_the_optimizer_would_ignore_is_refused(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: mlp}\ndata: {name: digits}\n"
+                      "optimizer: {name: lamb, lr: 0.01, momentum: 0.9}\n")
+    with pytest.raises(UserError) as refused:
+        load_recipe(recipe)
+    assert str(refused.value) == (
+        f"{recipe}: optimizer.momentum is read only by optimizer.name sgd, and would be "
+        "ignored with lamb; remove it or set optimizer.name sgd")
+    for name in ("adam", "adamw"):
+        with pytest.raises(UserError, match=r"optimizer\.momentum is read only by"):
+            load_recipe(recipe, [f"optimizer.name={name}"])
+    load_recipe(recipe, ["optimizer.name=sgd"])
+    load_recipe(recipe, ["optimizer.momentum=0"])  # the default: nothing ignored
+    # The step schedule's fields, with another schedule.
+    with pytest.raises(UserError, match=r"optimizer\.step_gamma is read only by "
+                                        r"optimizer\.schedule step.*with cosine"):
+        load_recipe(recipe, ["optimizer.momentum=0", "optimizer.schedule=cosine",
+                             "optimizer.step_gamma=0.5"])
+    load_recipe(recipe, ["optimizer.momentum=0", "optimizer.schedule=step",
+                         "optimizer.step_gamma=0.5", "optimizer.step_every_epochs=2"])
