@@ -177,22 +177,7 @@ fi
 "$VENV/bin/hvdkit" --version >/dev/null
 
 # -- 7. hvdkit on PATH ------------------------------------------------------------------------
-# A link in the first writable folder on PATH of /usr/local/bin and ~/.local/bin, so that a new
-# shell finds `hvdkit` without activating .venv. An existing file that is not a link is left
-# alone. HVDKIT_NO_LINK=1 skips this.
-link=""
-if [ "${HVDKIT_NO_LINK:-0}" != 1 ]; then
-  for dir in /usr/local/bin "$HOME/.local/bin"; do
-    case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
-    if [ -d "$dir" ] && [ -w "$dir" ] && { [ -L "$dir/hvdkit" ] || [ ! -e "$dir/hvdkit" ]; }; then
-      ln -sfn "$VENV/bin/hvdkit" "$dir/hvdkit"
-      link="$dir/hvdkit"
-      break
-    fi
-  done
-fi
-if [ -n "$link" ]; then
-  step "ready: hvdkit on PATH ($link -> $VENV/bin/hvdkit)"
-else
-  step "ready: hvdkit in $VENV/bin (put it on PATH: source .venv/bin/activate)"
-fi
+# A link to .venv/bin/hvdkit in /usr/local/bin or ~/.local/bin (launch/link.sh says which, and
+# leaves a link to another checkout's hvdkit alone; HVDKIT_LINK=force re-points it).
+STEP="linking hvdkit on PATH"
+bash "$ROOT/launch/link.sh" "$VENV/bin/hvdkit"

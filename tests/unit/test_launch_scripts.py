@@ -78,3 +78,44 @@ def test_without_a_recipe_the_usage_is_shown(script: str) -> None:
                           timeout=30)
     assert done.returncode == 2
     assert "launch/" in done.stderr
+
+
+def link(tmp_path: Path, checkout: str, **env: str) -> str:
+    """launch/link.sh (setup.sh's step 7) for `checkout`'s hvdkit, with tmp_path/bin the
+    folder on PATH it links in; its one line."""
+    target = tmp_path / checkout / ".venv/bin/hvdkit"
+    done = subprocess.run(["bash", str(LAUNCH / "link.sh"), str(target)], capture_output=True,
+                          text=True, timeout=30,
+                          env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                               "HVDKIT_LINK_DIRS": str(tmp_path / "bin"), **env})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    (line,) = done.stdout.splitlines()
+    return line
+
+
+def test_setup_leaves_another_checkouts_link_alone(tmp_path: Path) -> None:
+    for checkout in ("a", "b"):
+        (tmp_path / checkout / ".venv/bin").mkdir(parents=True)
+        (tmp_path / checkout / ".venv/bin/hvdkit").touch()
+    (tmp_path / "bin").mkdir()
+    on_path = tmp_path / "bin/hvdkit"
+    mine, theirs = (str(tmp_path / c / ".venv/bin/hvdkit") for c in ("a", "b"))
+
+    assert link(tmp_path, "a") == f"[setup] ready: hvdkit on PATH ({on_path} -> {mine})"
+    assert os.readlink(on_path) == mine
+    # Set up in checkout b: a's link stays, and the line says whose it is and how to move it.
+    assert link(tmp_path, "b") == (
+        f"[setup] left {on_path} -> {mine} as it is (another checkout's, {tmp_path / 'a'}); "
+        f"to point it here: HVDKIT_LINK=force make setup, or ln -sfn {theirs} {on_path}")
+    assert os.readlink(on_path) == mine
+    assert link(tmp_path, "a").startswith("[setup] ready: hvdkit on PATH")  # its own: as is
+    assert "ready: hvdkit on PATH" in link(tmp_path, "b", HVDKIT_LINK="force")
+    assert os.readlink(on_path) == theirs
+    # A link whose checkout is gone is taken over; a file that is no link is not.
+    on_path.unlink()
+    on_path.symlink_to(tmp_path / "gone/.venv/bin/hvdkit")
+    link(tmp_path, "a")
+    assert os.readlink(on_path) == mine
+    on_path.unlink()
+    on_path.write_text("#!/bin/sh\n")
+    assert "put it on PATH" in link(tmp_path, "a") and not on_path.is_symlink()
