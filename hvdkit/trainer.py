@@ -38,7 +38,7 @@ from hvdkit.runtime.heartbeat import report_step
 from hvdkit.runtime.mpi import start_mpi_here
 from hvdkit.runtime.rank import controller_from_env, size_from_env
 from hvdkit.runtime.stop import StepBoundaryStop
-from hvdkit.runtime.world import World, job_seconds_so_far
+from hvdkit.runtime.world import World, job_seconds_so_far, warn_oversubscribed_host
 from hvdkit.training.callbacks import Callback, Logs
 from hvdkit.training.checkpoint import Checkpointer, Position
 from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
@@ -131,6 +131,7 @@ class Trainer:
             start_mpi_here()  # on this thread, before Horovod would on its own
         rank, size, local_rank, local_size = adapter.init(
             sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
+        warn_oversubscribed_host(local_rank, local_size)
         if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env
             self.layout = layout = self._layout(size)
         if self._auto_run_dir:  # rank 0 makes a new folder; every rank learns its name

@@ -22,7 +22,7 @@ from hvdkit.launch.monitor import Monitor
 from hvdkit.launch.mpirun import for_horovodrun, mpirun_command, uses_mpirun
 from hvdkit.launch.options import LaunchOptions
 from hvdkit.runtime.jobdir import JobDir
-from hvdkit.runtime.world import cores
+from hvdkit.runtime.world import OVERSUBSCRIBED_WARNED, cores, oversubscribed_warning
 
 _RANK_FAILED = re.compile(r"hvdkit: rank (\d+) failed")
 # A rank killed by a signal prints nothing itself; its launcher names it.
@@ -88,9 +88,12 @@ def stall_arguments(options: LaunchOptions) -> list[str]:
 
 
 def warn_oversubscription(options: LaunchOptions) -> None:
-    if not options.multi_host and options.np > cores():
-        print(f"hvdkit: warning: -np {options.np} is more than the {cores()} cores here; "
-              "ranks will share cores and run slower", file=sys.stderr)
+    """More ranks than this host's cores, on this host alone: one line now, before the ranks
+    start (they are told, and stay quiet; elsewhere each host's first rank checks itself)."""
+    message = None if options.multi_host else oversubscribed_warning(options.np, cores())
+    if message:
+        print(message, file=sys.stderr, flush=True)
+        os.environ[OVERSUBSCRIBED_WARNED] = "1"
 
 
 def run_job(options: LaunchOptions, program: list[str], verbose: bool = False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -76,6 +78,34 @@ def default_threads(local_size: int) -> int:
     """Intra-op threads per rank: the machine's cores shared out among the ranks on it, since
     oversubscription is slow."""
     return max(1, cores() // max(1, ranks_on_machine(local_size)))
+
+
+OVERSUBSCRIBED_WARNED = "HVDKIT_OVERSUBSCRIBED_WARNED"
+"""Set (to 1) where more ranks than cores were warned of (a launcher, a rank): the ranks it
+starts, and later trainers of the process, say it no more."""
+
+
+def oversubscribed_warning(ranks: int, host_cores: int, host: str = "this host") -> str | None:
+    """The one line for `ranks` ranks on `host_cores` cores, or None where they fit. Not an
+    error: oversubscription is legal (a test of many ranks on a laptop), only slow."""
+    if ranks <= host_cores:
+        return None
+    return (f"hvdkit: warning: {ranks} ranks on {host}'s {host_cores} cores: they take turns "
+            f"on the cores and every step waits for the slowest; launch at most {host_cores} "
+            f"ranks per host (-np), or spread them over hosts (--hosts)")
+
+
+def warn_oversubscribed_host(local_rank: int, local_size: int) -> None:
+    """In a rank: the first rank of a host that holds more ranks than it has cores says so,
+    once a process, unless the launcher did. The host's cores (`os.cpu_count`), not this
+    rank's share: a launcher that binds each rank to its cores leaves a rank seeing its own."""
+    if local_rank != 0 or os.environ.get(OVERSUBSCRIBED_WARNED) == "1":
+        return
+    message = oversubscribed_warning(ranks_on_machine(local_size), os.cpu_count() or 1,
+                                     f"host {socket.gethostname()}")
+    if message:
+        print(message, file=sys.stderr, flush=True)
+        os.environ[OVERSUBSCRIBED_WARNED] = "1"
 
 
 JOB_STARTED = "HVDKIT_JOB_STARTED"

@@ -64,12 +64,30 @@ def test_horovod_built_without_framework_points_at_setup(monkeypatch) -> None:
         launcher.check_horovod("tensorflow", "gloo")
 
 
-def test_more_ranks_than_cores_warns(capsys) -> None:
+def test_more_ranks_than_cores_warns_once(capsys, monkeypatch) -> None:
+    import os
+
     from hvdkit.launch.job import warn_oversubscription
-    from hvdkit.runtime.world import cores
+    from hvdkit.runtime.world import OVERSUBSCRIBED_WARNED, cores, warn_oversubscribed_host
+
+    monkeypatch.setenv(OVERSUBSCRIBED_WARNED, "0")
+    host = os.cpu_count() or 1
+    warn_oversubscribed_host(1, host + 1)  # not the host's first rank
+    warn_oversubscribed_host(0, host)
+    assert capsys.readouterr().err == ""
+    warn_oversubscribed_host(0, host + 1)  # a rank of a job no launcher of ours checked
+    assert capsys.readouterr().err.startswith(f"hvdkit: warning: {host + 1} ranks on host ")
+    warn_oversubscribed_host(0, host + 1)  # once a process
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(OVERSUBSCRIBED_WARNED, "0")
 
     warn_oversubscription(LaunchOptions(np=cores() + 1))
-    assert "more than the" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"hvdkit: warning: {cores() + 1} ranks on this host's {cores()} cores: "
+                    "they take turns on the cores and every step waits for the slowest; launch "
+                    f"at most {cores()} ranks per host (-np), or spread them over hosts (--hosts)")
+    warn_oversubscribed_host(0, host + 1)  # its ranks: told, and quiet
+    warn_oversubscription(LaunchOptions(np=cores() + 1, hosts="a:8,b:8"))  # their own check
     warn_oversubscription(LaunchOptions(np=1))
     assert capsys.readouterr().err == ""
 
