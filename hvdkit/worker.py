@@ -98,15 +98,20 @@ def done_line(framework: str, summary: dict[str, Any]) -> str:
             f"{summary['samples_per_sec']:.0f} samples/s, run files in {summary.get('run_dir')}")
 
 
+def run_record(trainer: Any) -> dict[str, Any]:
+    """Where a fitted run ended: its step, run folder, and the checkpoint of that step (None
+    where none was written)."""
+    checkpointer, step = trainer.checkpointer, trainer.position.step
+    saved = checkpointer.directory is not None and checkpointer.last_saved == step
+    return {"step": step, "run_dir": str(trainer.run_dir) if trainer.run_dir else None,
+            "checkpoint": str(checkpoint_path(checkpointer.directory, step)) if saved else None}
+
+
 def finish_stopped(trainer: Any) -> int:
     """After `trainer.fit()` stopped on a signal: rank 0 tells the launcher where it stopped,
     or says it itself when there is no hvdkit launcher. The exit code: 0 in a job whose
     launcher reports the stop (horovodrun then stays quiet), else 130 or 143."""
-    checkpointer, step = trainer.checkpointer, trainer.position.step
-    saved = checkpointer.directory is not None and checkpointer.last_saved == step
-    record = {"signal": trainer.stop.signum, "step": step,
-              "run_dir": str(trainer.run_dir) if trainer.run_dir else None,
-              "checkpoint": str(checkpoint_path(checkpointer.directory, step)) if saved else None}
+    record = {"signal": trainer.stop.signum, **run_record(trainer)}
     job, is_root = JobDir.from_env(), trainer.world.is_root
     if job is not None:
         if is_root:
@@ -129,8 +134,12 @@ def train(job: TrainJob) -> int:
         summary = trainer.fit()
         if summary.get("interrupted"):  # SIGINT/SIGTERM: stopped at a step with a checkpoint
             return finish_stopped(trainer)
-        if trainer.world is not None and trainer.world.is_root and not job.launcher_reports:
-            print(done_line(job.framework, summary), flush=True)
+        if trainer.world is not None and trainer.world.is_root:
+            control = JobDir.from_env()
+            if control is not None:  # a stop from now on finds nothing left to save
+                control.report_completed(run_record(trainer))
+            if not job.launcher_reports:
+                print(done_line(job.framework, summary), flush=True)
         return 0
 
     return run_worker(train_here)

@@ -1,5 +1,12 @@
 """The launcher's side of a stop (SIGINT, SIGTERM): ask every rank to stop at a step boundary,
-then end the job in order; see hvdkit.runtime.stop for the ranks' side."""
+then end the job in order; see hvdkit.runtime.stop for the ranks' side.
+
+A stop that comes after the run completed (rank 0 wrote `completed.json` in the job folder:
+its last checkpoint and run folder are written, the ranks were only exiting) ends the job's
+processes at once, says where the run's files are, and exits 0: nothing was lost, and a script
+that runs `hvdkit train && hvdkit export` goes on as after any complete run. The same holds
+when the run completes while the ranks are being stopped.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class JobGuard:
         self.out = out or sys.stderr
         self.signum = 0
         self.ended: str | None = None  # why the job was ended at once, when it was
+        self.completed: dict[str, Any] | None = None  # rank 0's record of the completed run
         self.process: subprocess.Popen | None = None
         self.extra_pids: Callable[[], list[int]] = list
         self._known: dict[int, Any] = {}  # every process of the job seen so far
@@ -53,6 +61,8 @@ class JobGuard:
             time.sleep(2)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum and self.completed:
+            return  # already ending the completed run's processes
         if self.signum:
             self._say(f"hvdkit: {signal_name(signum)} again: ending every process of the job "
                       "now, without a checkpoint")
@@ -60,6 +70,13 @@ class JobGuard:
                              daemon=True).start()
             return
         self.signum = signum
+        self.completed = self.job.completed()
+        if self.completed:  # nothing left to save: the ranks were only exiting
+            self._say(f"hvdkit: {signal_name(signum)}: the run had completed; ending its "
+                      "processes")
+            threading.Thread(target=self.end, args=("the run had completed",),
+                             daemon=True).start()
+            return
         self.job.request_stop(signum)
         self._say(f"hvdkit: {signal_name(signum)}: every rank stops at its next step boundary "
                   f"and writes a checkpoint (up to {GRACE_S}s); Ctrl-C again to stop at once")
@@ -113,6 +130,8 @@ class JobGuard:
         job still running, delete the /dev/shm segments the ranks had mapped."""
         if self._timer is not None:
             self._timer.cancel()
+        if self.signum and not self.completed:  # it may have completed while stopping
+            self.completed = self.job.completed()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         if self.processes():
@@ -133,7 +152,12 @@ class JobGuard:
         psutil.wait_procs(self.processes(), timeout=KILL_WAIT_S)
 
     def report(self, code: int, record: dict[str, Any] | None, argv: list[str]) -> int:
-        """After an interrupted job: the stop line (`record`: rank 0's), and 130 or 143."""
+        """After an interrupted job: the stop line (`record`: rank 0's), and 130 or 143; after
+        a job whose run had completed before the signal (or while the ranks stopped), where
+        its files are, and 0: its work is done and saved, only its processes' exit was cut."""
+        if record is None and self.completed:
+            self._say(completed_line(self.signum, self.completed))
+            return 0
         if record is None and code == 0 and not self.ended:
             self._say(f"hvdkit: {signal_name(self.signum)} came as the run finished: it is "
                       "complete")
@@ -146,6 +170,15 @@ class JobGuard:
                       f"a checkpoint{why}; `--resume latest` continues from the newest one, "
                       "if any")
         return exit_code(self.signum)
+
+
+def completed_line(signum: int, record: dict[str, Any]) -> str:
+    """One line: the run had completed before `signum` came, and where its files are."""
+    where = f"run files in {record['run_dir']}" if record.get("run_dir") else "no run folder"
+    if record.get("checkpoint"):
+        where = f"last checkpoint {record['checkpoint']}, {where}"
+    return (f"hvdkit: {signal_name(signum)} came after the run had completed (step "
+            f"{record['step']}): nothing was lost; {where}")
 
 
 def _is_rank(proc: Any) -> bool:

@@ -5,7 +5,9 @@ holds small files, each written atomically (temporary file, then rename):
 
 - `rank-<N>.json`: rank N's heartbeat (hvdkit.launch.monitor): host, pid, step, beat counter, exit;
 - `stop`: the launcher asks every rank to stop at the next step boundary (hvdkit.launch.guard);
-- `stopped.json`: rank 0 says where it stopped and which checkpoint it wrote.
+- `stopped.json`: rank 0 says where it stopped and which checkpoint it wrote;
+- `completed.json`: rank 0 says the run completed, its run folder and last checkpoint (a stop
+  that comes after it has nothing left to save).
 
 Ranks on another host see the folder only where it is on a shared file system; without it they
 simply write nothing, and the launcher judges only the ranks it hears from.
@@ -69,6 +71,13 @@ class JobDir:
 
     def stopped(self) -> dict[str, Any] | None:
         return read_json(self.path / "stopped.json")
+
+    def report_completed(self, record: dict[str, Any]) -> None:
+        write_json(self.path / "completed.json", record)
+
+    def completed(self) -> dict[str, Any] | None:
+        """Rank 0's record of the completed run (run_dir, step, checkpoint); None before."""
+        return read_json(self.path / "completed.json")
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
