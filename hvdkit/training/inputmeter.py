@@ -12,8 +12,9 @@ with workers busy nearly all the time means more `data.workers` would speed trai
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -92,13 +93,37 @@ class InputMeter:
 
 def input_summary(trainer: Any) -> dict[str, Any]:
     """summary.json's `input`: the run's figures (the trainer's meter) with the unreadable
-    image files met (the most any rank met; one allreduce, for image sources only)."""
+    image files met, training and test, each counted once over all ranks (image sources)."""
     summary = {"workers": trainer.recipe.data.workers, **trainer.input_meter.summary()}
-    unreadable = getattr(trainer.data.train, "unreadable", None)
+    unreadable = getattr(trainer.data.train, "unreadable", None)  # shared with the test split
     if unreadable is not None:
-        world = trainer.world
-        mine = np.zeros(world.size)
-        mine[world.rank] = len(unreadable.found)
-        counts = trainer.adapter.allreduce(mine, op="sum", name="hvdkit.unreadable")
-        summary["unreadable_images"] = int(counts.max())
+        summary["unreadable_images"] = distinct_count(
+            list(unreadable.found), trainer.world, trainer.adapter.allreduce)
     return summary
+
+
+def distinct_count(names: list[str], world: Any, allreduce: Callable[..., np.ndarray]) -> int:
+    """How many different `names` all ranks together hold, each counted once.
+
+    A sum over ranks would count a file twice: the loader deals each epoch's shuffle out
+    afresh, so a training file lands on another rank in another epoch, and a pipeline's
+    stages all read their replica's batches. So every rank sends its names' digests
+    (`digest`) in its own row of a (ranks, most any rank holds) table, summed by one
+    allreduce (after one for the counts; none more when no rank holds any), and the
+    distinct non-zero digests are counted."""
+    counts = np.zeros(world.size)
+    counts[world.rank] = len(names)
+    most = int(allreduce(counts, op="sum", name="hvdkit.unreadable").max())
+    if most == 0:
+        return 0
+    table = np.zeros((world.size, most))
+    table[world.rank, : len(names)] = [digest(n) for n in names]
+    table = allreduce(table, op="sum", name="hvdkit.unreadable_names")
+    return len(np.unique(table[table > 0]))
+
+
+def digest(name: str) -> float:
+    """A name as a number in [1, 2**52]: exact in float64, which an allreduce's sum of one
+    non-zero and zeros leaves unchanged (two names alike by chance: about 1 in 2**52)."""
+    value = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+    return float((value >> 12) + 1)

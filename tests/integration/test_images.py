@@ -1,10 +1,11 @@
 """Real 2-rank jobs on images as people store them (workers/images.py), on both frameworks:
-a generated folder of JPEGs and PNGs in 3 classes with one corrupt file, decoded by 2 worker
-processes per rank, and the same images as WebDataset shards.
+a generated folder of JPEGs and PNGs in 3 classes with two corrupt training files and one corrupt
+test file, decoded by 2 worker processes per rank, and the same images as WebDataset shards.
 
 - every training image is asked for once an epoch across the ranks;
 - stopped and resumed, the run ends bit for bit where the uninterrupted one ends;
-- the corrupt file is skipped, named once and counted; the input path reports its speed;
+- the corrupt files are skipped, named, and each counted once over the ranks and both splits
+  (a training file lands on another rank in another epoch); the input path reports its speed;
 - the shards train to the same accuracy band as the folder;
 - the run saves the class names, and `hvdkit export` carries them.
 """
@@ -18,11 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from hvdkit.config import DataConfig
+from hvdkit.data.images import images as image_folder
 from hvdkit.data.sample_images import CORRUPT_NAME, write_image_folder, write_shards
 from tests.integration.jobs import ROOT, run_job, worker
 
 pytestmark = pytest.mark.integration
-TRAIN, GLOBAL_BATCH, STEPS_PER_EPOCH = 3 * 80 + 1, 32, 7  # 241 files: the corrupt one too
+TRAIN, GLOBAL_BATCH, STEPS_PER_EPOCH = 3 * 80 + 2, 32, 7  # 242 files: two corrupt ones too
+BROKEN = ("train/class_2/broken.png", "val/class_1/broken.jpg")
+"""Corrupt files beside write_image_folder's train/class_0/corrupt.jpg."""
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,8 @@ def images(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("images")
     folder = write_image_folder(root / "folder", classes=3, train_per_class=80,
                                 val_per_class=20)
+    for name in BROKEN:
+        (folder / name).write_bytes(b"not an image " * 20)
     write_shards(folder, root / "shards", per_shard=64)
     write_shards(folder, root / "shards", per_shard=64, split="val")
     return folder, root / "shards"
@@ -57,7 +64,14 @@ def test_images_train_resume_exactly_and_shards_match(images, tmp_path: Path, fr
     assert results["resumed"]["steps"] == results["full"]["steps"] == 2 * STEPS_PER_EPOCH
 
     full = results["full"]
-    assert full["input"]["unreadable_images"] == 1
+    # Each corrupt file met counted once: the training ones some rank asked for, in either
+    # epoch, and the test split's (evaluated whole).
+    split = image_folder(DataConfig(name="images", path=str(folder)), 0).train
+    corrupt = {p for p in range(TRAIN)
+               if split.store.name(int(split.items[p])).endswith((CORRUPT_NAME, "broken.png"))}
+    asked = {p for rank in seen for epoch in rank.values() for p in epoch}
+    assert len(corrupt) == 2 and corrupt <= asked  # this seed's two epochs meet both
+    assert full["input"]["unreadable_images"] == 3
     assert job.output.count(f"{CORRUPT_NAME} (not a JPEG or PNG image)") >= 1
     stats = full["input"]
     assert stats["workers"] == stats["decoders_per_rank"] == 2

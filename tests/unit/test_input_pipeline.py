@@ -134,3 +134,41 @@ def test_reading_a_file_batch_by_batch_does_not_make_it_resident(tmp_path: Path)
         grown[how] = float(out.stdout)
     assert grown["mapped"] > 150, grown  # a memory map keeps what it touched resident
     assert grown["disk"] < 20, grown  # DiskArray holds a batch (768 KiB)
+
+
+def test_unreadable_files_are_counted_once_over_the_ranks() -> None:
+    """distinct_count on 3 simulated ranks (threads, an allreduce that sums their arrays):
+    a file two ranks met (another epoch dealt it to another rank) counts once."""
+    from hvdkit.runtime.world import World
+    from hvdkit.training.inputmeter import distinct_count
+
+    def on_ranks(found: list[list[str]]) -> list[int]:
+        size = len(found)
+        barrier, sent, got = threading.Barrier(size), [None] * size, [0] * size
+        calls = [0] * size
+
+        def allreduce(rank: int, values: np.ndarray, op: str, name: str) -> np.ndarray:
+            assert op == "sum"
+            calls[rank] += 1
+            sent[rank] = values
+            barrier.wait()
+            total = np.sum(sent, axis=0)
+            barrier.wait()
+            return total
+
+        def run(rank: int) -> None:
+            got[rank] = distinct_count(found[rank], World(rank, size),
+                                       lambda v, op, name: allreduce(rank, v, op, name))
+
+        threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert len(set(got)) == 1 and len(set(calls)) == 1  # every rank: the same collectives
+        return got
+
+    split = ["train/a/1.jpg", "train/b/2.png", "val/a/3.jpg"]
+    assert on_ranks([split[:2], [split[0], split[2]], []]) == [3, 3, 3]  # a sum would say 4
+    assert on_ranks([["x.jpg"], ["x.jpg"]]) == [1, 1]
+    assert on_ranks([[], [], []]) == [0, 0, 0]
