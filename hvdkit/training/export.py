@@ -14,8 +14,11 @@ framework's exporter (`hvdkit/adapters/<framework>/export.py`), by default to `<
 Either loads with only its framework installed: no hvdkit, no Horovod. The model takes the
 inputs it was trained on (images channels first with model.channels_first) and gives logits
 (or what a user's model gives); an image folder's model takes float images normalised by
-the ImageNet mean and std. The resolved recipe goes next to it (`recipe.yaml`), and for an
-image folder the class names (`classes.json`, label i the i-th).
+the ImageNet mean and std. The resolved recipe goes next to it (`recipe.yaml`), for an
+image folder the class names (`classes.json`, label i the i-th), `preprocessing.json` (what
+turns raw inputs into the model's: hvdkit.training.preprocessing) and `README.md`, whose Python
+loads the model without hvdkit, applies preprocessing.json to raw data and computes the
+accuracy on the run's test data (hvdkit.training.export_readme).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ import numpy as np
 import yaml
 
 from hvdkit.errors import UserError
+from hvdkit.models.usermodel import model_input_shape, output_kind
 from hvdkit.recipe import Recipe, recipe_from_dict
 from hvdkit.training.checkpoint import load_latest
+from hvdkit.training.export_readme import export_readme
+from hvdkit.training.preprocessing import preprocessing_spec
 
 FORMATS = ("native",)
 
@@ -49,6 +55,8 @@ class TrainedRun:
     num_classes: int
     sample: np.ndarray
     """A few training inputs in that shape and the data's dtype (builds a user's model)."""
+    data: Any = None
+    """The run's DataSource (closed): what preprocessing.json describes."""
 
     @property
     def state(self) -> dict[str, Any]:
@@ -79,7 +87,6 @@ def load_run(run: str | Path) -> TrainedRun:
         raise UserError(f"{run} is a pipeline run: exporting its stages as one model is not "
                         "supported yet")
     from hvdkit.data.builder import build_source
-    from hvdkit.models.usermodel import model_input_shape
 
     data = build_source(recipe.data, recipe.train.seed, recipe.folder)
     sample = data.train.take(np.arange(min(2, len(data.train))))[0]
@@ -93,7 +100,7 @@ def load_run(run: str | Path) -> TrainedRun:
                                               config["framework"]) == (3, 1, 2):
         sample = sample.transpose(0, 3, 1, 2)  # images handed to the model channels first
     run_data = TrainedRun(recipe, config["framework"], checkpoint, payload, shape,
-                          data.num_classes, np.ascontiguousarray(sample))
+                          data.num_classes, np.ascontiguousarray(sample), data)
     data.close()
     return run_data
 
@@ -106,6 +113,25 @@ def exporter(framework: str) -> Any:
     return importlib.import_module(f"hvdkit.adapters.{framework}.export")
 
 
+def outputs_of(trained: TrainedRun, outputs: np.ndarray) -> str:
+    """What the model gives: model.output, else logits for a built-in model, else what its
+    outputs on a few samples look like (hvdkit.models.usermodel.output_kind)."""
+    setting = trained.recipe.model.output
+    if setting != "auto":
+        return setting
+    return output_kind(outputs) if trained.recipe.model.builder else "logits"
+
+
+def write_preprocessing(trained: TrainedRun, outputs: np.ndarray, written: list[Path],
+                        out: Path) -> None:
+    """preprocessing.json and README.md beside the exported model."""
+    spec = preprocessing_spec(trained.recipe, trained.data, trained.framework,
+                              trained.input_shape, outputs_of(trained, outputs),
+                              [p.name for p in written])
+    (out / "preprocessing.json").write_text(json.dumps(spec, indent=2) + "\n")
+    (out / "README.md").write_text(export_readme(spec, out.resolve(), trained.recipe.name))
+
+
 def export_run(run: str | Path, fmt: str = "native", out: str | Path | None = None) -> Path:
     """Write `run`'s trained model to `out` (default `<run>/export`); return the model file."""
     if fmt not in FORMATS:
@@ -113,12 +139,16 @@ def export_run(run: str | Path, fmt: str = "native", out: str | Path | None = No
     trained = load_run(run)
     out = Path(out) if out is not None else Path(run) / "export"
     out.mkdir(parents=True, exist_ok=True)
-    written = exporter(trained.framework).export_model(trained, out)
+    framework = exporter(trained.framework)
+    model = framework.build_model(trained)
+    written = framework.export_model(trained, out, model)
     (out / "recipe.yaml").write_text(yaml.safe_dump(trained.recipe.to_dict(), sort_keys=False))
     classes = Path(run) / "classes.json"  # an image folder's class names, label i the i-th
     if classes.is_file():
         (out / "classes.json").write_text(classes.read_text())
+    write_preprocessing(trained, framework.predict(model, trained.sample), written, out)
     print(f"[hvdkit] exported {trained.framework} model of {run} (checkpoint "
           f"{trained.checkpoint.name}, step {trained.payload['position']['step']}) to "
-          f"{', '.join(str(p) for p in written)}", flush=True)
+          f"{', '.join(str(p) for p in written)}; {out / 'README.md'} shows how to use it "
+          "without hvdkit (preprocessing.json: raw inputs to the model's)", flush=True)
     return written[0]

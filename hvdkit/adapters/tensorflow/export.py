@@ -52,10 +52,10 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model(x, training=False), dtype=np.float32)
 
 
-def export_model(trained: Any, out: Path) -> list[Path]:
-    """Write `saved_model/` and, where the model serialises, `model.keras`; the paths
-    written, the one to load first."""
-    model = build_model(trained)
+def export_model(trained: Any, out: Path, model: keras.Model | None = None) -> list[Path]:
+    """Write `saved_model/` and, where the model serialises, `model.keras`, of `model`
+    (default: `build_model(trained)`); the paths written, the one to load first."""
+    model = model if model is not None else build_model(trained)
     saved = out / "saved_model"
     shutil.rmtree(saved, ignore_errors=True)
     signature = [tf.TensorSpec((None, *trained.sample.shape[1:]),

@@ -45,10 +45,10 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
 
-def export_model(trained: Any, out: Path) -> list[Path]:
-    """Write `model.pt2` (when the model can be captured) and `model.pt`; the paths written,
-    the one to load first."""
-    model = build_model(trained)
+def export_model(trained: Any, out: Path, model: nn.Module | None = None) -> list[Path]:
+    """Write `model.pt2` (when the model can be captured) and `model.pt` of `model` (default:
+    `build_model(trained)`); the paths written, the one to load first."""
+    model = model if model is not None else build_model(trained)
     weights = out / "model.pt"
     torch.save(model.state_dict(), weights)  # tensors only: torch.load(weights_only=True)
     program = out / "model.pt2"
