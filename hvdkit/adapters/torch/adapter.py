@@ -11,6 +11,7 @@ layer's output (B), and each layer's `backward(inputs=its parameters)` later (W)
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,11 @@ from hvdkit.adapters.base import Adapter
 from hvdkit.adapters.torch import batchnorm, losses, usermodel
 from hvdkit.adapters.torch.exchange import make_exchange
 from hvdkit.adapters.torch.inputs import normalize
-from hvdkit.adapters.torch.models import MODELS
+from hvdkit.adapters.torch.models import MODELS, to_channels_first
 from hvdkit.adapters.torch.optimizers import make_optimizer
 from hvdkit.adapters.torch.pipeline import StageOps
 from hvdkit.adapters.torch.placement import Placed, profile_layers
-from hvdkit.adapters.torch.precision import autocast, guarded_update, prepare
+from hvdkit.adapters.torch.precision import autocast, guarded_update, memory_format, prepare
 from hvdkit.adapters.torch.state import to_numpy, to_torch
 from hvdkit.config import OptimizerConfig
 from hvdkit.parallel.exchange import ExchangePlan, GradientExchange
@@ -101,7 +102,7 @@ class TorchAdapter(StageOps, Adapter):
             self.first_device, self.last_device = self.model.devices[0], self.model.devices[-1]
             self.device = ",".join(str(d) for d in self.model.devices)
         self.chunks: list[nn.Module] = [self.model]
-        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
+        self._prepare()
 
     def keep_chunks(self, chunks: list[list[Any]], device: str) -> None:
         self._layers = [layer for chunk in chunks for layer in chunk]
@@ -109,7 +110,17 @@ class TorchAdapter(StageOps, Adapter):
         self.chunks = [nn.Sequential(*chunk).to(self.device) for chunk in chunks]
         self.model = nn.ModuleList(self.chunks)  # parameters, state and modes of them all
         self.first_device = self.last_device = torch.device(self.device)
-        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """The kept chunks in their memory format, and what the training forward calls."""
+        self.input_format = memory_format(self.memory_format, self.first_device)
+        self.calls = prepare(self.chunks, self.first_device, self.memory_format, self.compile,
+                             say=self._say)
+
+    def _say(self, message: str) -> None:
+        if self.hvd.rank() == 0:
+            print(message, file=sys.stderr, flush=True)
 
     def make_optimizer(self, config: OptimizerConfig) -> None:
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -244,7 +255,9 @@ class TorchAdapter(StageOps, Adapter):
     def _inputs(self, array: np.ndarray) -> torch.Tensor:
         """A batch of inputs on the first device, (N, C, H, W) with model.channels_first."""
         x = normalize(self._to(array, self.first_device), self.input_normalization)
-        return x.permute(0, 3, 1, 2) if self.channels_first and x.ndim == 4 else x
+        if self.channels_first and x.ndim == 4:
+            return to_channels_first(x, self.input_format)
+        return x
 
     def _chunk_inputs(self, array: np.ndarray, chunk: int) -> torch.Tensor:
         """A chunk's inputs on the first device: the batch's layout for this stage's first

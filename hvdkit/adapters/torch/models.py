@@ -31,11 +31,26 @@ def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
                                                     num_classes))
 
 
+def to_channels_first(x: torch.Tensor,
+                      memory_format: torch.memory_format = torch.contiguous_format
+                      ) -> torch.Tensor:
+    """(N, H, W, C) → (N, C, H, W), stored in `memory_format`: contiguous NCHW unless
+    channels-last is asked for. Never a permuted view: oneDNN's CPU convolutions take an
+    NHWC-strided input as channels-last, which walks into uxlfoundation/oneDNN#6035
+    (hvdkit.adapters.torch.precision.known_bad_convolutions)."""
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+
+
 class ChannelsFirst(nn.Module):
-    """(N, H, W, C) → (N, C, H, W), so that both frameworks read the same arrays."""
+    """(N, H, W, C) → (N, C, H, W), so that both frameworks read the same arrays; the memory
+    format is the model's (`precision.prepare` sets it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memory_format = torch.contiguous_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 3, 1, 2)
+        return to_channels_first(x, self.memory_format)
 
 
 @MODELS.register("cnn")

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hvdkit.adapters.torch.models import ChannelsFirst
 from hvdkit.parallel.loss_scale import StepGuard
+from hvdkit.runtime.cpu import cpu_features
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -73,14 +75,39 @@ def memory_format(setting: str, device: torch.device) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def prepare(modules: list[nn.Module], device: torch.device, setting: str,
-            compile: bool) -> list[Any]:
-    """Each module in the memory format asked for (4-D weights only: an image batch stored
-    NHWC and permuted to NCHW is channels-last already), and what the training forward calls:
-    the module, or `torch.compile` of it (evaluation runs the module itself, so it does not
-    compile a second graph)."""
+def known_bad_convolutions(module: nn.Module, isa: str) -> list[str]:
+    """The convolutions of `module` whose weight gradient oneDNN gets wrong on a CPU when their
+    input is channels-last (uxlfoundation/oneDNN#6035, open; torch 2.13 and 2.14): 1x1 kernels
+    with a stride above 1 and fewer input channels than the kernel's block (8 floats in AVX2,
+    16 in AVX-512). With one thread the process aborts (heap corruption); with more, the
+    gradients are silently wrong. Measured here (AMD EPYC, AVX2): 1x1/2 and 1x1/3 with 1, 3, 4 or 7
+    input channels fail; 8, 12, 15 and 20 pass, and so does every case with contiguous input."""
+    block = 16 if isa == "AVX512" else 8
+    return [name for name, m in module.named_modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+            and max(m.stride) > 1 and m.in_channels < block]
+
+
+def prepare(modules: list[nn.Module], device: torch.device, setting: str, compile: bool,
+            say: Callable[[str], None] = print) -> list[Any]:
+    """Each module in the memory format asked for — its weights, and the NHWC → NCHW turn of
+    its inputs (`ChannelsFirst`) — and what the training forward calls: the module, or
+    `torch.compile` of it (evaluation runs the module itself, so it does not compile a second
+    graph). Channels-last on a CPU over a convolution oneDNN gets wrong is said once."""
     fmt = memory_format(setting, device)
-    if fmt is torch.channels_last:
-        for module in modules:
+    for module in modules:
+        for part in module.modules():
+            if isinstance(part, ChannelsFirst):
+                part.memory_format = fmt
+        if fmt is torch.channels_last:
             module.to(memory_format=fmt)
+    if fmt is torch.channels_last and device.type == "cpu":
+        bad = [name for module in modules
+               for name in known_bad_convolutions(module, cpu_features().isa)]
+        if bad:
+            say(f"hvdkit: warning: model.memory_format channels_last on this CPU "
+                f"({cpu_features().isa}): oneDNN computes wrong weight gradients (or crashes) "
+                f"for 1x1 strided convolutions with few input channels (uxlfoundation/oneDNN"
+                f"#6035), here {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+                f"use model.memory_format: contiguous (the CPU default)")
     return [torch.compile(m) if compile else m for m in modules]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hvdkit.adapters.torch.models import to_channels_first
 from hvdkit.models.builders import call_user
 from hvdkit.models.usermodel import check_framework, failure_hint
 
@@ -40,7 +41,7 @@ def probe(model: nn.Module, sample: np.ndarray, device: str, channels_first: boo
     training = model.training
     x = torch.from_numpy(np.ascontiguousarray(sample)).to(device)
     if channels_first and x.ndim == 4:
-        x = x.permute(0, 3, 1, 2)
+        x = to_channels_first(x)
     try:
         out = model.eval()(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
