@@ -1,4 +1,4 @@
-"""`hvdkit info`: versions, Horovod's build, this host's cores and threads, launch defaults."""
+"""`hvdkit info`: versions, the CPU, Horovod's build, cores and threads, launch defaults."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import importlib
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import fields
 from importlib.util import find_spec
 
 from hvdkit.config import TrainConfig
 from hvdkit.launch.horovodrun import HOROVOD_EXTENSIONS
 from hvdkit.launch.options import LaunchOptions
+from hvdkit.runtime.cpu import describe_cpu
 from hvdkit.runtime.world import cores, default_threads
 
 _PACKAGES = ("numpy", "torch", "tensorflow", "keras", "horovod", "mpi4py")
@@ -68,9 +70,18 @@ def planned_launch(np_: int) -> str:
     return f"  -np {np_}: " + ", ".join(parts) + (" (tuned)" if saved else "")
 
 
+def cpu_line() -> str:
+    """The CPU, its vector ISA and low precisions, and the kernels torch picked for it (the
+    test suite's numerical self-check ran on the ISAs the README lists)."""
+    torch = sys.modules.get("torch")  # imported by package_versions where installed
+    kernels = f"; torch kernels {torch.backends.cpu.get_cpu_capability()}" if torch else ""
+    return f"cpu: {describe_cpu()}{kernels}"
+
+
 def describe() -> str:
     lines = ["hvdkit info", "", "versions:"]
     lines += [f"  {k:<11} {v}" for k, v in package_versions().items()]
+    lines += ["", cpu_line()]
     lines += ["", "horovod built with:"]
     lines += [f"  {k:<11} {v}" for k, v in horovod_build().items()]
     lines += ["", f"host: {cores()} cores. A launch on this host uses (flags override):"]
