@@ -1,6 +1,7 @@
 """Real models on real Horovod jobs, both frameworks: a GPT on 2 ranks equals one process on
 the double batch; a 2-stage pipeline of it (tied embedding and head on different stages)
-equals the unsplit model; ResNet-18's loss falls; a recipe's own model and data, found beside
+equals the unsplit model; ResNet-18's loss falls, and channels-last trains as contiguous does
+(PyTorch); a recipe's own model and data, found beside
 it, train through `hvdkit train -np 2`. One 2-rank job and one reference process per framework
 (workers/models.py), one CLI job per framework."""
 
@@ -88,6 +89,17 @@ def test_resnet18_small_loss_falls(tmp_path_factory, framework: str) -> None:
                         .read_text())
     assert len(losses) == 8
     assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
+
+
+def test_torch_channels_last_trains_as_contiguous_does_on_two_ranks(tmp_path_factory) -> None:
+    """model.memory_format channels_last at np=2 (a GPU's default): Horovod takes contiguous
+    tensors only, so hvdkit keeps the parameters contiguous; the losses are those of the
+    contiguous run up to float32 rounding."""
+    out = _run(tmp_path_factory, "torch", False)
+    contiguous, channels_last = (json.loads((out / f"resnet_{f}.json").read_text())
+                                 for f in ("contiguous", "channels_last"))
+    assert len(channels_last) == len(contiguous) == 8
+    assert np.allclose(channels_last, contiguous, rtol=1e-4), (channels_last, contiguous)
 
 
 def test_own_model_and_data_beside_the_recipe_train_through_the_cli(

@@ -81,13 +81,19 @@ def test_recipe_checks_the_new_fields() -> None:
 
 def test_torch_memory_format_auto_is_contiguous_on_cpu_and_channels_last_on_request() -> None:
     torch = pytest.importorskip("torch")
+    from hvdkit.adapters.torch.models import ChannelsFirst
     from hvdkit.adapters.torch.precision import memory_format, prepare
 
     assert memory_format("auto", torch.device("cpu")) is torch.contiguous_format
     assert memory_format("auto", torch.device("cuda", 0)) is torch.channels_last
-    conv = torch.nn.Conv2d(3, 8, 3)
-    x = torch.randn(2, 5, 5, 3).permute(0, 3, 1, 2)  # stored NHWC, as hvdkit's batches are
-    before = conv(x)
-    (call,) = prepare([conv], torch.device("cpu"), "channels_last", compile=False)
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(call(x), before, atol=1e-6)
+    model = torch.nn.Sequential(ChannelsFirst(), torch.nn.Conv2d(3, 8, 3))
+    x = torch.randn(2, 5, 5, 3)  # stored NHWC, as hvdkit's batches are
+    before = model(x)
+    assert before.is_contiguous()
+    (call,) = prepare([model], torch.device("cpu"), "channels_last", compile=False)
+    after = call(x)
+    assert after.is_contiguous(memory_format=torch.channels_last)  # the convolution ran NHWC
+    assert torch.allclose(after, before, atol=1e-6)
+    after.sum().backward()
+    # Horovod's broadcast and allreduce take contiguous tensors only
+    assert all(p.is_contiguous() and p.grad.is_contiguous() for p in model.parameters())

@@ -90,17 +90,17 @@ def known_bad_convolutions(module: nn.Module, isa: str) -> list[str]:
 
 def prepare(modules: list[nn.Module], device: torch.device, setting: str, compile: bool,
             say: Callable[[str], None] = print) -> list[Any]:
-    """Each module in the memory format asked for — its weights, and the NHWC → NCHW turn of
-    its inputs (`ChannelsFirst`) — and what the training forward calls: the module, or
-    `torch.compile` of it (evaluation runs the module itself, so it does not compile a second
-    graph). Channels-last on a CPU over a convolution oneDNN gets wrong is said once."""
+    """Each module's inputs turned NHWC → NCHW in the memory format asked for (`ChannelsFirst`),
+    and what the training forward calls: the module, or `torch.compile` of it (evaluation runs
+    the module itself, so it does not compile a second graph). Channels-last input makes each
+    convolution run channels-last (its output follows its input); the parameters stay
+    contiguous, as Horovod's broadcast and allreduce require of every tensor they take, and so do
+    their gradients. Channels-last on a CPU over a convolution oneDNN gets wrong is said once."""
     fmt = memory_format(setting, device)
     for module in modules:
         for part in module.modules():
             if isinstance(part, ChannelsFirst):
                 part.memory_format = fmt
-        if fmt is torch.channels_last:
-            module.to(memory_format=fmt)
     if fmt is torch.channels_last and device.type == "cpu":
         bad = [name for module in modules
                for name in known_bad_convolutions(module, cpu_features().isa)]

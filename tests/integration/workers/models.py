@@ -35,10 +35,10 @@ def gpt(batch: int = BATCH, **parallel: object):
     })
 
 
-def resnet():
+def resnet(**model):
     return recipe_from_dict({
         "name": "resnet-check",
-        "model": {"name": "resnet", "depth": 18, "stem": "small", "width": 4},
+        "model": {"name": "resnet", "depth": 18, "stem": "small", "width": 4, **model},
         # 32 training images, one global batch: 8 steps over the same images must fit them.
         "data": {"name": "synthetic", "samples": 40, "shape": [8, 8, 3], "classes": 2},
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -125,6 +125,12 @@ def distributed(framework: str, out: Path) -> None:
     train(framework, resnet(), [losses])
     if rank == 0:
         (out / "resnet_losses.json").write_text(json.dumps(losses.losses))
+    if framework == "torch":  # channels-last through Horovod's broadcast and allreduce
+        for memory_format in ("contiguous", "channels_last"):
+            losses = Losses()
+            train(framework, resnet(width=8, memory_format=memory_format), [losses])
+            if rank == 0:
+                (out / f"resnet_{memory_format}.json").write_text(json.dumps(losses.losses))
 
 
 def main() -> int:
