@@ -99,7 +99,8 @@ def _attach_values(argv: list[str]) -> list[str]:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The `hvdkit` parser with every command (the docs' CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(prog="hvdkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +119,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gen.add_argument("--temperature", type=float, default=0.8,
                      help="softmax temperature; 0 takes the most likely byte (default 0.8)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
 
 
