@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-ray demo test test-unit test-integration test-gpu bench bench-gpu lint
+.PHONY: setup setup-ray demo test test-unit test-integration test-gpu bench bench-gpu lint docs
 
 setup:
 	@bash launch/setup.sh
@@ -21,7 +21,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check hvdkit tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
@@ -39,6 +39,13 @@ bench: setup
 # plain PyTorch loop (benchmarks/gpu_precision.py; about 5 minutes).
 bench-gpu: setup
 	$(BIN)/python benchmarks/gpu_precision.py
+
+# The documentation site (docs/, mkdocs.yml) into site/: strict (a broken link or reference
+# fails) and offline. Material for MkDocs and mkdocstrings are installed into .venv when missing.
+docs: setup
+	$(BIN)/python -c "import material, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(BIN)/python -m pip install -q mkdocs-material "mkdocstrings[python]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: setup
 	$(BIN)/ruff check hvdkit tests benchmarks

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import record  # noqa: E402
 from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
 from hvdkit.bench.perfmodel import Cluster, predict_step  # noqa: E402
 from hvdkit.bench.predict import calibrate_workload  # noqa: E402
@@ -48,6 +49,7 @@ def measure(recipe: str, framework: str, exchange: str, steps: int, tag: str) ->
 
 def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds: int,
          steps: int) -> float:
+    load = os.getloadavg()[0]
     print(f"[bench_predict] load average at the start: {os.getloadavg()[0]:.2f} "
           f"({cores()} cores); other jobs on the host change every figure", flush=True)
     link = calibrate_link(OUT)
@@ -95,11 +97,20 @@ def main(recipes: list[str], frameworks: list[str], exchanges: list[str], rounds
                                                  indent=2) + "\n")
     print("median predicted ÷ measured over rounds:")
     worst = 0.0
+    table = []
     for (name, framework, exchange), values in ratios.items():
         median = statistics.median(values)
         worst = max(worst, abs(median - 1))
         inside = "within" if abs(median - 1) <= 0.10 else "OUTSIDE"
         print(f"  {name:<14} {framework:<10} {exchange:<5} {median:.3f} ({inside} ±10%)")
+        table.append({"recipe": name, "framework": framework, "exchange": exchange,
+                      "predicted ÷ measured": median,
+                      "rounds' range": f"{min(values):.2f}–{max(values):.2f}",
+                      "within ±10%": "yes" if inside == "within" else "no"})
+    record("bench_predict", f"predicted ÷ measured throughput, np=2, median of {rounds} rounds",
+           ["recipe", "framework", "exchange", "predicted ÷ measured", "rounds' range",
+            "within ±10%"], table, "Strong scaling, 1 thread per rank; target within ±10%.",
+           load)
     print(f"worst |predicted/measured - 1| at np=2: {worst:.3f}")
     return worst
 

@@ -79,7 +79,7 @@ def recipe_reference() -> str:
         annotation, doc = docs["Recipe"][name]
         lines.append(f"| `{name}` | `{_cell(annotation)}` | {_default(recipe_fields[name])} "
                      f"| {_cell(doc)} |")
-    for name, f in recipe_fields.items():
+    for name in recipe_fields:
         if name in top:
             continue
         cls = getattr(config, docs["Recipe"][name][0])

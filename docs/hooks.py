@@ -9,7 +9,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gen_reference import GENERATORS  # noqa: E402
+from gen_reference import GENERATORS
 
 MARK = re.compile(r"^<!-- generate: (" + "|".join(GENERATORS) + r") -->$", re.MULTILINE)
 
