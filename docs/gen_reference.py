@@ -89,6 +89,8 @@ def recipe_reference() -> str:
         lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
         for sub in dataclasses.fields(cls):
             annotation, doc = docs[cls.__name__].get(sub.name, ("", ""))
+            if not doc:  # the reference is the docstrings: a field without one fails the build
+                raise ValueError(f"hvdkit/config.py: {cls.__name__}.{sub.name} has no docstring")
             lines.append(f"| `{name}.{sub.name}` | `{_cell(annotation)}` | {_default(sub)} "
                          f"| {_cell(doc)} |")
     return "\n".join(lines) + "\n"
