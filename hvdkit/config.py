@@ -207,7 +207,13 @@ class TrainConfig:
     """How many of the newest checkpoints to keep."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Compute precision of forward and loss: fp32, or mixed bf16 / fp16 (weights, gradients
-    and the optimizer stay fp32). fp16 scales the loss dynamically (loss_scale)."""
+    and the optimizer stay fp32). fp16 scales the loss dynamically (loss_scale). On a CPU
+    without native bf16 / fp16 (no AVX-512 BF16 / FP16 or AMX) it is refused unless
+    precision_force: emulated, it runs several times slower than fp32."""
+    precision_force: bool = False
+    """Run train.precision bf16 / fp16 on a CPU that only emulates it, which is refused
+    otherwise: on an AVX2 CPU a step ran 2x (a small CNN) to 13-14x (ResNet-18) slower than in
+    fp32 (hvdkit.runtime.cpu_precision). No effect on a GPU or a CPU with native support."""
     loss_scale: float = 65536.0
     """fp16: the initial loss scale. A step whose gradients overflow on any rank is skipped on
     every rank and the scale halved (hvdkit.parallel.loss_scale)."""

@@ -34,6 +34,7 @@ from hvdkit.models.tasks import TEST_METRICS, task_for
 from hvdkit.models.usermodel import model_input_shape
 from hvdkit.parallel import parallelize
 from hvdkit.runtime.allocator import tune_host_allocator
+from hvdkit.runtime.cpu_precision import check_cpu_precision, device_is_cpu
 from hvdkit.runtime.heartbeat import report_step
 from hvdkit.runtime.mpi import start_mpi_here
 from hvdkit.runtime.rank import controller_from_env, size_from_env
@@ -131,6 +132,8 @@ class Trainer:
             start_mpi_here()  # on this thread, before Horovod would on its own
         rank, size, local_rank, local_size = adapter.init(
             sets, recipe.train.threads, recipe.train.device, exclusive_gpu=layout.replicas > 1)
+        check_cpu_precision(recipe.train.precision, recipe.train.precision_force,
+                            device_is_cpu(adapter.device))
         warn_oversubscribed_host(local_rank, local_size)
         if size != layout.world_size:  # e.g. an elastic job, or a launcher without the env
             self.layout = layout = self._layout(size)

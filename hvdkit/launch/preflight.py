@@ -1,5 +1,6 @@
 """Checks made once, before any rank starts, so that a mistake is one line (exit 2) and not
-one per rank between mpirun's boxes: the data files against the model, and the builders.
+one per rank between mpirun's boxes: the data files against the model, the builders, and a
+precision this host's CPU would only emulate.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 from hvdkit.config import Recipe
 from hvdkit.data.checks import FILE_SOURCES, check_model_fits
 from hvdkit.models.builders import call_model_builder, quiet_stderr, resolve
+from hvdkit.runtime.cpu_precision import check_cpu_precision, train_on_cpu
 
 
 def check_data(recipe: Recipe) -> None:
@@ -20,6 +22,14 @@ def check_data(recipe: Recipe) -> None:
     data = build_source(recipe.data, recipe.train.seed)
     check_model_fits(recipe.model.name, data)
     data.close()
+
+
+def check_precision(recipe: Recipe, multi_host: bool, source: str) -> None:
+    """train.precision bf16 / fp16 where the ranks would train on this CPU, which lacks it
+    (hvdkit.runtime.cpu_precision): refused unless train.precision_force."""
+    train = recipe.train
+    check_cpu_precision(train.precision, train.precision_force,
+                        train_on_cpu(train.device, multi_host), source)
 
 
 def check_builders(recipe: Any, framework: str, call: bool = True) -> None:

@@ -23,7 +23,7 @@ from hvdkit.launch.job import check_horovod, run_job, warn_oversubscription
 from hvdkit.launch.machines import elastic_settings
 from hvdkit.launch.mpi_args import parse_mpi_args
 from hvdkit.launch.options import LaunchOptions
-from hvdkit.launch.preflight import check_builders, check_data
+from hvdkit.launch.preflight import check_builders, check_data, check_precision
 from hvdkit.layout import ParallelLayout
 from hvdkit.recipe import Recipe, load_recipe
 from hvdkit.runtime.rank import in_horovod_job, rank_from_env
@@ -69,6 +69,7 @@ def run_training(args: argparse.Namespace) -> int:
     check_data(recipe)  # files read and checked against the model
     options = launch_options(args, machine)
     options.validate()
+    check_precision(recipe, options.multi_host, args.recipe)
     ParallelLayout.from_recipe(recipe, options.np, options.launch_controller, options.elastic,
                                source=args.recipe)
     launching = options.np > 1 or options.multi_host or options.elastic

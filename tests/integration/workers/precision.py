@@ -7,6 +7,9 @@ in one Horovod job per framework. Rank 0 writes results.json (and the reference'
 
 --full (the MPI job) adds what one controller is enough for: a 2-stage pipeline with
 clip_norm, fp16 stopped and resumed, compilation against eager, and digits_cnn in bf16.
+
+The checks are of numbers, not of speed, so they set train.precision_force: on a CPU without
+native bf16 / fp16 (AVX2) the emulated types are asked for knowingly.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def recipe(batch: int = BATCH, steps: int = STEPS, train: dict | None = None,
         "data": {"name": "digits"},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5, **(optimizer or {})},
         "train": {"batch_size": batch, "max_steps": steps, "log_every_steps": 3,
-                  **(train or {})},
+                  "precision_force": True, **(train or {})},
         "parallel": parallel,
     })
 
@@ -168,7 +171,8 @@ def full_checks(framework: str, out: Path, results: dict) -> None:
             strict=True))
         results["compile_seconds"] = summary.get("compile_seconds")
     # The digits CNN recipe in bf16.
-    cnn = load_recipe(ROOT / "recipes/digits_cnn.yaml", overrides=["train.precision=bf16"])
+    cnn = load_recipe(ROOT / "recipes/digits_cnn.yaml", overrides=["train.precision=bf16",
+                                                                  "train.precision_force=true"])
     _, summary = fit(framework, cnn)
     results["digits_cnn_bf16_accuracy"] = summary.get("test_accuracy")
 
