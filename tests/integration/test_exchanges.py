@@ -19,9 +19,7 @@ TOLERANCE = 1e-5
 _cache: dict[str, dict] = {}
 
 
-@pytest.fixture(scope="module", params=["mpi", "gloo"])
-def results(request, tmp_path_factory) -> dict:
-    controller = request.param
+def _results(controller: str, tmp_path_factory) -> dict:
     if controller not in _cache:
         out = tmp_path_factory.mktemp(f"exchanges-{controller}")
         extra = ["--convergence", "--trainer"] if controller == "mpi" else []
@@ -35,6 +33,18 @@ def results(request, tmp_path_factory) -> dict:
             for framework, values in one.items():
                 _cache[controller][framework].update(values)
     return _cache[controller]
+
+
+@pytest.fixture(scope="module", params=["mpi", "gloo"])
+def results(request, tmp_path_factory) -> dict:
+    """Both controllers' jobs: the cases each job runs."""
+    return _results(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def mpi_results(tmp_path_factory) -> dict:
+    """The MPI job's: it alone also runs the convergence and Trainer cases."""
+    return _results("mpi", tmp_path_factory)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -74,19 +84,15 @@ def test_powersgd_at_full_rank_is_exact(results, framework: str) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_powersgd_keeps_accuracy_with_a_tenth_of_the_bytes(results, framework: str) -> None:
-    r = results[framework]
-    if results["controller"] != "mpi":  # the key must be there wherever it runs
-        pytest.skip("the convergence runs in the MPI job only")
+def test_powersgd_keeps_accuracy_with_a_tenth_of_the_bytes(mpi_results, framework: str) -> None:
+    r = mpi_results[framework]
     assert r["accuracy_powersgd"] >= r["accuracy_none"] - 0.01, r
     assert r["powersgd_uncompressed_bytes"] >= 10 * r["powersgd_bytes"], r
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_zero1_through_the_trainer(results, framework: str) -> None:
-    r = results[framework]
-    if results["controller"] != "mpi":  # the key must be there wherever it runs
-        pytest.skip("the Trainer cases run in the MPI job only")
+def test_zero1_through_the_trainer(mpi_results, framework: str) -> None:
+    r = mpi_results[framework]
     assert r["trainer_zero_vs_ring"] <= TOLERANCE  # parallel.sync zero1 == allreduce
     zero_bytes, ring_bytes = r["trainer_state_bytes"]  # as the run summary reports them
     assert zero_bytes <= 0.55 * ring_bytes
@@ -94,19 +100,15 @@ def test_zero1_through_the_trainer(results, framework: str) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_zero1_checkpoint_resumes_on_one_rank(results, framework: str) -> None:
-    r = results[framework]
-    if results["controller"] != "mpi":  # the key must be there wherever it runs
-        pytest.skip("runs after the MPI job only")
+def test_zero1_checkpoint_resumes_on_one_rank(mpi_results, framework: str) -> None:
+    r = mpi_results[framework]
     assert r["one_rank_state"] <= TOLERANCE  # the whole state, as the ring's checkpoint has it
     assert r["one_rank_loss"] < 2.5  # and it trains on
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_powersgd_resumes_where_the_uninterrupted_run_ends(results, framework: str) -> None:
-    r = results[framework]
-    if results["controller"] != "mpi":  # the key must be there wherever it runs
-        pytest.skip("the Trainer cases run in the MPI job only")
+def test_powersgd_resumes_where_the_uninterrupted_run_ends(mpi_results, framework: str) -> None:
+    r = mpi_results[framework]
     # Compressed from step 3, stopped at step 6 and resumed to step 12: bit for bit.
     assert r["powersgd_resume"] <= TOLERANCE, r["powersgd_resume"]
     saved = r["powersgd_saved"]  # the step count, the warm Q's and both ranks' errors
