@@ -58,9 +58,11 @@ class ModelConfig:
     of yours built with hvdkit.adapters.tensorflow.batchnorm.SyncBatchNormalization. Without
     it, the replicas' running statistics are averaged before each evaluation and checkpoint."""
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
-    """PyTorch: the memory layout of 4-D weights and activations. `auto`: channels-last on a
-    GPU (tensor cores read NHWC without transposes), contiguous on a CPU; TensorFlow keeps its
-    own NHWC either way."""
+    """PyTorch: the memory layout of image activations, in which convolutions run (parameters
+    stay contiguous, as Horovod's collectives require). `auto`: channels-last on a GPU (tensor
+    cores read NHWC without transposes), contiguous NCHW on a CPU, where oneDNN gets some
+    channels-last convolutions wrong (uxlfoundation/oneDNN#6035: hvdkit names them when asked
+    for channels-last); TensorFlow keeps its own NHWC either way."""
     output: Literal["auto", "logits", "probabilities"] = "auto"
     """What a classifier's outputs are: `logits`, or `probabilities` (it ends in a softmax;
     hvdkit then takes their log as logits, so the loss stays cross-entropy). `auto` looks at
