@@ -45,6 +45,8 @@ RESUMABLE_CHANGES = ("optimizer.lr", "train.epochs", "train.max_steps", "train.l
                      "train.eval_every_epochs", "train.threads", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.commit_every_steps",
                      "train.timing_warmup_steps", "train.device", "train.host_allocator",
+                     # leave to run an emulated precision: the same numbers, only slower
+                     "train.precision_force",
                      # where a pipeline cuts the model changes no number it computes
                      "parallel.split", "parallel.boundaries",
                      # who decodes the batches, and how far ahead, changes none either

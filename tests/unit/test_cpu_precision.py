@@ -62,3 +62,15 @@ def test_cli_refuses_emulated_bf16_before_any_worker(tmp_path: Path) -> None:
     assert line.startswith(f"hvdkit: error: {recipe}: train.precision bf16: this CPU")
     assert "train.precision_force: true" in line and "launching" not in done.stderr
     assert time.perf_counter() - started < 30
+
+
+def test_a_resumed_run_may_add_precision_force() -> None:
+    """A run started on a GPU in bf16 may go on on a CPU that emulates it (train.device and
+    train.precision_force both resumable)."""
+    from hvdkit.recipe import recipe_from_dict
+    from hvdkit.training.checkpoint import resume_key
+
+    data = {"model": {"name": "mlp"}, "data": {"name": "digits"}, "optimizer": {"name": "sgd"},
+            "train": {"precision": "bf16", "device": "gpu"}}
+    forced = {**data, "train": {"precision": "bf16", "device": "cpu", "precision_force": True}}
+    assert resume_key(recipe_from_dict(data)) == resume_key(recipe_from_dict(forced))
