@@ -179,7 +179,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-GENERATORS = {"recipe": recipe_reference, "cli": cli_reference, "results": results_tables}
+def resumable_fields() -> str:
+    """The fields a resumed run may change, from hvdkit.training.checkpoint's own list."""
+    from hvdkit.training.checkpoint import RESUMABLE_CHANGES
+
+    return ", ".join(f"`{name}`" for name in RESUMABLE_CHANGES)
+
+
+GENERATORS = {"recipe": recipe_reference, "cli": cli_reference, "results": results_tables,
+              "resumable": resumable_fields}
 
 if __name__ == "__main__":
     sys.stdout.write(GENERATORS[sys.argv[1]]())

@@ -17,10 +17,11 @@ from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
 
-# The kernel's flag names for the instruction sets that compute a precision natively.
+# The kernel's flag names for the instruction sets that compute a precision natively (x86:
+# AVX-512 and AMX; Arm: the BF16 extension and half-precision SIMD).
 NATIVE_FLAGS = {
-    "bf16": ("avx512_bf16", "amx_bf16"),
-    "fp16": ("avx512_fp16", "amx_fp16"),
+    "bf16": ("avx512_bf16", "amx_bf16", "bf16"),
+    "fp16": ("avx512_fp16", "amx_fp16", "asimdhp"),
 }
 
 

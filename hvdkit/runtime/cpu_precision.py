@@ -32,7 +32,8 @@ def check_cpu_precision(precision: str, force: bool, on_cpu: bool, source: str =
     cpu = cpu or cpu_features()
     if not cpu.flags or cpu.native(precision):  # no flags: an unknown CPU is not judged
         return
-    needs = " or ".join(flag.upper() for flag in NATIVE_FLAGS[precision])
+    *others, last = [flag.upper() for flag in NATIVE_FLAGS[precision]]
+    needs = f"{', '.join(others)} or {last}"
     where = f"{source}: " if source else ""
     low, high = SLOWDOWN[precision]
     raise UserError(

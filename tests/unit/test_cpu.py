@@ -36,3 +36,8 @@ def test_avx512_hosts_differ_in_what_they_compute_natively() -> None:
 def test_no_flags_is_the_baseline() -> None:
     cpu = parse_cpuinfo("")
     assert cpu.isa == "baseline" and not cpu.native("bf16") and cpu.model
+
+
+def test_an_arm_host_with_the_bf16_extension_computes_it_natively() -> None:
+    cpu = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd asimdhp bf16 sve\n")
+    assert cpu.native("bf16") and cpu.native("fp16") and cpu.isa == "baseline"

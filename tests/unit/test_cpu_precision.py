@@ -22,11 +22,12 @@ def test_emulated_precision_is_refused_unless_forced() -> None:
     with pytest.raises(UserError) as refused:
         check_cpu_precision("bf16", False, True, "r.yaml", cpu=AVX2)
     assert str(refused.value) == (
-        "r.yaml: train.precision bf16: this CPU (AVX2) has no AVX512_BF16 or AMX_BF16, so it "
-        "is emulated: a step ran 2x (a small CNN) to 13x (ResNet-18) slower than in fp32 on an "
+        "r.yaml: train.precision bf16: this CPU (AVX2) has no AVX512_BF16, AMX_BF16 or BF16, so "
+        "it is emulated: a step ran 2x (a small CNN) to 13x (ResNet-18) slower than in fp32 on an "
         "AVX2 CPU; use train.precision fp32, or set train.precision_force: true to run it "
         "anyway")
-    with pytest.raises(UserError, match=r"no AVX512_FP16 or AMX_FP16.* to 14x \(ResNet-18\)"):
+    with pytest.raises(UserError,
+                       match=r"no AVX512_FP16, AMX_FP16 or ASIMDHP.* to 14x \(ResNet-18\)"):
         check_cpu_precision("fp16", False, True, cpu=AVX2)
     check_cpu_precision("bf16", True, True, cpu=AVX2)  # forced
     check_cpu_precision("fp32", False, True, cpu=AVX2)
