@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
-from hvdkit.bench.perfmodel import (  # noqa: E402
+from hvdkit.bench.collectives import (  # noqa: E402
     ETHERNET_IN_QDISC,
     Cluster,
     Link,
-    predict_step,
     tcp_payload_share,
 )
+from hvdkit.bench.perfmodel import predict_step  # noqa: E402
 from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402
 from hvdkit.runtime.world import cores  # noqa: E402

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import record  # noqa: E402
 from hvdkit.bench.calibrate import calibrate_link  # noqa: E402
-from hvdkit.bench.perfmodel import Cluster, predict_step  # noqa: E402
+from hvdkit.bench.collectives import Cluster  # noqa: E402
+from hvdkit.bench.perfmodel import predict_step  # noqa: E402
 from hvdkit.bench.predict import calibrate_workload  # noqa: E402
 from hvdkit.bench.scale import SweepSpec, run_trial  # noqa: E402
 from hvdkit.recipe import load_recipe  # noqa: E402

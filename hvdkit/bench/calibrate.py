@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hvdkit.bench.perfmodel import Horovod, Link
+from hvdkit.bench.collectives import Link
+from hvdkit.bench.fusion import Horovod
 
 
 def calibrate_link(out: Path, sizes: tuple[int, ...] = (4, 4096, 1 << 20, 1 << 23),

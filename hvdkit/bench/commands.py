@@ -73,7 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _link(text: str):
-    from hvdkit.bench.perfmodel import parse_link
+    from hvdkit.bench.collectives import parse_link
 
     try:
         return parse_link(text)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hvdkit.bench.perfmodel import Cluster, Link, measured_workload, predict_step
+from hvdkit.bench.collectives import Cluster, Link
+from hvdkit.bench.perfmodel import measured_workload, predict_step
 from hvdkit.errors import UserError
 from hvdkit.runtime.world import cores
 

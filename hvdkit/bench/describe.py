@@ -26,7 +26,9 @@ from typing import Any
 
 import yaml
 
-from hvdkit.bench.perfmodel import Horovod, Link, Workload, parse_latency, parse_rate
+from hvdkit.bench.collectives import Link, parse_latency, parse_rate
+from hvdkit.bench.fusion import Horovod
+from hvdkit.bench.perfmodel import Workload
 from hvdkit.errors import UserError
 from hvdkit.parallel.schedules import SCHEDULES
 

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from hvdkit.bench.calibrate import calibrate_exchange, calibrate_link, calibrate_readiness
+from hvdkit.bench.collectives import Cluster, Link
+from hvdkit.bench.fusion import Horovod
 from hvdkit.bench.perfmodel import (
     EXCHANGES,
-    Cluster,
-    Horovod,
-    Link,
     Workload,
     host_per_byte,
     measured_workload,

@@ -1,4 +1,5 @@
-"""The performance model's formulas against hand-computed cases (hvdkit.bench.perfmodel)."""
+"""The performance model's formulas against hand-computed cases (hvdkit.bench.perfmodel,
+collectives, fusion)."""
 
 import math
 from dataclasses import replace
@@ -6,24 +7,23 @@ from dataclasses import replace
 import pytest
 
 from hvdkit.bench.bandwidth import busbw
-from hvdkit.bench.perfmodel import (
+from hvdkit.bench.collectives import (
     Cluster,
-    Horovod,
     Link,
+    parse_link,
+    ps_seconds,
+    reduce_scatter_seconds,
+    ring_allreduce_seconds,
+    tcp_payload_share,
+)
+from hvdkit.bench.fusion import Horovod, expected_exchange, readiness, simulate_exchange
+from hvdkit.bench.perfmodel import (
     Workload,
-    expected_exchange,
     expected_max_normal,
     host_per_byte,
     overlaps_backward,
-    parse_link,
     predict_pipeline,
     predict_step,
-    ps_seconds,
-    readiness,
-    reduce_scatter_seconds,
-    ring_allreduce_seconds,
-    simulate_exchange,
-    tcp_payload_share,
 )
 from hvdkit.errors import UserError
 from hvdkit.parallel.schedules import ideal_bubble, simulate
