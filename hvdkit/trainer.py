@@ -30,7 +30,7 @@ from hvdkit.data.loader import eval_batches
 from hvdkit.data.workers import start_workers
 from hvdkit.errors import UserError
 from hvdkit.layout import ParallelLayout
-from hvdkit.models.tasks import TEST_METRICS, task_for
+from hvdkit.models.tasks import task_for
 from hvdkit.models.usermodel import model_input_shape
 from hvdkit.parallel import parallelize
 from hvdkit.runtime.allocator import tune_host_allocator
@@ -42,15 +42,14 @@ from hvdkit.runtime.stop import StepBoundaryStop
 from hvdkit.runtime.world import World, job_seconds_so_far, warn_oversubscribed_host
 from hvdkit.training.callbacks import Callback, Logs
 from hvdkit.training.checkpoint import Checkpointer, Position
-from hvdkit.training.inputmeter import WIDTH as INPUT_WIDTH
-from hvdkit.training.inputmeter import InputMeter, input_summary
+from hvdkit.training.inputmeter import InputMeter
 from hvdkit.training.lr_schedule import learning_rate
+from hvdkit.training.metrics import PendingSteps, flush_metrics
 from hvdkit.training.rundir import new_run_dir
-from hvdkit.training.summary import make_callbacks, peak_rss_per_rank, run_summary
+from hvdkit.training.summary import fit_summary, make_callbacks
 from hvdkit.training.timing import ThroughputWindow
 
 EVAL_BATCH = 512
-STEP_METRICS = ("loss", "accuracy", "step_time")
 
 
 def _report_step(pos: Position) -> None:
@@ -212,7 +211,8 @@ class Trainer:
             raise UserError("--resume without a path needs --run-dir: the run to resume")
         return self.run_dir
 
-    def _emit(self, hook: str, *args: Any) -> None:
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call `hook` (`on_step_end`, ...) with `args` on every callback, in order."""
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
@@ -223,8 +223,8 @@ class Trainer:
         self._setup()
         recipe, world = self.recipe, self.world
         assert world is not None
-        self._emit("on_train_begin", {"total_steps": self.total_steps,
-                                      "epochs": recipe.train.epochs, "world_size": world.size})
+        self.emit("on_train_begin", {"total_steps": self.total_steps,
+                                     "epochs": recipe.train.epochs, "world_size": world.size})
         # train.compile: the first step compiles; it never enters the timed window.
         warmup = max(recipe.train.timing_warmup_steps, int(recipe.train.compile))
         self.first_step_seconds: float | None = None
@@ -243,26 +243,8 @@ class Trainer:
             self.stop.restore()
         timed = self.window.close()  # before the final checkpoint, which is not training
         self.checkpointer.save(self.position)
-        history = self.history
-        summary = run_summary(self, history, time.perf_counter() - started, TEST_METRICS)
-        summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
-        tensors = [int(p.size) for p in self.adapter.parameters_as_numpy()]  # forward order
-        summary["parameters"] = sum(tensors)
-        summary["parameter_tensors"] = tensors
-        summary["exchange"] = self.runner.report()
-        if history and "pipeline" in history[-1]:
-            summary["pipeline"] = history[-1]["pipeline"]
-        # Global samples: taken by the final position, and computed (a reset repeats some).
-        summary["samples_seen"] = self.position.samples_seen
-        summary["samples_trained"] = self.samples_trained
-        summary["elastic_resets"] = self.elastic_resets
-        summary["peak_rss_mib"] = peak_rss_per_rank(self.adapter.allreduce, world)
-        if recipe.train.compile:  # the first step's wall time, which compiles the model
-            summary["compile_seconds"] = self.first_step_seconds
-        summary["input"] = input_summary(self)
-        if self.stop.signum:
-            summary["interrupted"] = self.stop.signum
-        self._emit("on_train_end", summary)
+        summary = fit_summary(self, time.perf_counter() - started, timed)
+        self.emit("on_train_end", summary)
         if world.is_root and self.run_dir is not None:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -279,12 +261,10 @@ class Trainer:
         while (pos.epoch < recipe.train.epochs and pos.step < self.total_steps
                and not self.stop.signum):
             epoch = pos.epoch
-            self._emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
+            self.emit("on_epoch_begin", epoch, {"start_sample": pos.sample})
             epoch_started = time.perf_counter()
             self.input_meter.mark()
-            pending: list[Any] = []  # the steps' metrics, still on the device
-            pending_times: list[float] = []
-            pending_lr: list[float] = []
+            pending = PendingSteps()  # the steps' metrics, still on the device
             losses: list[float] = []
             samples, stopped = 0, False
             # The batches are staged (as the framework's tensors, on the device) in the
@@ -297,21 +277,20 @@ class Trainer:
                                        self.total_steps, world.data_size)
                     self.window.before_step(pos.step)
                     t0 = time.perf_counter()
-                    pending.append(self.runner.train_step(x, y, lr))
-                    pending_times.append(time.perf_counter() - t0)
+                    handle = self.runner.train_step(x, y, lr)
+                    seconds = time.perf_counter() - t0
+                    pending.add(handle, seconds, lr)
                     if self.first_step_seconds is None:
-                        self.first_step_seconds = pending_times[-1]
+                        self.first_step_seconds = seconds
                     # A pipeline's stages all see the replica's batch: count it once per replica.
-                    self.window.after_step(len(x) * world.data_size / world.size, pending_times[-1])
-                    pending_lr.append(lr)
+                    self.window.after_step(len(x) * world.data_size / world.size, seconds)
                     taken = loader.step_samples(pos.sample)
                     pos.advance(taken)
                     samples += taken
                     self.samples_trained += taken
                     check_due = self.stop.after_step()
                     if len(pending) >= recipe.train.log_every_steps:  # it carries the check
-                        losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
-                        pending, pending_times, pending_lr = [], [], []
+                        losses += flush_metrics(self, pending, pos.step, epoch)
                     elif check_due:
                         self._check_stop()
                     for hook in self.step_hooks:  # checkpoints; elastic commits
@@ -323,7 +302,7 @@ class Trainer:
                 self.adapter.join()  # before the last flush: the others may still be stepping
             # Every rank flushes at the end of every epoch (even with no rows left), so the
             # flushes match across ranks with uneven data, and a stop request reaches them all.
-            losses += self._flush(pending, pending_times, pending_lr, pos.step, epoch)
+            losses += flush_metrics(self, pending, pos.step, epoch)
             train_time = time.perf_counter() - epoch_started
             logs: Logs = {
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -343,7 +322,7 @@ class Trainer:
             if complete:
                 pos.next_epoch()
             self.history.append(logs)
-            self._emit("on_epoch_end", epoch, logs)
+            self.emit("on_epoch_end", epoch, logs)
 
     def plan_steps(self) -> int:
         """The step at which training ends, counted from the position at the current np."""
@@ -351,43 +330,6 @@ class Trainer:
         left = loader.steps_left(pos.sample) + loader.steps_per_epoch * (epochs - pos.epoch - 1)
         total = pos.step + max(left, 0)
         return min(total, self.recipe.train.max_steps) if self.recipe.train.max_steps else total
-
-    def _flush(self, handles: list[Any], times: list[float], lrs: list[float], step: int,
-               epoch: int) -> list[float]:
-        """Read the buffered step metrics back from the device, average them across ranks in
-        one allreduce, then log them.
-
-        The buffer always has `log_every_steps` rows and a count column, so every rank sends
-        the same shape, and zeros from a rank that has joined (uneven data) do not count. More
-        columns carry the stop check (hvdkit.runtime.stop): once any rank has a request,
-        every rank ends the loop at this step. The last ones carry the input path's sums since
-        the last flush (hvdkit.training.inputmeter).
-        """
-        width = len(STEP_METRICS)
-        rows = len(handles)
-        stop = slice(width + 1, width + 1 + StepBoundaryStop.WIDTH)
-        buffer = np.zeros((max(self.recipe.train.log_every_steps, rows),
-                           stop.stop + INPUT_WIDTH))
-        if rows:
-            buffer[:rows, : width - 1] = self.runner.read_metrics(handles)
-            buffer[:rows, width - 1] = times
-            buffer[:rows, width] = 1.0
-        buffer[0, stop] = self.stop.payload()
-        buffer[0, stop.stop :] = self.input_meter.interval()
-        total = self.adapter.allreduce(buffer, op="sum", name="hvdkit.metrics")
-        self.stop.agree(total[0, stop])
-        first = step - rows
-        inputs = self.input_meter.add(total[0, stop.stop :],
-                                      first >= self.recipe.train.timing_warmup_steps)
-        losses = []
-        for i, lr in enumerate(lrs):
-            row = total[i, :width] / max(total[i, width], 1.0)
-            logs = dict(zip(STEP_METRICS, map(float, row), strict=True))
-            logs.update(epoch=epoch, lr=lr, total_steps=self.total_steps,
-                        samples_per_sec=self.loader.global_batch / logs["step_time"], **inputs)
-            self._emit("on_step_end", first + i, logs)
-            losses.append(logs["loss"])
-        return losses
 
     def _check_stop(self) -> None:
         """The stop check between two flushes: a tiny allreduce, named (ranks that joined

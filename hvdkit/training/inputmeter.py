@@ -4,9 +4,9 @@ decode images.
 
 Each rank measures its own loop: the seconds spent in `next()` on the batch stream, the wall
 seconds of the loop, and what its decoders did (images, busy seconds). Every metrics flush
-sends one row of these sums through the flush's allreduce (hvdkit.trainer), so the figures
-cover all ranks: `data_wait_share` = waits / loop time, and images/s per worker = images /
-decoder busy seconds (the rate of one worker while it works). A wait share well above zero
+sends one row of these sums through the flush's allreduce (hvdkit.training.metrics), so the
+figures cover all ranks: `data_wait_share` = waits / loop time, and images/s per worker =
+images / decoder busy seconds (the rate of one worker while it works). A wait share well above zero
 with workers busy nearly all the time means more `data.workers` would speed training up.
 """
 

@@ -13,8 +13,10 @@ import numpy as np
 import yaml
 
 from hvdkit.data import peak_rss_mib
+from hvdkit.models.tasks import TEST_METRICS
 from hvdkit.runtime.world import World
 from hvdkit.training.callbacks import Callback, Logs, MetricsWriter, ProgressBar
+from hvdkit.training.inputmeter import input_summary
 from hvdkit.training.tensorboard import TensorBoard
 
 
@@ -43,6 +45,32 @@ def run_summary(trainer: Any, history: list[Logs], wall_time: float,
             summary[key] = history[-1][key]
     if trainer.run_dir is not None:
         summary["run_dir"] = str(trainer.run_dir)
+    return summary
+
+
+def fit_summary(trainer: Any, wall_time: float, timed: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: `run_summary` of `trainer`'s finished run (every rank, collectively: it
+    allreduces), with the barrier-timed throughput `timed`, the model's size, the exchange,
+    the samples, the ranks' memory, the compile time and the input path."""
+    history, world = trainer.history, trainer.world
+    summary = run_summary(trainer, history, wall_time, TEST_METRICS)
+    summary["timed"] = timed  # barrier-timed throughput over all ranks (hvdkit.training.timing)
+    tensors = [int(p.size) for p in trainer.adapter.parameters_as_numpy()]  # forward order
+    summary["parameters"] = sum(tensors)
+    summary["parameter_tensors"] = tensors
+    summary["exchange"] = trainer.runner.report()
+    if history and "pipeline" in history[-1]:
+        summary["pipeline"] = history[-1]["pipeline"]
+    # Global samples: taken by the final position, and computed (a reset repeats some).
+    summary["samples_seen"] = trainer.position.samples_seen
+    summary["samples_trained"] = trainer.samples_trained
+    summary["elastic_resets"] = trainer.elastic_resets
+    summary["peak_rss_mib"] = peak_rss_per_rank(trainer.adapter.allreduce, world)
+    if trainer.recipe.train.compile:  # the first step's wall time, which compiles the model
+        summary["compile_seconds"] = trainer.first_step_seconds
+    summary["input"] = input_summary(trainer)
+    if trainer.stop.signum:
+        summary["interrupted"] = trainer.stop.signum
     return summary
 
 

@@ -17,8 +17,9 @@ from hvdkit.adapters.base import FRAMEWORKS, Adapter
 ATTRIBUTES = ("threads", "device", "task", "input_dtype", "channels_first", "tied", "exchange")
 """Instance attributes every adapter has (set in Adapter.__init__)."""
 HVDKIT = Path(__file__).resolve().parents[2] / "hvdkit"
-USERS = [HVDKIT / "trainer.py", HVDKIT / "training" / "checkpoint.py", *sorted((HVDKIT / "parallel")
-                                                                  .glob("*.py"))]
+USERS = [HVDKIT / "trainer.py", *(HVDKIT / "training" / name
+                                  for name in ("checkpoint.py", "metrics.py", "summary.py")),
+         *sorted((HVDKIT / "parallel").glob("*.py"))]
 
 
 def test_framework_free_code_uses_only_declared_members() -> None:
