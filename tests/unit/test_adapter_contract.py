@@ -39,8 +39,9 @@ def test_each_adapter_implements_the_contract(framework: str) -> None:
     """In a subprocess: one framework per process, as in real runs."""
     code = f"""
 import inspect
-from hvdkit.adapters.base import (Adapter, ExchangeHooks, ModelAndStep, PipelineStageOps,
-                                  StateAndCollectives, get_adapter)
+from hvdkit.adapters.base import Adapter, get_adapter
+from hvdkit.adapters.roles import (ExchangeHooks, ModelAndStep, PipelineStageOps,
+                                   StateAndCollectives)
 adapter = get_adapter({framework!r})
 cls = type(adapter)
 assert issubclass(cls, Adapter) and not inspect.isabstract(cls), cls.__abstractmethods__

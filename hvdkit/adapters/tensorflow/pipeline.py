@@ -18,7 +18,7 @@ from hvdkit.adapters.tensorflow.precision import as_float32
 
 
 class StageOps:
-    """The pipeline-stage role (hvdkit.adapters.base.PipelineStageOps) over the adapter's kept
+    """The pipeline-stage role (hvdkit.adapters.roles.PipelineStageOps) over the adapter's kept
     model: its chunks, devices and saved micro-batches."""
 
 
